@@ -1,0 +1,1 @@
+"""The ``peers`` command line."""

@@ -1,0 +1,574 @@
+"""``peers``: the command line for humans and scripts.
+
+Tables for people, ``--json`` for scripts. Every failure is one line on stderr and a
+non-zero exit: 1 for a refused request or bad input, 2 for usage errors, 3 when the
+daemon cannot be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any, NoReturn
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from peersd import __version__, identity
+from peersd import protocol as p
+from peersd.client import Client, session_registration
+from peersd.config import ConfigError, Settings, load
+from peersd.errors import Code, DaemonUnreachable, PeersError
+
+app = typer.Typer(
+    name="peers",
+    help="Talk to the claude-peers daemon: see the agent sessions on this machine and "
+    "exchange messages with them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+daemon_app = typer.Typer(
+    help="Run, start, stop or inspect the peersd daemon.", no_args_is_help=True
+)
+app.add_typer(daemon_app, name="daemon")
+
+out = Console(highlight=False, soft_wrap=True)
+if not out.is_terminal:  # piped: do not fold tables to 80 columns
+    out = Console(highlight=False, soft_wrap=True, width=max(160, out.width))
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 3
+WRAPPERS = {"uv", "uvx", "pipx", "env", "nice", "timeout", "time", "nohup", "stdbuf", "peers"}
+"""Processes between a shell and ``peers`` that are not the session the user means."""
+
+
+class State:
+    overrides: dict[str, Any] = {}
+    settings: Settings | None = None
+
+
+def settings() -> Settings:
+    if State.settings is None:
+        try:
+            State.settings = load(State.overrides)
+        except ConfigError as e:
+            die(str(e))
+    return State.settings
+
+
+def die(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    err.print(f"[bold red]peers:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """Turn library errors into one clear line and an exit code."""
+    try:
+        yield
+    except DaemonUnreachable as e:
+        die(str(e), EXIT_UNREACHABLE)
+    except PeersError as e:
+        message = e.message
+        if e.code == Code.UNKNOWN_PEER and e.candidates:
+            message += f" (did you mean: {', '.join(e.candidates)}?)"
+        elif e.code == Code.UNKNOWN_PEER:
+            message += " (see `peers peers`)"
+        die(message)
+    except ConfigError as e:
+        die(str(e))
+
+
+def connect(autostart: bool | None = None) -> Client:
+    client = Client(settings(), kind="cli", autostart=autostart)
+    client.connect()
+    return client
+
+
+def _session_pid() -> int:
+    """The process this command speaks for: the shell (or agent) that ran it."""
+    pid = os.getppid()
+    for _ in range(8):
+        name = identity.process_name(pid)
+        if not (name in WRAPPERS or name.startswith("python")):
+            return pid
+        parent = identity.parent_pid(pid)
+        if not parent or parent <= 1:
+            return pid
+        pid = parent
+    return pid
+
+
+def become_peer(client: Client) -> p.Peer:
+    """Act as the agent session this command runs inside, else as a CLI peer for the shell.
+
+    Run from an agent's shell tool the CLI speaks as that agent; run by a person it is a
+    peer of its own (client ``cli``) whose mail waits for that terminal.
+    """
+    try:
+        reply = client.request(p.Attach, session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"))
+        return reply.peer
+    except PeersError as e:
+        if e.code != Code.UNKNOWN_PEER:
+            raise
+    reg = session_registration(settings(), _session_pid(), "cli", receive="poll")
+    return client.call(reg).peer
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(msgspec.to_builtins(value), indent=2, ensure_ascii=False) + "\n")
+
+
+def ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    delta = max(0.0, time.time() - ts)
+    if delta < 60:
+        return f"{delta:.0f}s ago"
+    if delta < 3600:
+        return f"{delta / 60:.0f}m ago"
+    if delta < 86400:
+        return f"{delta / 3600:.1f}h ago"
+    return f"{delta / 86400:.1f}d ago"
+
+
+def clock(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def read_text(text: str) -> str:
+    if text == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            die("no standard input to read the message from")
+        text = sys.stdin.read()
+    if not text.strip():
+        die("the message is empty")
+    return text
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+# --------------------------------------------------------------------------- root
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"claude-peers {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    socket: Annotated[
+        str | None, typer.Option(help="Daemon socket (env CLAUDE_PEERS_SOCKET).")
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option(help="Config file (env CLAUDE_PEERS_CONFIG).")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    State.overrides = {"socket": socket, "config": config}
+    State.settings = None
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Is the daemon running? Its version, pid, peers and mail counts."""
+    daemon_status(as_json)
+
+
+@app.command()
+def whoami(as_json: JsonOpt = False) -> None:
+    """The peer this command speaks as (the agent session around it, or this shell)."""
+    with errors(), connect() as client:
+        peer = become_peer(client)
+    if as_json:
+        emit_json(peer)
+        return
+    show_peer(peer)
+
+
+def show_peer(peer: p.Peer) -> None:
+    rows = [
+        ("name", peer.name),
+        ("id", peer.id),
+        ("client", peer.client),
+        ("state", peer.state),
+        ("agent pid", str(peer.agent_pid)),
+        ("host", peer.host),
+        ("cwd", peer.cwd),
+        ("repo", peer.git_root or "-"),
+        ("branch", peer.branch or "-"),
+        ("receives by", peer.receive),
+        ("pending mail", str(peer.pending)),
+        ("summary", peer.summary or "-"),
+    ]
+    for key, value in rows:
+        out.print(f"[bold]{key:>13}[/]  {escape(value)}")
+
+
+@app.command("peers")
+def list_peers(
+    scope: Annotated[
+        str, typer.Option(help="machine, directory, repo, or all (every machine in hub mode).")
+    ] = "machine",
+    include_gone: Annotated[
+        bool, typer.Option("--gone", help="Also list sessions that have ended.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The agent sessions the daemon knows, and how each can receive mail."""
+    if scope not in ("machine", "directory", "repo", "all"):
+        die(f"unknown scope {scope!r}: use machine, directory, repo or all")
+    with errors(), connect() as client:
+        if scope in ("directory", "repo"):
+            become_peer(client)
+        reply = client.request(
+            p.ListPeers, scope=scope, include_gone=include_gone, include_self=True
+        )
+    peers: list[p.Peer] = reply.peers
+    if as_json:
+        emit_json(peers)
+        return
+    if not peers:
+        out.print("No peers yet. Sessions appear here once their MCP server or CLI registers.")
+        return
+    hosts = {peer.host for peer in peers}
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("NAME", "ID", "CLIENT", "RECEIVES", "MAIL", "SEEN", "WHERE", "BRANCH", "SUMMARY"):
+        table.add_column(col, no_wrap=col not in ("WHERE", "SUMMARY"), overflow="fold")
+    for peer in peers:
+        name = peer.name if len(hosts) == 1 else f"{peer.name}@{peer.host}"
+        name = f"[dim]{escape(name)} (gone)[/]" if peer.state == "gone" else escape(name)
+        where = peer.git_root or peer.cwd
+        table.add_row(
+            name,
+            peer.id,
+            peer.client,
+            peer.receive,
+            str(peer.pending) if peer.pending else "-",
+            ago(peer.last_seen),
+            escape(where),
+            escape(peer.branch or "-"),
+            escape(peer.summary or ""),
+        )
+    out.print(table)
+
+
+@app.command()
+def send(
+    to: Annotated[str, typer.Argument(help="Peer name, name@host, or id.")],
+    text: Annotated[str, typer.Argument(help="The message; '-' reads standard input.")],
+    reply_to: Annotated[
+        str | None, typer.Option("--reply-to", help="Id of the message this answers.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a message. It is stored before the id is printed and waits until read."""
+    body = read_text(text)
+    with errors(), connect() as client:
+        me = become_peer(client)
+        sent = client.request(p.Send, to=to, text=body, reply_to=reply_to)
+    if as_json:
+        emit_json(
+            {
+                "message_id": sent.message_id,
+                "to": sent.to,
+                "to_name": sent.to_name,
+                "from": me.id,
+                "from_name": me.name,
+            }
+        )
+        return
+    out.print(f"sent {sent.message_id} to {escape(sent.to_name)} ({sent.to})")
+
+
+@app.command()
+def broadcast(
+    scope: Annotated[str, typer.Argument(help="machine, directory or repo.")],
+    text: Annotated[str, typer.Argument(help="The message; '-' reads standard input.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Send one message to every other peer in a scope."""
+    if scope not in ("machine", "directory", "repo"):
+        die(f"unknown scope {scope!r}: use machine, directory or repo")
+    body = read_text(text)
+    with errors(), connect() as client:
+        become_peer(client)
+        reply = client.request(p.Broadcast, scope=scope, text=body)
+    if as_json:
+        emit_json(reply.sent)
+        return
+    if not reply.sent:
+        out.print(f"nobody else in scope {scope}; nothing sent")
+        return
+    for item in reply.sent:
+        out.print(f"sent {item.message_id} to {escape(item.to_name)} ({item.to})")
+
+
+def show_message(msg: p.Message, unread: bool = False) -> None:
+    reply = f" reply to {msg.reply_to}" if msg.reply_to else ""
+    mark = "[bold yellow]new[/] " if unread else ""
+    out.print(
+        f"{mark}[bold]{escape(msg.sender_name)}[/] → {escape(msg.recipient_name)}  "
+        f"[dim]{clock(msg.created)}  {msg.id}{reply}  {msg.state}"
+        + (f" via {msg.delivered_via}" if msg.delivered_via else "")
+        + "[/]"
+    )
+    for line in msg.text.splitlines() or [""]:
+        out.print(f"  {escape(line)}")
+
+
+@app.command()
+def inbox(
+    peek: Annotated[
+        bool, typer.Option("--peek", help="Show waiting mail without marking it read.")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read the mail waiting for this shell's peer (marks it delivered once printed)."""
+    with errors(), connect() as client:
+        become_peer(client)
+        if peek:
+            page = client.request(p.History, limit=limit, state="queued", direction="in")
+            msgs = list(reversed(page.messages))
+        else:
+            msgs = client.request(p.Claim, limit=limit).messages
+        if as_json:
+            emit_json(msgs)
+        elif not msgs:
+            out.print("No new mail.")
+        else:
+            for msg in msgs:
+                show_message(msg, unread=True)
+        sys.stdout.flush()
+        if msgs and not peek:
+            client.request(p.Ack, message_ids=[m.id for m in msgs], via="cli")
+
+
+@app.command()
+def history(
+    peer: Annotated[
+        str | None, typer.Option("--peer", help="Only mail to or from this peer.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 20,
+    mine: Annotated[
+        bool, typer.Option("--mine", help="Only this shell's own mail (default: all peers).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent messages, newest last: who wrote to whom, and whether it was delivered."""
+    with errors(), connect() as client:
+        if mine:
+            become_peer(client)
+        page = client.request(p.History, peer=peer, limit=limit, mine=mine)
+    msgs = list(reversed(page.messages))
+    if as_json:
+        emit_json(msgs)
+        return
+    if not msgs:
+        out.print("No messages.")
+        return
+    for msg in msgs:
+        show_message(msg)
+
+
+@app.command("message-status")
+def message_status(
+    message_ids: Annotated[list[str], typer.Argument(help="Message ids, as `send` printed.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Whether messages are still queued, delivered (when, how) or expired."""
+    with errors(), connect() as client:
+        items = client.request(p.MessageStatus, message_ids=message_ids).items
+    if as_json:
+        emit_json(items)
+        return
+    for item in items:
+        if not item.found:
+            out.print(f"{item.message_id}: unknown")
+        elif item.state == "delivered":
+            out.print(
+                f"{item.message_id}: delivered to {escape(item.to_name or '?')} "
+                f"{ago(item.delivered_at)} via {item.delivered_via}"
+            )
+        else:
+            out.print(f"{item.message_id}: {item.state} for {escape(item.to_name or '?')}")
+    if any(not item.found for item in items):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def describe(event: p.Frame) -> str:
+    if isinstance(event, p.TrafficEvent):
+        via = f" via {event.via}" if event.via else ""
+        preview = f": {event.preview}" if event.preview else ""
+        return (
+            f"{event.what:<9} {event.message_id} {event.sender_name} → "
+            f"{event.recipient_name}{via}{preview}"
+        )
+    if isinstance(event, p.PeerJoined):
+        peer = event.peer
+        return f"joined    {peer.name} ({peer.id}, {peer.client}) in {peer.git_root or peer.cwd}"
+    if isinstance(event, p.PeerLeft):
+        return f"left      {event.name} ({event.peer_id}): {event.reason}"
+    if isinstance(event, p.PeerRenamed):
+        return f"renamed   {event.old} → {event.new} ({event.peer_id})"
+    if isinstance(event, p.Escalation):
+        return (
+            f"waiting   {event.waiting} message(s) for {event.name} unread for "
+            f"{event.oldest_age:.0f}s"
+        )
+    return type(event).__name__
+
+
+@app.command()
+def watch(as_json: JsonOpt = False) -> None:
+    """Stream what happens live (peers joining and leaving, mail sent and delivered)."""
+    with errors(), connect() as client:
+        client.request(p.Subscribe, kinds=["peers", "traffic"])
+        if not as_json:
+            err.print("[dim]watching peersd; Ctrl-C to stop[/]")
+        try:
+            while True:
+                event = client.next_event(None)
+                if event is None:
+                    continue
+                if as_json:
+                    record = msgspec.to_builtins(event)
+                    record["type"] = type(event).__name__
+                    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    sys.stdout.flush()
+                else:
+                    out.print(f"[dim]{datetime.now():%H:%M:%S}[/] {escape(describe(event))}")
+        except KeyboardInterrupt:
+            return
+
+
+# --------------------------------------------------------------------------- daemon
+
+
+def _status_or_none() -> p.DaemonStatus | None:
+    try:
+        with Client(settings(), kind="cli", autostart=False, timeout=5) as client:
+            return client.request(p.Status)
+    except DaemonUnreachable:
+        return None
+
+
+def daemon_status(as_json: bool) -> None:
+    with errors():
+        st = _status_or_none()
+    s = settings()
+    if st is None:
+        if as_json:
+            emit_json({"running": False, "socket": s.socket, "db": s.db})
+        else:
+            out.print(f"peersd is not running (socket {s.socket})")
+        raise typer.Exit(EXIT_FAILED)
+    if as_json:
+        record = msgspec.to_builtins(st)
+        record.pop("id", None)
+        record["running"] = True
+        record["uptime"] = time.time() - st.started_at
+        emit_json(record)
+        return
+    queued = st.messages.get("queued", 0) + st.messages.get("leased", 0)
+    out.print(f"peersd {st.version} running, pid {st.pid}, up {ago(st.started_at)[:-4]}")
+    out.print(f"  supervised by  {st.supervisor}")
+    out.print(f"  socket         {st.socket}")
+    out.print(f"  database       {st.db} (schema v{st.schema})")
+    out.print(f"  host           {st.host} ({st.machine_id})")
+    out.print(f"  peers          {st.peers_active} active, {st.peers_gone} gone")
+    out.print(f"  connections    {st.connections}")
+    out.print(
+        f"  messages       {queued} waiting, {st.messages.get('delivered', 0)} delivered, "
+        f"{st.messages.get('expired', 0)} expired"
+    )
+
+
+@daemon_app.command("status")
+def daemon_status_cmd(as_json: JsonOpt = False) -> None:
+    """Who runs the daemon, its pid, uptime and version."""
+    daemon_status(as_json)
+
+
+@daemon_app.command("run")
+def daemon_run() -> None:
+    """Run peersd in the foreground (as a supervisor would)."""
+    from peersd.lifecycle import run
+
+    raise typer.Exit(run(settings()))
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@daemon_app.command("start")
+def daemon_start() -> None:
+    """Start peersd in the background unless it is already running."""
+    with errors():
+        st = _status_or_none()
+        if st is not None:
+            out.print(f"peersd is already running (pid {st.pid})")
+            return
+        with Client(settings(), kind="cli", autostart=True) as client:
+            st = client.request(p.Status)
+    out.print(f"peersd {st.version} started (pid {st.pid}); log: {settings().daemon_log_path}")
+
+
+@daemon_app.command("stop")
+def daemon_stop() -> None:
+    """Stop the running peersd cleanly (mail in flight is finished first)."""
+    with errors():
+        st = _status_or_none()
+        if st is None:
+            out.print("peersd is not running")
+            return
+        try:
+            with Client(settings(), kind="cli", autostart=False) as client:
+                client.request(p.Shutdown)
+        except DaemonUnreachable:
+            pass
+        if not _wait(lambda: _status_or_none() is None, 10):
+            die(f"peersd (pid {st.pid}) did not stop within 10s")
+    out.print(f"peersd stopped (was pid {st.pid})")
+    if st.supervisor == "systemd":
+        out.print(
+            "note: systemd starts it again on the next connection; "
+            "use `systemctl --user stop claude-peers.socket` to keep it down"
+        )
+
+
+@daemon_app.command("restart")
+def daemon_restart() -> None:
+    """Stop peersd if it runs, then start it again."""
+    daemon_stop()
+    daemon_start()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

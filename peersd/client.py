@@ -1,0 +1,429 @@
+"""Client library for peersd, in a blocking flavour (CLI, hooks) and an asyncio one.
+
+Both speak the framed protocol of ``protocol.py``, raise ``PeersError`` for typed
+failures, start the daemon when nothing answers (unless told not to) and keep events
+that arrive between answers. ``AsyncClient`` also reconnects by itself with backoff
+and re-registers, so a long-lived helper keeps its peer across daemon restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+
+from . import __version__, autostart
+from . import protocol as p
+from .config import Settings, load
+from .errors import Code, DaemonUnreachable, PeersError
+
+log = logging.getLogger("peersd.client")
+
+R = TypeVar("R", bound=p.Frame)
+
+
+def _raise(frame: p.Error) -> None:
+    raise PeersError(frame.code, frame.message, frame.candidates)
+
+
+class Client:
+    """Blocking client: one request at a time, events buffered in between."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        kind: str = "cli",
+        autostart: bool | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.settings = settings or load()
+        self.kind = kind
+        self.autostart = autostart
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.welcome: p.Welcome | None = None
+        self.events: collections.deque[p.Frame] = collections.deque()
+        self._frames = p.FrameBuffer(self.settings.max_frame)
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._next_id = 0
+
+    def __enter__(self) -> Client:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> p.Welcome:
+        if self.welcome is not None:
+            return self.welcome
+        self.sock = autostart.connect(self.settings, self.autostart)
+        self.sock.settimeout(self.timeout)
+        self._write(
+            p.Hello(protocol=p.PROTOCOL_VERSION, client_version=__version__, client_kind=self.kind)
+        )
+        frame = self._read(time.monotonic() + self.timeout)
+        if isinstance(frame, p.Error):
+            self.close()
+            _raise(frame)
+        if not isinstance(frame, p.Welcome):
+            self.close()
+            raise PeersError(Code.BAD_FRAME, f"expected a welcome, got {type(frame).__name__}")
+        self.welcome = frame
+        return frame
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+        self.sock = None
+        self.welcome = None
+
+    def _write(self, frame: p.Frame) -> None:
+        assert self.sock is not None
+        try:
+            self.sock.sendall(p.encode(frame))
+        except OSError as e:
+            self.close()
+            raise DaemonUnreachable(f"lost the connection to peersd: {e}") from None
+
+    def _read(self, deadline: float | None) -> p.Frame | None:
+        """The next frame, or None if ``deadline`` passes first."""
+        while not self._pending:
+            if self.sock is None:
+                raise DaemonUnreachable("not connected to peersd")
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.sock.settimeout(left)
+            else:
+                self.sock.settimeout(None)
+            try:
+                data = self.sock.recv(262144)
+            except TimeoutError:
+                return None
+            except OSError as e:
+                self.close()
+                raise DaemonUnreachable(f"lost the connection to peersd: {e}") from None
+            if not data:
+                self.close()
+                raise DaemonUnreachable("peersd closed the connection")
+            self._pending.extend(self._frames.feed(data))
+        body = self._pending.popleft()
+        try:
+            return p.server_decoder.decode(body)
+        except msgspec.MsgspecError as e:
+            raise PeersError(Code.BAD_FRAME, f"undecodable frame from peersd: {e}") from None
+
+    def call(self, req: p.Request, response: type[R] | None = None) -> Any:
+        """Send ``req`` and return its answer; events that arrive meanwhile are kept."""
+        self.connect()
+        self._next_id += 1
+        req.id = self._next_id
+        self._write(req)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            frame = self._read(deadline)
+            if frame is None:
+                self.close()
+                raise PeersError(
+                    Code.TIMEOUT, f"peersd did not answer within {self.timeout:g}s"
+                ) from None
+            if isinstance(frame, p.EVENT_TYPES):
+                self.events.append(frame)
+                continue
+            frame_id = getattr(frame, "id", None)
+            if isinstance(frame, p.Error) and (frame_id is None or frame_id == req.id):
+                if frame_id is None:
+                    self.close()
+                _raise(frame)
+            if frame_id != req.id:
+                continue
+            if response is not None and not isinstance(frame, response):
+                raise PeersError(Code.BAD_FRAME, f"unexpected answer {type(frame).__name__}")
+            return frame
+
+    def request(self, kind: type[p.Request], **fields: Any) -> Any:
+        return self.call(kind(id=0, **fields))
+
+    def next_event(self, timeout: float | None = None) -> p.Frame | None:
+        """The next pushed event, waiting up to ``timeout`` seconds (None: forever)."""
+        if self.events:
+            return self.events.popleft()
+        self.connect()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            frame = self._read(deadline)
+            if frame is None:
+                return None
+            if isinstance(frame, p.EVENT_TYPES):
+                return frame
+            if isinstance(frame, p.Error) and frame.id is None:
+                self.close()
+                _raise(frame)
+
+
+class AsyncClient:
+    """asyncio client for long-lived helpers: many requests in flight, events, reconnects.
+
+    ``bind`` remembers the request that made this connection a peer (register or
+    attach) and ``subscribe`` the event kinds; both are replayed after a reconnect.
+    Use as ``async with AsyncClient(...) as c``: the reader task lives exactly as long
+    as the block.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        kind: str = "other",
+        autostart: bool | None = None,
+        timeout: float = 30.0,
+        reconnect: bool = True,
+        on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings or load()
+        self.kind = kind
+        self.autostart = autostart
+        self.timeout = timeout
+        self.reconnect = reconnect
+        self.on_reconnect = on_reconnect
+        self.events: asyncio.Queue[p.Frame] = asyncio.Queue()
+        self.welcome: p.Welcome | None = None
+        self.binding: p.Register | p.Attach | None = None
+        self.peer: p.Peer | None = None
+        self.kinds: list[str] = []
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._waiting: dict[int, asyncio.Future[p.Frame]] = {}
+        self._next_id = 0
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def __aenter__(self) -> AsyncClient:
+        await self._open()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._drop("client closed")
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def _open(self) -> None:
+        sock = await asyncio.to_thread(autostart.connect, self.settings, self.autostart)
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_unix_connection(
+            sock=sock, limit=self.settings.max_frame + 8
+        )
+        writer.write(
+            p.encode(
+                p.Hello(
+                    protocol=p.PROTOCOL_VERSION, client_version=__version__, client_kind=self.kind
+                )
+            )
+        )
+        frame = await asyncio.wait_for(self._read_frame(reader), self.timeout)
+        if isinstance(frame, p.Error):
+            writer.close()
+            _raise(frame)
+        if not isinstance(frame, p.Welcome):
+            writer.close()
+            raise PeersError(Code.BAD_FRAME, "expected a welcome from peersd")
+        self.welcome = frame
+        self._reader, self._writer = reader, writer
+        self._connected.set()
+
+    async def _read_frame(self, reader: asyncio.StreamReader) -> p.Frame:
+        header = await reader.readexactly(4)
+        size = p.frame_length(header, self.settings.max_frame)
+        body = await reader.readexactly(size)
+        return p.server_decoder.decode(body)
+
+    async def _run(self) -> None:
+        """Read frames; on loss, fail what is in flight and reconnect with backoff."""
+        while True:
+            try:
+                await self._pump()
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                p.FrameTooLarge,
+                msgspec.MsgspecError,
+            ) as e:
+                log.info("lost connection to peersd: %s", e)
+            self._drop("lost the connection to peersd")
+            if not self.reconnect or self._closing:
+                return
+            await self._reconnect()
+
+    async def _pump(self) -> None:
+        assert self._reader is not None
+        reader = self._reader
+        while True:
+            frame = await self._read_frame(reader)
+            if isinstance(frame, p.EVENT_TYPES):
+                self.events.put_nowait(frame)
+                continue
+            frame_id = getattr(frame, "id", None)
+            fut = self._waiting.pop(frame_id, None) if frame_id is not None else None
+            if fut is not None and not fut.done():
+                fut.set_result(frame)
+            elif isinstance(frame, p.Error) and frame_id is None:
+                log.warning("peersd: %s", frame.message)
+
+    def _drop(self, why: str) -> None:
+        self._connected.clear()
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = self._reader = None
+        waiting, self._waiting = self._waiting, {}
+        for fut in waiting.values():
+            if not fut.done():
+                fut.set_exception(DaemonUnreachable(why))
+
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        while not self._closing:
+            await asyncio.sleep(delay)
+            try:
+                await self._open()
+                if self.binding is not None:
+                    reply = await self._call_now(self.binding)
+                    self.peer = reply.peer
+                if self.kinds:
+                    await self._call_now(p.Subscribe(id=0, kinds=list(self.kinds)))
+                log.info("reconnected to peersd")
+                if self.on_reconnect is not None:
+                    await self.on_reconnect()
+                return
+            except (TimeoutError, OSError, PeersError, asyncio.IncompleteReadError) as e:
+                log.info("reconnect failed: %s", e)
+                self._drop("reconnect failed")
+                delay = min(delay * 2, 2.0)
+
+    async def _call_now(self, req: p.Request) -> Any:
+        """Send on the current connection and read the answer inline (reader not running)."""
+        assert self._reader is not None and self._writer is not None
+        self._next_id += 1
+        req.id = self._next_id
+        self._writer.write(p.encode(req))
+        while True:
+            frame = await asyncio.wait_for(self._read_frame(self._reader), self.timeout)
+            if isinstance(frame, p.EVENT_TYPES):
+                self.events.put_nowait(frame)
+                continue
+            if isinstance(frame, p.Error):
+                _raise(frame)
+            if getattr(frame, "id", None) == req.id:
+                return frame
+
+    async def call(self, req: p.Request, wait_connected: float | None = None) -> Any:
+        """Send ``req`` and await its answer. Raises ``PeersError`` (incl. unreachable)."""
+        if not self._connected.is_set():
+            if wait_connected:
+                try:
+                    await asyncio.wait_for(self._connected.wait(), wait_connected)
+                except TimeoutError:
+                    raise DaemonUnreachable("peersd is not reachable right now") from None
+            else:
+                raise DaemonUnreachable("peersd is not reachable right now")
+        assert self._writer is not None
+        self._next_id += 1
+        req.id = self._next_id
+        fut: asyncio.Future[p.Frame] = asyncio.get_running_loop().create_future()
+        self._waiting[req.id] = fut
+        self._writer.write(p.encode(req))
+        try:
+            frame = await asyncio.wait_for(fut, self.timeout)
+        except TimeoutError:
+            self._waiting.pop(req.id, None)
+            raise PeersError(
+                Code.TIMEOUT, f"peersd did not answer within {self.timeout:g}s"
+            ) from None
+        if isinstance(frame, p.Error):
+            _raise(frame)
+        return frame
+
+    async def request(self, kind: type[p.Request], **fields: Any) -> Any:
+        return await self.call(kind(id=0, **fields))
+
+    async def bind(self, req: p.Register | p.Attach) -> p.Peer:
+        """Become a peer (register or attach) and remember it for reconnects."""
+        reply = await self.call(req)
+        self.binding = req
+        if isinstance(req, p.Register):
+            req.summary = None  # later set_summary calls win after a reconnect
+            req.name = None
+        self.peer = reply.peer
+        return reply.peer
+
+    async def subscribe(self, kinds: list[str]) -> None:
+        await self.call(p.Subscribe(id=0, kinds=kinds))  # type: ignore[arg-type]
+        self.kinds = list(kinds)
+
+    async def next_event(self, timeout: float | None = None) -> p.Frame | None:
+        try:
+            return await asyncio.wait_for(self.events.get(), timeout)
+        except TimeoutError:
+            return None
+
+
+def session_registration(
+    settings: Settings,
+    agent_pid: int,
+    client: str,
+    *,
+    cwd: str | None = None,
+    session_id: str | None = None,
+    helper_pid: int | None = None,
+    receive: str = "poll",
+    summary: str | None = None,
+    name: str | None = None,
+) -> p.Register:
+    """A Register request describing the agent process ``agent_pid`` on this machine."""
+    import os
+
+    from . import identity
+
+    start = identity.process_start(agent_pid)
+    if start is None:
+        raise PeersError(Code.BAD_REQUEST, f"agent process {agent_pid} does not exist")
+    cwd = cwd or os.getcwd()
+    git_root, branch = identity.git_info(cwd)
+    return p.Register(
+        id=0,
+        agent_pid=agent_pid,
+        agent_start=start,
+        client=client,  # type: ignore[arg-type]
+        helper_pid=helper_pid,
+        session_id=session_id,
+        cwd=cwd,
+        git_root=git_root,
+        branch=branch,
+        tty=identity.tty_name(),
+        machine_id=identity.machine_id(settings.db_path.parent),
+        host=settings.host_label or identity.host_label(),
+        summary=summary,
+        name=name,
+        receive=receive,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,94 @@
+"""Group commit: every store operation submitted in one event-loop tick shares a transaction.
+
+A send is durable before its id is returned, yet sixteen clients sending at once pay
+for one commit, not sixteen. Each operation runs in its own savepoint, so a failing
+one is rolled back alone; if the commit itself fails, every operation of the batch
+is told so and none of their effects (events) are published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import apsw
+
+from .errors import Code, PeersError
+from .store import Store
+
+log = logging.getLogger("peersd")
+
+Op = Callable[[], Any]
+Done = Callable[[Any], None]
+
+
+class GroupCommit:
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.loop = loop
+        self._pending: list[tuple[Op, Done]] = []
+        self._scheduled = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.batches = 0
+        self.operations = 0
+
+    def submit(self, op: Op, done: Done) -> None:
+        """Run ``op`` in the next batch; ``done`` gets its result or a ``PeersError``."""
+        self._pending.append((op, done))
+        if not self._scheduled:
+            self._scheduled = True
+            self._idle.clear()
+            self.loop.call_soon(self._flush)
+
+    async def run(self, op: Op) -> Any:
+        """Submit and wait; raises the operation's ``PeersError``."""
+        fut: asyncio.Future[Any] = self.loop.create_future()
+
+        def done(result: Any) -> None:
+            if not fut.done():
+                fut.set_result(result)
+
+        self.submit(op, done)
+        result = await fut
+        if isinstance(result, PeersError):
+            raise result
+        return result
+
+    async def drained(self) -> None:
+        await self._idle.wait()
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        results: list[Any] = []
+        store = self.store
+        try:
+            with store.transaction():
+                for op, _ in batch:
+                    try:
+                        with store.savepoint():
+                            results.append(op())
+                    except PeersError as e:
+                        results.append(e)
+                    except apsw.Error as e:
+                        log.error("storage error in a request: %s", e)
+                        results.append(PeersError(Code.STORAGE, f"storage error: {e}"))
+                    except Exception as e:  # a bug: answer it, keep serving
+                        log.exception("internal error in a request")
+                        results.append(PeersError(Code.INTERNAL, f"internal error: {e!r}"))
+        except apsw.Error as e:
+            log.error("commit of %d operations failed: %s", len(batch), e)
+            failure = PeersError(Code.STORAGE, f"could not save to the database: {e}")
+            results = [failure] * len(batch)
+        self.batches += 1
+        self.operations += len(batch)
+        for (_, done), result in zip(batch, results, strict=True):
+            try:
+                done(result)
+            except Exception:
+                log.exception("error while answering a request")
+        if not self._pending:
+            self._idle.set()

@@ -1,0 +1,218 @@
+"""Every path and setting, resolved one way for daemon, MCP server, hook and CLI.
+
+Order: explicit overrides (the command line), then ``CLAUDE_PEERS_*`` environment
+variables, then the config file, then defaults. Defaults depend on HOME alone because
+Codex starts MCP servers with a cleared environment.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ENV_PREFIX = "CLAUDE_PEERS_"
+
+
+class ConfigError(Exception):
+    """A setting, file or directory is unusable; the message says which and why."""
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """All settings. Field ``x`` is env ``CLAUDE_PEERS_X`` and key ``x`` in the file."""
+
+    socket: str = ""
+    db: str = ""
+    config: str = ""
+    log_level: str = "info"
+    log_file: str = ""
+    max_frame: int = 1024 * 1024
+    max_text: int = 32 * 1024
+    lease_seconds: float = 30.0
+    message_ttl: float = 7 * 24 * 3600.0
+    history_retention: float = 30 * 24 * 3600.0
+    gone_retention: float = 30 * 24 * 3600.0
+    queue_limit: int = 1000
+    rate_per_second: float = 50.0
+    rate_burst: int = 500
+    sweep_interval: float = 5.0
+    remote_timeout: float = 60.0
+    write_buffer_limit: int = 8 * 1024 * 1024
+    autostart: bool = True
+    connect_timeout: float = 5.0
+    tcp: str = ""
+    url: str = ""
+    token: str = ""
+    host_label: str = ""
+    kill_enabled: bool = False
+    sync: str = "normal"
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.socket)
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.db)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.socket).parent
+
+    @property
+    def lock_path(self) -> Path:
+        return Path(self.socket + ".lock")
+
+    @property
+    def spawn_lock_path(self) -> Path:
+        return Path(self.socket + ".spawn")
+
+    @property
+    def daemon_log_path(self) -> Path:
+        return Path(self.log_file) if self.log_file else self.run_dir / "peersd.log"
+
+
+_FIELDS = set(Settings.__struct_fields__)
+
+
+def home() -> Path:
+    return Path(os.environ.get("HOME") or os.path.expanduser("~"))
+
+
+def default_config_path() -> Path:
+    return home() / ".claude" / "claude-peers.toml"
+
+
+def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return {}
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(_FIELDS))}"
+        )
+    return data
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name in _FIELDS:
+        value = env.get(ENV_PREFIX + name.upper())
+        if value is not None and value != "":
+            found[name] = value
+    return found
+
+
+def load(
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Resolve settings. ``overrides`` are command-line values (None means not given)."""
+    env = os.environ if env is None else env
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(given) - _FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
+    from_env = _from_env(env)
+    config_path = given.get("config") or from_env.get("config")
+    explicit = bool(config_path)
+    path = Path(config_path).expanduser() if config_path else default_config_path()
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, values in (
+        (f"config file {path}", _read_file(path, explicit)),
+        ("environment", from_env),
+        ("command line", given),
+    ):
+        for key, value in values.items():
+            merged[key] = value
+            sources[key] = source
+    merged["config"] = str(path)
+    try:
+        settings = msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as e:
+        field = _field_of(str(e))
+        where = sources.get(field, "settings") if field else "settings"
+        hint = f" (env {ENV_PREFIX}{field.upper()})" if field else ""
+        raise ConfigError(f"invalid setting in {where}{hint}: {e}") from None
+    return _finish(settings)
+
+
+def _field_of(message: str) -> str | None:
+    marker = "`$."
+    if marker in message:
+        return message.split(marker, 1)[1].split("`", 1)[0].split("[", 1)[0]
+    return None
+
+
+def _finish(s: Settings) -> Settings:
+    base = home() / ".claude"
+    if not s.socket:
+        s.socket = str(base / "run" / "claude-peers.sock")
+    if not s.db:
+        s.db = str(base / "claude-peers.db")
+    s.socket = str(Path(s.socket).expanduser())
+    s.db = str(Path(s.db).expanduser())
+    if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")
+    if s.sync not in {"normal", "full"}:
+        raise ConfigError(f"sync must be 'normal' or 'full', not {s.sync!r}")
+    for name in ("max_frame", "max_text", "queue_limit", "rate_burst", "write_buffer_limit"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name} must be positive, not {getattr(s, name)}")
+    for name in ("lease_seconds", "message_ttl", "sweep_interval", "connect_timeout"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name} must be positive, not {getattr(s, name)}")
+    if s.rate_per_second < 0:
+        raise ConfigError("rate_per_second must be 0 (no limit) or positive")
+    if len(s.socket.encode()) > 107:
+        raise ConfigError(
+            f"socket path {s.socket} is {len(s.socket.encode())} bytes; Unix sockets allow 107"
+        )
+    return s
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` 0700 if missing; refuse one owned by another user."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create directory {path}: {e.strerror}") from None
+    st = path.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{path} exists and is not a directory")
+    if st.st_uid != os.getuid():
+        raise ConfigError(
+            f"directory {path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()}); "
+            "refusing to use it. Remove it or set CLAUDE_PEERS_SOCKET to a path you own."
+        )
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+
+
+def check_socket_owner(path: Path) -> None:
+    """Refuse to talk to a socket file another user owns."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if st.st_uid != os.getuid():
+        raise ConfigError(
+            f"socket {path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()}); "
+            "refusing to use it."
+        )

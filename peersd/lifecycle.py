@@ -1,0 +1,266 @@
+"""Starting and stopping peersd like a well-behaved service.
+
+One instance per socket (an flock held for the daemon's life), a socket handed over by
+systemd adopted as is, a stale socket file recovered only when nothing answers on it,
+logs on stderr in a form journald understands, and SIGTERM/SIGINT answered by finishing
+the writes in flight, closing connections and exiting 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import ConfigError, Settings, ensure_private_dir
+from .server import Connection, Daemon
+from .store import Store, StoreError
+
+log = logging.getLogger("peersd")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_ALREADY_RUNNING = 3
+
+
+class StartupError(Exception):
+    """peersd cannot start; the message says why and what to do."""
+
+    exit_code = EXIT_ERROR
+
+
+class AlreadyRunning(StartupError):
+    exit_code = EXIT_ALREADY_RUNNING
+
+
+_SYSLOG_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+class JournalFormatter(logging.Formatter):
+    """``<priority>message``: journald turns the prefix into the record's level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = _SYSLOG_PRIORITY.get(record.levelno, 6)
+        return f"<{prio}>{super().format(record)}"
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
+        handler.setFormatter(JournalFormatter("%(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s peersd[%(process)d] %(levelname)s %(message)s")
+        )
+    root = logging.getLogger("peersd")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+class InstanceLock:
+    """An flock beside the socket: one daemon per socket path, whoever started it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise AlreadyRunning(
+                f"peersd is already running for {self.path.with_suffix('')} (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
+
+
+def systemd_sockets() -> list[socket.socket]:
+    """Sockets passed by systemd socket activation (sd_listen_fds), if any."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(key, None)
+    socks = []
+    for fd in range(3, 3 + count):
+        os.set_inheritable(fd, False)
+        socks.append(socket.socket(fileno=fd))
+    return socks
+
+
+def _probe(path: str) -> bool:
+    """True if something accepts connections on ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+        return True
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError as e:
+        if e.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            return False
+        raise
+    finally:
+        probe.close()
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """Bind our own listening socket, recovering a stale file left by a dead daemon."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise StartupError(f"{path} exists and is not a socket; refusing to replace it")
+        if st.st_uid != os.getuid():
+            raise StartupError(f"socket {path} belongs to uid {st.st_uid}; refusing to use it")
+        if _probe(str(path)):
+            raise AlreadyRunning(f"another daemon is answering on {path}")
+        log.info("removing stale socket %s", path)
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def _supervisor(adopted: bool) -> str:
+    if adopted:
+        return "systemd"
+    if os.environ.get("XPC_SERVICE_NAME", "0") not in ("0", "") and sys.platform == "darwin":
+        return "launchd"
+    if os.environ.get("CLAUDE_PEERS_AUTOSTARTED") == "1":
+        return "auto-started"
+    return "manual"
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT or a shutdown request; return the exit code."""
+    os.umask(0o077)
+    loop = asyncio.get_running_loop()
+    try:
+        ensure_private_dir(settings.run_dir)
+    except ConfigError as e:
+        raise StartupError(str(e)) from None
+    adopted_socks = systemd_sockets()
+    lock = InstanceLock(settings.lock_path)
+    lock.acquire()
+    store: Store | None = None
+    server: asyncio.AbstractServer | None = None
+    bound_path: Path | None = None
+    try:
+        if adopted_socks:
+            sock = adopted_socks[0]
+            log.info("adopted socket from systemd (fd %d)", sock.fileno())
+        else:
+            sock = bind_socket(settings.socket_path)
+            bound_path = settings.socket_path
+        try:
+            store = Store(settings.db_path, settings.sync)
+        except StoreError as e:
+            raise StartupError(str(e)) from None
+        daemon = Daemon(
+            settings,
+            store,
+            loop,
+            socket_path=settings.socket,
+            supervisor=_supervisor(bool(adopted_socks)),
+            adopted=bool(adopted_socks),
+        )
+        server = await loop.create_unix_server(lambda: Connection(daemon), sock=sock)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.stop_requested.set)
+        log.info(
+            "peersd %s listening on %s (db %s, pid %d, %s)",
+            __version__,
+            settings.socket,
+            settings.db,
+            os.getpid(),
+            daemon.supervisor,
+        )
+        if ready is not None:
+            ready.set()
+        async with asyncio.TaskGroup() as tg:
+            sweeper = tg.create_task(daemon.sweep_forever())
+            await daemon.stop_requested.wait()
+            log.info("stopping: finishing writes in flight")
+            daemon.stopping = True
+            server.close()
+            sweeper.cancel()
+            for task in list(daemon.tasks):
+                task.cancel()
+        await daemon.commit.drained()
+        for conn in list(daemon.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        await asyncio.sleep(0)
+        log.info("stopped cleanly")
+        return EXIT_OK
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        if server is not None:
+            server.close()
+        if store is not None:
+            store.close()
+        if bound_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                bound_path.unlink()
+        lock.release()
+
+
+def run(settings: Settings) -> int:
+    setup_logging(settings.log_level)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency but optional at runtime
+        uvloop = None
+    try:
+        if uvloop is not None:
+            return uvloop.run(serve(settings))
+        return asyncio.run(serve(settings))
+    except StartupError as e:
+        log.error("%s", e)
+        return e.exit_code
+    except KeyboardInterrupt:  # pragma: no cover - the signal handler normally wins
+        return EXIT_OK

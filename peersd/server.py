@@ -1,0 +1,819 @@
+"""The request handlers and event fan-out of peersd, independent of how it was started.
+
+``Daemon`` owns the store (through ``GroupCommit``), the live connections and what
+each is subscribed to. ``Connection`` is the asyncio protocol for one client: it
+frames bytes, checks the peer's uid, insists on the hello and hands requests over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from . import __version__, identity
+from . import protocol as p
+from .commit import GroupCommit
+from .config import Settings
+from .errors import Code, PeersError
+from .store import MESSAGE_ID_RE, Store
+
+log = logging.getLogger("peersd")
+
+Effect = Callable[[], None]
+PURGE_INTERVAL = 600.0
+"""Seconds between deletions of history past its retention (a scan, so not every sweep)."""
+
+
+@dataclass
+class Outcome:
+    """What an operation answers, and what to publish once it is committed."""
+
+    response: p.Frame
+    effects: list[Effect] = field(default_factory=list)
+
+
+@dataclass
+class SweepReport:
+    gone: list[str]
+    requeued: int
+    expired: int
+    duration_ms: float
+
+
+class TokenBucket:
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+def peer_credentials(sock: socket.socket | None) -> tuple[int | None, int | None]:
+    """(pid, uid) of the process at the other end of a local socket, where the OS says."""
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None, None
+    if hasattr(socket, "SO_PEERCRED"):
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _gid = struct.unpack("3i", raw)
+        return pid, uid
+    try:  # macOS / BSD
+        uid, _gid = os.getpeereid(sock.fileno())  # type: ignore[attr-defined]
+        return None, uid
+    except (AttributeError, OSError):
+        return None, None
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.transport: asyncio.Transport | None = None
+        self.frames = p.FrameBuffer(daemon.settings.max_frame)
+        self.conn_id = daemon.next_conn_id()
+        self.pid: int | None = None
+        self.uid: int | None = None
+        self.greeted = False
+        self.client_kind = "?"
+        self.peer_id: str | None = None
+        self.kinds: set[str] = set()
+        self.closed = False
+
+    # ------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.pid, self.uid = peer_credentials(transport.get_extra_info("socket"))
+        if self.uid is not None and self.uid != os.getuid():
+            log.warning("refused connection from uid %s (pid %s)", self.uid, self.pid)
+            self.fail(Code.FORBIDDEN, f"uid {self.uid} may not use this daemon (owner only)")
+            return
+        if self.daemon.stopping:
+            self.fail(Code.SHUTTING_DOWN, "peersd is shutting down")
+            return
+        self.daemon.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.daemon.forget(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            bodies = self.frames.feed(data)
+        except p.FrameTooLarge as e:
+            self.fail(Code.FRAME_TOO_LARGE, str(e))
+            return
+        for body in bodies:
+            if self.closed:
+                return
+            self.handle_body(body)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    # ------------------------------------------------------------ frames
+
+    def handle_body(self, body: bytes) -> None:
+        try:
+            frame = p.client_decoder.decode(body)
+        except msgspec.ValidationError as e:
+            req_id = _request_id(body)
+            self.send(p.Error(code=Code.BAD_REQUEST, message=f"invalid request: {e}", id=req_id))
+            return
+        except msgspec.DecodeError as e:
+            self.fail(Code.BAD_FRAME, f"frame is not valid msgpack: {e}")
+            return
+        if not self.greeted:
+            if not isinstance(frame, p.Hello):
+                self.fail(Code.HELLO_REQUIRED, "the first frame must be a hello")
+                return
+            self.hello(frame)
+            return
+        if isinstance(frame, p.Hello):
+            self.send(p.Error(code=Code.BAD_REQUEST, message="hello was already received"))
+            return
+        self.daemon.dispatch(self, frame)
+
+    def hello(self, frame: p.Hello) -> None:
+        if frame.protocol != p.PROTOCOL_VERSION:
+            self.fail(
+                Code.UNSUPPORTED_VERSION,
+                f"protocol {frame.protocol} is not supported by peersd {__version__} "
+                f"(speaks protocol {p.PROTOCOL_VERSION}); upgrade the older side",
+            )
+            return
+        self.greeted = True
+        self.client_kind = frame.client_kind
+        d = self.daemon
+        self.send(
+            p.Welcome(
+                protocol=p.PROTOCOL_VERSION,
+                daemon_version=__version__,
+                daemon_pid=os.getpid(),
+                machine_id=d.machine_id,
+                host=d.host,
+                conn_id=self.conn_id,
+            )
+        )
+
+    def send(self, frame: p.Frame) -> None:
+        self.write(p.encode(frame))
+
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        if t is None or self.closed or t.is_closing():
+            return
+        t.write(data)
+        if t.get_write_buffer_size() > self.daemon.settings.write_buffer_limit:
+            log.warning(
+                "disconnecting connection %d (pid %s): it does not read its events "
+                "(%d bytes buffered)",
+                self.conn_id,
+                self.pid,
+                t.get_write_buffer_size(),
+            )
+            self.closed = True
+            t.abort()
+
+    def fail(self, code: str, message: str) -> None:
+        """Answer with an error and close: used when the stream can no longer be trusted."""
+        log.info("closing connection %d (pid %s): %s", self.conn_id, self.pid, message)
+        self.send(p.Error(code=code, message=message))
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _request_id(body: bytes) -> int | None:
+    try:
+        raw = msgspec.msgpack.decode(body)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(raw, dict):
+        value = raw.get("id")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        socket_path: str,
+        supervisor: str = "manual",
+        adopted: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.loop = loop
+        self.commit = GroupCommit(store, loop)
+        self.machine_id = identity.machine_id(settings.db_path.parent)
+        self.host = settings.host_label or identity.host_label()
+        self.socket_path = socket_path
+        self.supervisor = supervisor
+        self.adopted = adopted
+        self.started_at = time.time()
+        self.connections: set[Connection] = set()
+        self.by_peer: dict[str, set[Connection]] = {}
+        self.buckets: dict[str, TokenBucket] = {}
+        self.stopping = False
+        self.stop_requested = asyncio.Event()
+        self.last_sweep_ms = 0.0
+        self.last_purge = 0.0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._conn_seq = 0
+
+    def next_conn_id(self) -> int:
+        self._conn_seq += 1
+        return self._conn_seq
+
+    # ------------------------------------------------------------ connections
+
+    def bind(self, conn: Connection, peer_id: str) -> None:
+        if conn.peer_id == peer_id:
+            return
+        self.unbind(conn)
+        conn.peer_id = peer_id
+        self.by_peer.setdefault(peer_id, set()).add(conn)
+
+    def unbind(self, conn: Connection) -> None:
+        if conn.peer_id is not None:
+            conns = self.by_peer.get(conn.peer_id)
+            if conns is not None:
+                conns.discard(conn)
+                if not conns:
+                    del self.by_peer[conn.peer_id]
+            conn.peer_id = None
+
+    def forget(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self.unbind(conn)
+
+    def connected(self, peer_id: str) -> bool:
+        return bool(self.by_peer.get(peer_id))
+
+    def _decorate(self, peers: list[p.Peer]) -> list[p.Peer]:
+        for peer in peers:
+            peer.connected = self.connected(peer.id)
+            if peer.receive == "push" and not peer.connected:
+                peer.receive = "hook" if peer.client in ("claude-code", "codex") else "poll"
+        return peers
+
+    # ------------------------------------------------------------ events
+
+    def publish(self, kind: str, event: p.Frame, peer_id: str | None = None) -> None:
+        """Send ``event`` to subscribers of ``kind`` (only ``peer_id``'s when given)."""
+        targets = self.by_peer.get(peer_id, ()) if peer_id is not None else self.connections
+        data: bytes | None = None
+        for conn in list(targets):
+            if kind in conn.kinds:
+                if data is None:
+                    data = p.encode(event)
+                conn.write(data)
+
+    def mail_effects(self, msg: p.Message, fresh: bool = True) -> list[Effect]:
+        effects: list[Effect] = [
+            lambda: self.publish("mail", p.MailEvent(message=msg), msg.recipient)
+        ]
+        if fresh:
+            effects.append(
+                lambda: self.publish(
+                    "traffic",
+                    p.TrafficEvent(
+                        what="sent",
+                        message_id=msg.id,
+                        sender_name=msg.sender_name,
+                        recipient_name=msg.recipient_name,
+                        at=msg.created,
+                        preview=msg.text[:120],
+                    ),
+                )
+            )
+        return effects
+
+    def receipt_effects(
+        self, msgs: list[p.Message], state: str, at: float, via: str | None
+    ) -> list[Effect]:
+        def run() -> None:
+            for m in msgs:
+                self.publish(
+                    "receipts",
+                    p.ReceiptEvent(
+                        message_id=m.id,
+                        to=m.recipient,
+                        to_name=m.recipient_name,
+                        state=state,  # type: ignore[arg-type]
+                        at=at,
+                        via=via,
+                    ),
+                    m.sender,
+                )
+                self.publish(
+                    "traffic",
+                    p.TrafficEvent(
+                        what="delivered" if state == "delivered" else "expired",
+                        message_id=m.id,
+                        sender_name=m.sender_name,
+                        recipient_name=m.recipient_name,
+                        at=at,
+                        via=via,
+                    ),
+                )
+
+        return [run]
+
+    # ------------------------------------------------------------ dispatch
+
+    def dispatch(self, conn: Connection, req: p.Request) -> None:
+        handler = self._handlers.get(type(req))
+        if handler is None:  # pragma: no cover - the decoder only yields known types
+            conn.send(p.Error(id=req.id, code=Code.BAD_REQUEST, message="unknown request"))
+            return
+        if self.stopping and not isinstance(req, p.Status):
+            conn.send(p.Error(id=req.id, code=Code.SHUTTING_DOWN, message="peersd is stopping"))
+            return
+        try:
+            op = handler(self, conn, req)
+        except PeersError as e:
+            conn.send(p.Error(id=req.id, code=e.code, message=e.message, candidates=e.candidates))
+            return
+        if asyncio.iscoroutine(op):
+            # Work that awaits (the sweep) runs as a task the daemon owns and cancels on stop.
+            task = self.loop.create_task(op)
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+
+        def done(result: Any) -> None:
+            if isinstance(result, PeersError):
+                conn.send(
+                    p.Error(
+                        id=req.id,
+                        code=result.code,
+                        message=result.message,
+                        candidates=result.candidates,
+                    )
+                )
+                return
+            conn.send(result.response)
+            for effect in result.effects:
+                effect()
+
+        self.commit.submit(op, done)
+
+    def _me(self, conn: Connection) -> str:
+        if conn.peer_id is None:
+            raise PeersError(
+                Code.NOT_REGISTERED, "this connection is not registered as a peer (register first)"
+            )
+        return conn.peer_id
+
+    # Each handler validates what it can without the store and returns the operation
+    # to run inside the next batch.
+
+    def h_register(self, conn: Connection, r: p.Register) -> Callable[[], Outcome]:
+        if r.agent_pid < 0:
+            raise PeersError(Code.BAD_REQUEST, "agent_pid must not be negative")
+        if r.summary is not None and len(r.summary) > 1000:
+            raise PeersError(Code.TOO_LARGE, "summary is longer than 1000 characters")
+        if not r.machine_id:
+            r.machine_id = self.machine_id
+        if not r.host:
+            r.host = self.host
+        if not r.cwd:
+            raise PeersError(Code.BAD_REQUEST, "cwd is required")
+
+        def op() -> Outcome:
+            now = time.time()
+            peer, created, inherited = self.store.register(r, now)
+            self.bind(conn, peer.id)
+            self._decorate([peer])
+            effects: list[Effect] = []
+            if created:
+                effects.append(lambda: self.publish("peers", p.PeerJoined(peer=peer)))
+                log.info(
+                    "peer %s (%s) joined: %s pid %s",
+                    peer.name,
+                    peer.id,
+                    peer.client,
+                    peer.agent_pid,
+                )
+            return Outcome(p.PeerResult(id=r.id, peer=peer, inherited=inherited), effects)
+
+        return op
+
+    def h_attach(self, conn: Connection, r: p.Attach) -> Callable[[], Outcome]:
+        pid = r.pid if r.pid is not None else conn.pid
+
+        def op() -> Outcome:
+            peer = None
+            if r.session_id:
+                peer = self.store.peer_by_session(self.machine_id, r.session_id)
+                if peer is not None and peer.state != "active":
+                    peer = None
+            if peer is None and pid:
+                peer = self._peer_of_process(pid)
+            if peer is None:
+                how = f"session {r.session_id!r}" if r.session_id else f"process {pid}"
+                raise PeersError(Code.UNKNOWN_PEER, f"no registered agent session for {how}")
+            self.bind(conn, peer.id)
+            self.store.touch(peer.id, time.time())
+            return Outcome(p.PeerResult(id=r.id, peer=self._decorate([peer])[0]))
+
+        return op
+
+    def _peer_of_process(self, pid: int) -> p.Peer | None:
+        """The active peer whose agent is ``pid`` or one of its ancestors."""
+        agents = self.store.active_agents(self.machine_id)
+        for candidate in (pid, *identity.ancestors(pid)):
+            entry = agents.get(candidate)
+            if entry is not None:
+                start = identity.process_start(candidate)
+                if start is not None and identity.same_start(start, entry[1]):
+                    return self.store.peer(entry[0])
+        return None
+
+    def h_heartbeat(self, conn: Connection, r: p.Heartbeat) -> Callable[[], Outcome]:
+        me = self._me(conn)
+
+        def op() -> Outcome:
+            self.store.touch(me, time.time())
+            return Outcome(p.Ok(id=r.id))
+
+        return op
+
+    def h_unregister(self, conn: Connection, r: p.Unregister) -> Callable[[], Outcome]:
+        me = self._me(conn)
+
+        def op() -> Outcome:
+            peer = self.store.mark_gone(me, "unregistered", time.time())
+            effects: list[Effect] = []
+            if peer is not None:
+                effects.append(self._left_effect(peer.id, peer.name, "unregistered"))
+            for c in list(self.by_peer.get(me, ())):
+                self.unbind(c)
+            return Outcome(p.Ok(id=r.id), effects)
+
+        return op
+
+    def _left_effect(self, peer_id: str, name: str, reason: str) -> Effect:
+        def run() -> None:
+            log.info("peer %s (%s) left: %s", name, peer_id, reason)
+            self.publish("peers", p.PeerLeft(peer_id=peer_id, name=name, reason=reason))
+
+        return run
+
+    def h_set_summary(self, conn: Connection, r: p.SetSummary) -> Callable[[], Outcome]:
+        me = self._me(conn)
+
+        def op() -> Outcome:
+            peer = self.store.set_summary(me, r.summary)
+            return Outcome(p.PeerResult(id=r.id, peer=self._decorate([peer])[0]))
+
+        return op
+
+    def h_set_name(self, conn: Connection, r: p.SetName) -> Callable[[], Outcome]:
+        me = self._me(conn)
+
+        def op() -> Outcome:
+            peer, old, inherited = self.store.set_name(me, r.name)
+            effects: list[Effect] = []
+            if old != peer.name:
+                effects.append(
+                    lambda: self.publish(
+                        "peers", p.PeerRenamed(peer_id=peer.id, old=old, new=peer.name)
+                    )
+                )
+            return Outcome(
+                p.PeerResult(id=r.id, peer=self._decorate([peer])[0], inherited=inherited),
+                effects,
+            )
+
+        return op
+
+    def h_whoami(self, conn: Connection, r: p.Whoami) -> Callable[[], Outcome]:
+        me = self._me(conn)
+
+        def op() -> Outcome:
+            peer = self.store.require_peer(me)
+            return Outcome(p.PeerResult(id=r.id, peer=self._decorate([peer])[0]))
+
+        return op
+
+    def h_list_peers(self, conn: Connection, r: p.ListPeers) -> Callable[[], Outcome]:
+        def op() -> Outcome:
+            caller = self.store.peer(conn.peer_id) if conn.peer_id else None
+            peers = self.store.list_peers(
+                caller, r.scope, r.include_gone, r.include_self, self.machine_id
+            )
+            return Outcome(p.PeerList(id=r.id, peers=self._decorate(peers)))
+
+        return op
+
+    def _check_text(self, text: str) -> None:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > self.settings.max_text:
+            raise PeersError(
+                Code.TOO_LARGE,
+                f"message is {size} bytes; the limit is {self.settings.max_text} bytes",
+            )
+        if not text.strip():
+            raise PeersError(Code.BAD_REQUEST, "message text is empty")
+
+    def _rate(self, sender: str, n: int = 1) -> None:
+        if self.settings.rate_per_second <= 0:
+            return
+        bucket = self.buckets.get(sender)
+        if bucket is None:
+            bucket = self.buckets[sender] = TokenBucket(
+                self.settings.rate_per_second, self.settings.rate_burst
+            )
+        for _ in range(n):
+            if not bucket.take():
+                raise PeersError(
+                    Code.RATE_LIMITED,
+                    f"sending too fast: the limit is {self.settings.rate_per_second:g} "
+                    f"messages/s (bursts of {self.settings.rate_burst}); try again shortly",
+                )
+
+    def h_send(self, conn: Connection, r: p.Send) -> Callable[[], Outcome]:
+        me = self._me(conn)
+        self._check_text(r.text)
+        if r.reply_to is not None and not MESSAGE_ID_RE.match(r.reply_to):
+            raise PeersError(Code.BAD_REQUEST, f"reply_to {r.reply_to!r} is not a message id")
+        self._rate(me)
+        s = self.settings
+
+        def op() -> Outcome:
+            now = time.time()
+            sender = self.store.require_peer(me)
+            recipient = self.store.resolve(r.to, self.machine_id)
+            if recipient.id == sender.id:
+                raise PeersError(Code.BAD_REQUEST, "you cannot send a message to yourself")
+            msg = self.store.send(
+                sender, recipient, r.text, r.reply_to, now, s.message_ttl, s.queue_limit
+            )
+            return Outcome(
+                p.Sent(id=r.id, message_id=msg.id, to=recipient.id, to_name=recipient.name),
+                self.mail_effects(msg),
+            )
+
+        return op
+
+    def h_broadcast(self, conn: Connection, r: p.Broadcast) -> Callable[[], Outcome]:
+        me = self._me(conn)
+        self._check_text(r.text)
+        s = self.settings
+
+        def op() -> Outcome:
+            now = time.time()
+            sender = self.store.require_peer(me)
+            targets = self.store.list_peers(sender, r.scope)
+            self._rate(me, max(1, len(targets)))
+            sent: list[p.SentItem] = []
+            effects: list[Effect] = []
+            for peer in targets:
+                msg = self.store.send(sender, peer, r.text, None, now, s.message_ttl, s.queue_limit)
+                sent.append(p.SentItem(message_id=msg.id, to=peer.id, to_name=peer.name))
+                effects += self.mail_effects(msg)
+            return Outcome(p.BroadcastSent(id=r.id, sent=sent), effects)
+
+        return op
+
+    def h_message_status(self, conn: Connection, r: p.MessageStatus) -> Callable[[], Outcome]:
+        if len(r.message_ids) > 1000:
+            raise PeersError(Code.BAD_REQUEST, "at most 1000 message ids per request")
+
+        def op() -> Outcome:
+            return Outcome(p.Statuses(id=r.id, items=self.store.statuses(r.message_ids)))
+
+        return op
+
+    def h_claim(self, conn: Connection, r: p.Claim) -> Callable[[], Outcome]:
+        me = self._me(conn)
+        if not 1 <= r.limit <= 1000:
+            raise PeersError(Code.BAD_REQUEST, "limit must be between 1 and 1000")
+        lease = r.lease_seconds if r.lease_seconds is not None else self.settings.lease_seconds
+        if not 0 < lease <= 3600:
+            raise PeersError(Code.BAD_REQUEST, "lease_seconds must be in (0, 3600]")
+
+        def op() -> Outcome:
+            now = time.time()
+            from_peer = None
+            if r.from_peer:
+                from_peer = self.store.resolve(r.from_peer, self.machine_id).id
+            msgs = self.store.claim(me, r.limit, lease, now, from_peer, r.reply_to)
+            return Outcome(p.Claimed(id=r.id, lease_until=now + lease, messages=msgs))
+
+        return op
+
+    def h_ack(self, conn: Connection, r: p.Ack) -> Callable[[], Outcome]:
+        me = self._me(conn)
+        if not r.message_ids:
+            raise PeersError(Code.BAD_REQUEST, "no message ids to acknowledge")
+        if len(r.message_ids) > 1000:
+            raise PeersError(Code.BAD_REQUEST, "at most 1000 message ids per request")
+
+        def op() -> Outcome:
+            now = time.time()
+            fresh, already = self.store.ack(me, r.message_ids, r.via, now)
+            msgs = self.store.messages_by_ids(fresh)
+            return Outcome(
+                p.Acked(id=r.id, acked=fresh, already=already),
+                self.receipt_effects(msgs, "delivered", now, r.via),
+            )
+
+        return op
+
+    def h_release(self, conn: Connection, r: p.Release) -> Callable[[], Outcome]:
+        me = self._me(conn)
+
+        def op() -> Outcome:
+            released = self.store.release(me, r.message_ids)
+            return Outcome(p.Released(id=r.id, released=released))
+
+        return op
+
+    def h_history(self, conn: Connection, r: p.History) -> Callable[[], Outcome]:
+        if not 1 <= r.limit <= 1000:
+            raise PeersError(Code.BAD_REQUEST, "limit must be between 1 and 1000")
+        me = self._me(conn) if r.mine else None
+
+        def op() -> Outcome:
+            peer = self.store.resolve(r.peer, self.machine_id).id if r.peer else None
+            msgs, next_before = self.store.history(
+                me, peer, r.limit, r.before, r.state, r.direction
+            )
+            return Outcome(p.HistoryPage(id=r.id, messages=msgs, next_before=next_before))
+
+        return op
+
+    def h_subscribe(self, conn: Connection, r: p.Subscribe) -> Callable[[], Outcome]:
+        if ("mail" in r.kinds or "receipts" in r.kinds) and conn.peer_id is None:
+            raise PeersError(Code.NOT_REGISTERED, "mail and receipts need a registered peer")
+
+        def op() -> Outcome:
+            conn.kinds = set(r.kinds)
+            return Outcome(p.Ok(id=r.id))
+
+        return op
+
+    def h_status(self, conn: Connection, r: p.Status) -> Callable[[], Outcome]:
+        def op() -> Outcome:
+            active, gone, by_state = self.store.counts()
+            return Outcome(
+                p.DaemonStatus(
+                    id=r.id,
+                    version=__version__,
+                    protocol=p.PROTOCOL_VERSION,
+                    pid=os.getpid(),
+                    started_at=self.started_at,
+                    socket=self.socket_path,
+                    db=str(self.settings.db_path),
+                    machine_id=self.machine_id,
+                    host=self.host,
+                    supervisor=self.supervisor,
+                    peers_active=active,
+                    peers_gone=gone,
+                    connections=len(self.connections),
+                    messages=by_state,
+                    schema=self.store.schema_version,
+                    last_sweep_ms=self.last_sweep_ms,
+                    adopted_socket=self.adopted,
+                )
+            )
+
+        return op
+
+    def h_shutdown(self, conn: Connection, r: p.Shutdown) -> Callable[[], Outcome]:
+        def op() -> Outcome:
+            log.info("shutdown requested by connection %d (pid %s)", conn.conn_id, conn.pid)
+            return Outcome(p.Ok(id=r.id), [self.stop_requested.set])
+
+        return op
+
+    def h_sweep(self, conn: Connection, r: p.Sweep) -> Any:
+        return self._sweep_request(conn, r)
+
+    async def _sweep_request(self, conn: Connection, r: p.Sweep) -> None:
+        try:
+            result = await self.sweep()
+        except PeersError as e:
+            conn.send(p.Error(id=r.id, code=e.code, message=e.message))
+            return
+        conn.send(
+            p.SweepResult(
+                id=r.id,
+                gone=result.gone,
+                requeued=result.requeued,
+                expired=result.expired,
+                duration_ms=result.duration_ms,
+            )
+        )
+
+    _handlers: dict[type, Callable[..., Callable[[], Outcome]]] = {
+        p.Register: h_register,
+        p.Attach: h_attach,
+        p.Heartbeat: h_heartbeat,
+        p.Unregister: h_unregister,
+        p.SetSummary: h_set_summary,
+        p.SetName: h_set_name,
+        p.Whoami: h_whoami,
+        p.ListPeers: h_list_peers,
+        p.Send: h_send,
+        p.Broadcast: h_broadcast,
+        p.MessageStatus: h_message_status,
+        p.Claim: h_claim,
+        p.Ack: h_ack,
+        p.Release: h_release,
+        p.History: h_history,
+        p.Subscribe: h_subscribe,
+        p.Status: h_status,
+        p.Shutdown: h_shutdown,
+        p.Sweep: h_sweep,
+    }
+
+    # ------------------------------------------------------------ sweep
+
+    async def sweep(self) -> SweepReport:
+        """Mark dead agents gone, return lapsed leases, expire and purge old mail."""
+        started = time.perf_counter()
+        agents = self.store.active_agents(self.machine_id)
+        dead = await asyncio.to_thread(_dead_agents, agents)
+        s = self.settings
+
+        def op() -> tuple[SweepReport, list[Effect]]:
+            now = time.time()
+            effects: list[Effect] = []
+            gone: list[str] = []
+            for peer_id in dead:
+                peer = self.store.mark_gone(peer_id, "process exited", now)
+                if peer is not None:
+                    gone.append(peer.id)
+                    effects.append(self._left_effect(peer.id, peer.name, "process exited"))
+            stale = self.store.stale_remote(self.machine_id, now - s.remote_timeout)
+            for peer_id, name in stale:
+                if self.connected(peer_id):
+                    continue
+                if self.store.mark_gone(peer_id, "stopped heartbeating", now) is not None:
+                    gone.append(peer_id)
+                    effects.append(self._left_effect(peer_id, name, "stopped heartbeating"))
+            requeued = self.store.expire_leases(now)
+            for msg in requeued:
+                effects += self.mail_effects(msg, fresh=False)
+            expired = self.store.expire_messages(now)
+            if expired:
+                effects += self.receipt_effects(expired, "expired", now, None)
+            if now - self.last_purge > PURGE_INTERVAL:
+                self.store.purge(now, s.history_retention, s.gone_retention)
+                self.last_purge = now
+            report = SweepReport(gone, len(requeued), len(expired), 0.0)
+            return report, effects
+
+        report, effects = await self.commit.run(op)
+        for effect in effects:
+            effect()
+        report.duration_ms = (time.perf_counter() - started) * 1000
+        self.last_sweep_ms = report.duration_ms
+        return report
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval)
+            try:
+                report = await self.sweep()
+            except PeersError as e:
+                log.error("sweep failed: %s", e)
+                continue
+            if report.duration_ms > 100:
+                log.warning("sweep took %.1f ms", report.duration_ms)
+
+
+def _dead_agents(agents: dict[int, tuple[str, float]]) -> list[str]:
+    return [
+        peer_id for pid, (peer_id, start) in agents.items() if not identity.is_alive(pid, start)
+    ]

@@ -1,0 +1,840 @@
+"""The durable state: peers and messages in one SQLite file, opened only by peersd.
+
+Methods are synchronous and meant to run inside ``Store.transaction()`` (the daemon
+groups every request of one event-loop tick into one transaction: group commit).
+Each method either completes or raises ``PeersError`` after its own savepoint is
+rolled back, so one bad request never spoils the others in its batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+
+from .errors import Code, PeersError
+from .protocol import Message, MessageStatusItem, Peer, Register
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+PEER_ID_RE = re.compile(r"^p-[0-9a-f]{8}$")
+MESSAGE_ID_RE = re.compile(r"^m-([0-9a-f]{6})-([0-9]{1,18})$")
+UNDELIVERED = ("queued", "leased")
+
+MIGRATIONS: list[str] = [
+    # v1
+    """
+    CREATE TABLE peers(
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        client TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('active', 'gone')),
+        machine_id TEXT NOT NULL,
+        host TEXT NOT NULL,
+        cwd TEXT NOT NULL,
+        agent_pid INTEGER NOT NULL,
+        agent_start REAL NOT NULL,
+        registered_at REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        receive TEXT NOT NULL,
+        summary TEXT NOT NULL DEFAULT '',
+        git_root TEXT,
+        branch TEXT,
+        tty TEXT,
+        session_id TEXT,
+        helper_pid INTEGER,
+        gone_at REAL,
+        gone_reason TEXT,
+        pending INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX peers_active_name ON peers(machine_id, name_key) WHERE state = 'active';
+    CREATE INDEX peers_agent ON peers(machine_id, agent_pid);
+    CREATE INDEX peers_session ON peers(session_id) WHERE session_id IS NOT NULL;
+    CREATE INDEX peers_name ON peers(name_key);
+
+    -- Message ids are "m-<tag>-<seq>": the tag is random per database, so an id from
+    -- a database that was replaced never names a message of the new one.
+    CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta(key, value) VALUES ('tag', lower(hex(randomblob(3))));
+
+    CREATE TABLE messages(
+        seq INTEGER PRIMARY KEY,
+        sender TEXT NOT NULL,
+        sender_name TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        recipient_name TEXT NOT NULL,
+        text TEXT NOT NULL,
+        created REAL NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('queued', 'leased', 'delivered', 'expired')),
+        expires_at REAL NOT NULL,
+        reply_to TEXT,
+        delivered_at REAL,
+        delivered_via TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_until REAL
+    );
+    CREATE INDEX messages_inbox ON messages(recipient, state, seq);
+    CREATE INDEX messages_sender ON messages(sender, seq);
+    CREATE INDEX messages_done ON messages(delivered_at) WHERE delivered_at IS NOT NULL;
+
+    -- peers.pending counts undelivered (queued or leased) mail, kept exact by triggers so
+    -- neither the queue limit nor list_peers ever has to count a queue.
+    CREATE TRIGGER messages_pending_insert AFTER INSERT ON messages
+    WHEN NEW.state IN ('queued', 'leased') BEGIN
+        UPDATE peers SET pending = pending + 1 WHERE id = NEW.recipient;
+    END;
+    CREATE TRIGGER messages_pending_update AFTER UPDATE OF state, recipient ON messages
+    WHEN (OLD.state IN ('queued', 'leased')) != (NEW.state IN ('queued', 'leased'))
+      OR OLD.recipient != NEW.recipient BEGIN
+        UPDATE peers SET pending = pending - 1
+        WHERE id = OLD.recipient AND OLD.state IN ('queued', 'leased');
+        UPDATE peers SET pending = pending + 1
+        WHERE id = NEW.recipient AND NEW.state IN ('queued', 'leased');
+    END;
+    CREATE TRIGGER messages_pending_delete AFTER DELETE ON messages
+    WHEN OLD.state IN ('queued', 'leased') BEGIN
+        UPDATE peers SET pending = pending - 1 WHERE id = OLD.recipient;
+    END;
+
+    CREATE TABLE audit(
+        seq INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    """,
+]
+
+PEER_COLUMNS = """p.id, p.name, p.client, p.state, p.machine_id, p.host, p.cwd, p.agent_pid,
+    p.agent_start, p.registered_at, p.last_seen, p.receive, p.summary, p.git_root, p.branch,
+    p.tty, p.session_id, p.helper_pid, p.pending, 0, p.gone_reason"""
+
+MESSAGE_COLUMNS = """m.seq, m.sender, m.sender_name, m.recipient, m.recipient_name, m.text,
+    m.created, m.state, m.expires_at, m.reply_to, m.delivered_at, m.delivered_via, m.attempts,
+    coalesce(s.client, ''), coalesce(s.cwd, ''), s.branch, coalesce(s.host, '')"""
+
+MESSAGE_FROM = "messages m LEFT JOIN peers s ON s.id = m.sender"
+
+
+class StoreError(Exception):
+    """The database cannot be opened or used; the message says what to do."""
+
+
+def _peer(row: tuple) -> Peer:
+    return Peer(*row[:19], connected=False, gone_reason=row[20])
+
+
+def new_peer_id() -> str:
+    return "p-" + secrets.token_hex(4)
+
+
+def sanitize_name(raw: str) -> str:
+    """Turn a directory name into a valid peer name."""
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", raw).strip("-_")[:28]
+    return cleaned or "peer"
+
+
+def check_name(name: str) -> None:
+    if not NAME_RE.match(name):
+        raise PeersError(
+            Code.INVALID_NAME,
+            f"invalid name {name!r}: use 1-32 letters, digits, '-' or '_'",
+        )
+    if PEER_ID_RE.match(name.lower()):
+        raise PeersError(Code.INVALID_NAME, f"invalid name {name!r}: it looks like a peer id")
+
+
+class Store:
+    def __init__(self, path: Path, sync: str = "normal") -> None:
+        self.path = path
+        self.conn = self._open(path, sync)
+        self._migrate()
+        self.tag = str(self._val("SELECT value FROM meta WHERE key = 'tag'"))
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @staticmethod
+    def _open(path: Path, sync: str) -> apsw.Connection:
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            os.chmod(path, 0o600)
+        except OSError as e:
+            raise StoreError(f"cannot open database {path}: {e.strerror}") from None
+        try:
+            conn = apsw.Connection(str(path))
+            conn.set_busy_timeout(5000)
+            # Small pages: a send dirties several b-tree pages and each is copied to the
+            # WAL on commit, so 1 KiB pages make the common commit several times cheaper.
+            conn.pragma("page_size", 1024)
+            mode = conn.pragma("journal_mode", "wal")
+            if mode != "wal":
+                raise StoreError(f"database {path}: could not switch to WAL mode (got {mode})")
+            conn.pragma("synchronous", "FULL" if sync == "full" else "NORMAL")
+            conn.pragma("foreign_keys", True)
+            conn.execute("SELECT count(*) FROM sqlite_master").get  # noqa: B018
+        except apsw.NotADBError:
+            raise StoreError(
+                f"database {path} is not a SQLite database (corrupt or another file); "
+                "move it aside and restart peersd"
+            ) from None
+        except apsw.CorruptError:
+            raise StoreError(
+                f"database {path} is corrupt; move it aside (keep it for recovery) and restart"
+            ) from None
+        except apsw.ReadOnlyError:
+            raise StoreError(f"database {path} is read-only; peersd needs to write it") from None
+        except apsw.CantOpenError:
+            raise StoreError(f"cannot open database {path}") from None
+        except apsw.Error as e:
+            raise StoreError(f"database {path}: {e}") from None
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(str(path) + suffix, 0o600)
+        return conn
+
+    def _migrate(self) -> None:
+        version = self.conn.pragma("user_version")
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"database {self.path} has schema v{version}, newer than this peersd knows "
+                f"(v{len(MIGRATIONS)}); upgrade claude-peers"
+            )
+        try:
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                with self.conn:
+                    self.conn.execute(script)
+                    self.conn.pragma("user_version", number)
+        except apsw.Error as e:
+            raise StoreError(f"database {self.path}: migration failed: {e}") from None
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.pragma("user_version"))
+
+    def close(self) -> None:
+        with contextlib.suppress(apsw.Error):
+            self.conn.pragma("wal_checkpoint", "TRUNCATE")
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.conn:
+            yield
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        with self.conn:
+            yield
+
+    def _one(self, sql: str, args: tuple = ()) -> tuple | None:
+        return self.conn.execute(sql, args).fetchone()
+
+    def _val(self, sql: str, args: tuple = ()) -> object:
+        row = self.conn.execute(sql, args).fetchone()
+        return None if row is None else row[0]
+
+    # ---------------------------------------------------------------- peers
+
+    def peer(self, peer_id: str) -> Peer | None:
+        row = self._one(f"SELECT {PEER_COLUMNS} FROM peers p WHERE p.id = ?", (peer_id,))
+        return _peer(row) if row else None
+
+    def require_peer(self, peer_id: str) -> Peer:
+        peer = self.peer(peer_id)
+        if peer is None:
+            raise PeersError(Code.NOT_REGISTERED, f"peer {peer_id} is no longer known")
+        return peer
+
+    def peer_by_agent(self, machine_id: str, pid: int, start: float) -> Peer | None:
+        row = self._one(
+            f"SELECT {PEER_COLUMNS} FROM peers p WHERE p.machine_id = ? AND p.agent_pid = ? "
+            "AND abs(p.agent_start - ?) < 0.05 ORDER BY p.state = 'active' DESC, "
+            "p.last_seen DESC LIMIT 1",
+            (machine_id, pid, start),
+        )
+        return _peer(row) if row else None
+
+    def peer_by_session(self, machine_id: str, session_id: str) -> Peer | None:
+        row = self._one(
+            f"SELECT {PEER_COLUMNS} FROM peers p WHERE p.session_id = ? AND p.machine_id = ? "
+            "ORDER BY p.state = 'active' DESC, p.last_seen DESC LIMIT 1",
+            (session_id, machine_id),
+        )
+        return _peer(row) if row else None
+
+    def active_agents(self, machine_id: str) -> dict[int, tuple[str, float]]:
+        """pid -> (peer id, start) of every active peer on ``machine_id``."""
+        return {
+            pid: (pid_peer, start)
+            for pid_peer, pid, start in self.conn.execute(
+                "SELECT id, agent_pid, agent_start FROM peers "
+                "WHERE state = 'active' AND machine_id = ?",
+                (machine_id,),
+            )
+        }
+
+    def _name_holder(self, machine_id: str, name: str) -> str | None:
+        return self._val(  # type: ignore[return-value]
+            "SELECT id FROM peers WHERE machine_id = ? AND name_key = ? AND state = 'active'",
+            (machine_id, name.lower()),
+        )
+
+    def _free_name(self, machine_id: str, base: str, own_id: str | None = None) -> str:
+        base = sanitize_name(base)
+        if PEER_ID_RE.match(base.lower()):
+            base = "peer-" + base[2:]
+        candidate = base
+        n = 1
+        while True:
+            holder = self._name_holder(machine_id, candidate)
+            if holder is None or holder == own_id:
+                return candidate
+            n += 1
+            candidate = f"{base}-{n}"
+
+    def _inherit(self, peer_id: str, machine_id: str, name: str) -> int:
+        """Give ``peer_id`` the undelivered mail of gone peers that held ``name`` here."""
+        gone = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM peers WHERE machine_id = ? AND name_key = ? AND state = 'gone' "
+                "AND id != ?",
+                (machine_id, name.lower(), peer_id),
+            )
+        ]
+        moved = 0
+        for old in gone:
+            self.conn.execute(
+                "UPDATE messages SET recipient = ?, recipient_name = ?, state = 'queued', "
+                "lease_until = NULL WHERE recipient = ? AND state IN ('queued', 'leased')",
+                (peer_id, name, old),
+            )
+            moved += self.conn.changes()
+        return moved
+
+    def register(self, r: Register, now: float) -> tuple[Peer, bool, int]:
+        """Return (peer, newly created, messages inherited)."""
+        existing = self.peer_by_agent(r.machine_id, r.agent_pid, r.agent_start)
+        if existing is None and r.session_id:
+            existing = self.peer_by_session(r.machine_id, r.session_id)
+        if existing is not None:
+            name = existing.name
+            if existing.state == "gone":
+                name = self._free_name(r.machine_id, existing.name, existing.id)
+            self.conn.execute(
+                "UPDATE peers SET state = 'active', gone_at = NULL, gone_reason = NULL, "
+                "name = ?, name_key = ?, client = ?, host = ?, cwd = ?, agent_pid = ?, "
+                "agent_start = ?, last_seen = ?, receive = ?, git_root = ?, branch = ?, tty = ?, "
+                "session_id = coalesce(?, session_id), helper_pid = ?, "
+                "summary = coalesce(?, summary) WHERE id = ?",
+                (
+                    name,
+                    name.lower(),
+                    r.client,
+                    r.host,
+                    r.cwd,
+                    r.agent_pid,
+                    r.agent_start,
+                    now,
+                    r.receive,
+                    r.git_root,
+                    r.branch,
+                    r.tty,
+                    r.session_id,
+                    r.helper_pid,
+                    r.summary,
+                    existing.id,
+                ),
+            )
+            inherited = 0
+            if r.name and r.name.lower() != name.lower():
+                _, _, inherited = self.set_name(existing.id, r.name)
+            elif existing.state == "gone":
+                inherited = self._inherit(existing.id, r.machine_id, name)
+            return self.require_peer(existing.id), existing.state == "gone", inherited
+        if r.name:
+            check_name(r.name)
+            if self._name_holder(r.machine_id, r.name):
+                raise PeersError(Code.NAME_TAKEN, f"the name {r.name!r} is taken by another peer")
+            name = r.name
+        else:
+            base = os.path.basename((r.git_root or r.cwd).rstrip("/")) or "peer"
+            name = self._free_name(r.machine_id, base)
+        peer_id = new_peer_id()
+        while self._val("SELECT 1 FROM peers WHERE id = ?", (peer_id,)):
+            peer_id = new_peer_id()  # pragma: no cover - 32-bit collision
+        self.conn.execute(
+            "INSERT INTO peers(id, name, name_key, client, state, machine_id, host, cwd, "
+            "agent_pid, agent_start, registered_at, last_seen, receive, summary, git_root, "
+            "branch, tty, session_id, helper_pid) "
+            "VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                peer_id,
+                name,
+                name.lower(),
+                r.client,
+                r.machine_id,
+                r.host,
+                r.cwd,
+                r.agent_pid,
+                r.agent_start,
+                now,
+                now,
+                r.receive,
+                r.summary or "",
+                r.git_root,
+                r.branch,
+                r.tty,
+                r.session_id,
+                r.helper_pid,
+            ),
+        )
+        inherited = self._inherit(peer_id, r.machine_id, name)
+        return self.require_peer(peer_id), True, inherited
+
+    def touch(self, peer_id: str, now: float) -> None:
+        self.conn.execute("UPDATE peers SET last_seen = ? WHERE id = ?", (now, peer_id))
+
+    def set_summary(self, peer_id: str, summary: str) -> Peer:
+        if len(summary) > 1000:
+            raise PeersError(Code.TOO_LARGE, f"summary is {len(summary)} characters; max 1000")
+        self.conn.execute("UPDATE peers SET summary = ? WHERE id = ?", (summary, peer_id))
+        return self.require_peer(peer_id)
+
+    def set_name(self, peer_id: str, name: str) -> tuple[Peer, str, int]:
+        """Return (peer, old name, messages inherited from gone holders of the name)."""
+        check_name(name)
+        peer = self.require_peer(peer_id)
+        holder = self._name_holder(peer.machine_id, name)
+        if holder is not None and holder != peer_id:
+            raise PeersError(Code.NAME_TAKEN, f"the name {name!r} is taken by another peer")
+        self.conn.execute(
+            "UPDATE peers SET name = ?, name_key = ? WHERE id = ?", (name, name.lower(), peer_id)
+        )
+        self.conn.execute(
+            "UPDATE messages SET recipient_name = ? WHERE recipient = ? AND state IN "
+            "('queued', 'leased')",
+            (name, peer_id),
+        )
+        inherited = self._inherit(peer_id, peer.machine_id, name)
+        return self.require_peer(peer_id), peer.name, inherited
+
+    def mark_gone(self, peer_id: str, reason: str, now: float) -> Peer | None:
+        peer = self.peer(peer_id)
+        if peer is None or peer.state == "gone":
+            return None
+        self.conn.execute(
+            "UPDATE peers SET state = 'gone', gone_at = ?, gone_reason = ? WHERE id = ?",
+            (now, reason, peer_id),
+        )
+        self.conn.execute(
+            "UPDATE messages SET state = 'queued', lease_until = NULL "
+            "WHERE recipient = ? AND state = 'leased'",
+            (peer_id,),
+        )
+        return peer
+
+    def list_peers(
+        self,
+        caller: Peer | None,
+        scope: str,
+        include_gone: bool = False,
+        include_self: bool = False,
+        machine_id: str | None = None,
+    ) -> list[Peer]:
+        where = []
+        args: list[object] = []
+        if not include_gone:
+            where.append("p.state = 'active'")
+        if caller is not None and not include_self:
+            where.append("p.id != ?")
+            args.append(caller.id)
+        if scope == "machine":
+            mid = caller.machine_id if caller is not None else machine_id
+            if mid:
+                where.append("p.machine_id = ?")
+                args.append(mid)
+        elif scope == "directory":
+            if caller is None:
+                raise PeersError(Code.NOT_REGISTERED, "scope 'directory' needs a registered peer")
+            where.append("p.machine_id = ? AND p.cwd = ?")
+            args += [caller.machine_id, caller.cwd]
+        elif scope == "repo":
+            if caller is None:
+                raise PeersError(Code.NOT_REGISTERED, "scope 'repo' needs a registered peer")
+            if caller.git_root:
+                where.append("p.machine_id = ? AND p.git_root = ?")
+                args += [caller.machine_id, caller.git_root]
+            else:
+                where.append("p.machine_id = ? AND p.cwd = ?")
+                args += [caller.machine_id, caller.cwd]
+        elif scope != "all":
+            raise PeersError(Code.BAD_REQUEST, f"unknown scope {scope!r}")
+        sql = f"SELECT {PEER_COLUMNS} FROM peers p"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY p.state = 'gone', p.name_key"
+        return [_peer(r) for r in self.conn.execute(sql, args)]
+
+    def resolve(self, target: str, machine_id: str) -> Peer:
+        """A peer by id, ``name`` (this machine first) or ``name@host``.
+
+        Active peers win; otherwise the most recently gone holder of the name, whose
+        mail will pass to its successor.
+        """
+        target = target.strip()
+        if not target:
+            raise PeersError(Code.BAD_REQUEST, "recipient is empty")
+        if PEER_ID_RE.match(target):
+            peer = self.peer(target)
+            if peer is not None:
+                return peer
+        name, _, host = target.partition("@")
+        if not host:
+            row = self._one(
+                f"SELECT {PEER_COLUMNS} FROM peers p WHERE p.machine_id = ? AND p.name_key = ? "
+                "AND p.state = 'active'",
+                (machine_id, name.lower()),
+            )
+            if row is not None:
+                return _peer(row)
+        sql = f"SELECT {PEER_COLUMNS} FROM peers p WHERE p.name_key = ?"
+        args: list[object] = [name.lower()]
+        if host:
+            sql += " AND (lower(p.host) = ? OR p.machine_id = ?)"
+            args += [host.lower(), host]
+        sql += (
+            " ORDER BY p.state = 'active' DESC, p.machine_id = ? DESC, "
+            "coalesce(p.gone_at, p.last_seen) DESC LIMIT 1"
+        )
+        args.append(machine_id)
+        row = self._one(sql, tuple(args))
+        if row is not None:
+            return _peer(row)
+        raise PeersError(
+            Code.UNKNOWN_PEER,
+            f"no peer named {target!r}",
+            candidates=self.close_names(name),
+        )
+
+    def close_names(self, name: str) -> list[str]:
+        names = [
+            r[0] for r in self.conn.execute("SELECT DISTINCT name FROM peers WHERE state='active'")
+        ]
+        return difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+
+    def audit(self, now: float, actor: str, action: str, target: str | None, detail: str) -> None:
+        self.conn.execute(
+            "INSERT INTO audit(at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (now, actor, action, target, detail),
+        )
+
+    # ---------------------------------------------------------------- messages
+
+    def message_id(self, seq: int) -> str:
+        return f"m-{self.tag}-{seq}"
+
+    def parse_id(self, msg_id: str) -> int | None:
+        """The row of a message id issued by this database, or None."""
+        m = MESSAGE_ID_RE.match(msg_id)
+        if m is None or m.group(1) != self.tag:
+            return None
+        return int(m.group(2))
+
+    def _message(self, row: tuple) -> Message:
+        return Message(f"m-{self.tag}-{row[0]}", *row[1:])
+
+    def send(
+        self,
+        sender: Peer,
+        recipient: Peer,
+        text: str,
+        reply_to: str | None,
+        now: float,
+        ttl: float,
+        queue_limit: int,
+    ) -> Message:
+        if recipient.pending >= queue_limit:
+            raise PeersError(
+                Code.QUEUE_FULL,
+                f"{recipient.name} already has {queue_limit} undelivered messages; "
+                "wait for it to read them",
+            )
+        self.conn.execute(
+            "INSERT INTO messages(sender, sender_name, recipient, recipient_name, text, "
+            "created, state, expires_at, reply_to) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+            (sender.id, sender.name, recipient.id, recipient.name, text, now, now + ttl, reply_to),
+        )
+        recipient.pending += 1
+        return Message(
+            id=self.message_id(self.conn.last_insert_rowid()),
+            sender=sender.id,
+            sender_name=sender.name,
+            recipient=recipient.id,
+            recipient_name=recipient.name,
+            text=text,
+            created=now,
+            state="queued",
+            expires_at=now + ttl,
+            reply_to=reply_to,
+            sender_client=sender.client,
+            sender_cwd=sender.cwd,
+            sender_branch=sender.branch,
+            sender_host=sender.host,
+        )
+
+    def message(self, msg_id: str) -> Message | None:
+        found = self.messages_by_ids([msg_id])
+        return found[0] if found else None
+
+    def _seqs(self, ids: list[str]) -> list[int]:
+        return [seq for seq in map(self.parse_id, ids) if seq is not None]
+
+    def messages_by_seqs(self, seqs: list[int]) -> list[Message]:
+        if not seqs:
+            return []
+        marks = ",".join("?" * len(seqs))
+        rows = self.conn.execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE m.seq IN ({marks}) ORDER BY m.seq",
+            seqs,
+        )
+        return [self._message(r) for r in rows]
+
+    def messages_by_ids(self, ids: list[str]) -> list[Message]:
+        return self.messages_by_seqs(self._seqs(ids))
+
+    def claim(
+        self,
+        peer_id: str,
+        limit: int,
+        lease: float,
+        now: float,
+        from_peer: str | None = None,
+        reply_to: str | None = None,
+    ) -> list[Message]:
+        sql = (
+            "SELECT seq FROM messages WHERE recipient = ? AND (state = 'queued' OR "
+            "(state = 'leased' AND lease_until < ?))"
+        )
+        args: list[object] = [peer_id, now]
+        if from_peer:
+            sql += " AND sender = ?"
+            args.append(from_peer)
+        if reply_to:
+            sql += " AND reply_to = ?"
+            args.append(reply_to)
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        seqs = [r[0] for r in self.conn.execute(sql, args)]
+        if not seqs:
+            return []
+        marks = ",".join("?" * len(seqs))
+        self.conn.execute(
+            "UPDATE messages SET state = 'leased', lease_until = ?, attempts = attempts + 1 "
+            f"WHERE seq IN ({marks})",
+            [now + lease, *seqs],
+        )
+        return self.messages_by_seqs(seqs)
+
+    def _require_own(self, peer_id: str, ids: list[str]) -> dict[int, str]:
+        """seq -> state for ``ids``, all of which must be addressed to ``peer_id``."""
+        unique = list(dict.fromkeys(ids))
+        wanted = {msg_id: self.parse_id(msg_id) for msg_id in unique}
+        seqs = [seq for seq in wanted.values() if seq is not None]
+        own: dict[int, str] = {}
+        if seqs:
+            marks = ",".join("?" * len(seqs))
+            own = dict(
+                self.conn.execute(  # type: ignore[arg-type]
+                    f"SELECT seq, state FROM messages WHERE recipient = ? AND seq IN ({marks})",
+                    [peer_id, *seqs],
+                )
+            )
+        missing = [msg_id for msg_id, seq in wanted.items() if seq not in own]
+        if missing:
+            raise PeersError(
+                Code.UNKNOWN_MESSAGE,
+                f"not messages to you: {', '.join(missing[:10])}"
+                + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""),
+            )
+        return own
+
+    def ack(
+        self, peer_id: str, ids: list[str], via: str, now: float
+    ) -> tuple[list[str], list[str]]:
+        """Mark exactly ``ids`` delivered. Returns (newly acked, already final)."""
+        own = self._require_own(peer_id, ids)
+        fresh = [seq for seq, state in own.items() if state in UNDELIVERED]
+        already = [self.message_id(seq) for seq, state in own.items() if state not in UNDELIVERED]
+        if fresh:
+            marks = ",".join("?" * len(fresh))
+            self.conn.execute(
+                "UPDATE messages SET state = 'delivered', delivered_at = ?, delivered_via = ?, "
+                f"lease_until = NULL WHERE seq IN ({marks})",
+                [now, via, *fresh],
+            )
+        return [self.message_id(seq) for seq in fresh], already
+
+    def release(self, peer_id: str, ids: list[str]) -> list[str]:
+        own = self._require_own(peer_id, ids)
+        leased = [seq for seq, state in own.items() if state == "leased"]
+        if leased:
+            marks = ",".join("?" * len(leased))
+            self.conn.execute(
+                f"UPDATE messages SET state = 'queued', lease_until = NULL WHERE seq IN ({marks})",
+                leased,
+            )
+        return [self.message_id(seq) for seq in leased]
+
+    def statuses(self, ids: list[str]) -> list[MessageStatusItem]:
+        items = []
+        for msg_id in ids:
+            seq = self.parse_id(msg_id)
+            row = None
+            if seq is not None:
+                row = self._one(
+                    "SELECT state, recipient, recipient_name, created, delivered_at, "
+                    "delivered_via, expires_at FROM messages WHERE seq = ?",
+                    (seq,),
+                )
+            if row is None:
+                items.append(MessageStatusItem(message_id=msg_id, found=False))
+            else:
+                items.append(MessageStatusItem(msg_id, True, *row))
+        return items
+
+    def history(
+        self,
+        me: str | None,
+        peer: str | None,
+        limit: int,
+        before: int | None,
+        state: str | None,
+        direction: str,
+    ) -> tuple[list[Message], int | None]:
+        where: list[str] = []
+        args: list[object] = []
+        if me is not None:
+            if direction == "in":
+                where.append("m.recipient = ?")
+                args.append(me)
+            elif direction == "out":
+                where.append("m.sender = ?")
+                args.append(me)
+            else:
+                where.append("(m.sender = ? OR m.recipient = ?)")
+                args += [me, me]
+        if peer is not None:
+            where.append("(m.sender = ? OR m.recipient = ?)")
+            args += [peer, peer]
+        if state is not None:
+            where.append("m.state = ?")
+            args.append(state)
+        if before is not None:
+            where.append("m.seq < ?")
+            args.append(before)
+        sql = f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY m.seq DESC LIMIT ?"
+        args.append(limit)
+        rows = list(self.conn.execute(sql, args))
+        next_before = rows[-1][0] if len(rows) == limit else None
+        return [self._message(r) for r in rows], next_before
+
+    # ---------------------------------------------------------------- housekeeping
+
+    def expire_leases(self, now: float) -> list[Message]:
+        """Return lapsed leases to the queue; the messages returned."""
+        seqs = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT m.seq FROM peers p JOIN messages m ON m.recipient = p.id "
+                "AND m.state = 'leased' WHERE p.pending > 0 AND m.lease_until < ?",
+                (now,),
+            )
+        ]
+        if not seqs:
+            return []
+        marks = ",".join("?" * len(seqs))
+        self.conn.execute(
+            f"UPDATE messages SET state = 'queued', lease_until = NULL WHERE seq IN ({marks})",
+            seqs,
+        )
+        return self.messages_by_seqs(seqs)
+
+    def expire_messages(self, now: float) -> list[Message]:
+        """Mark undelivered mail past its TTL expired; the messages expired."""
+        seqs = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT m.seq FROM peers p JOIN messages m ON m.recipient = p.id "
+                "AND m.state IN ('queued', 'leased') WHERE p.pending > 0 AND m.expires_at < ?",
+                (now,),
+            )
+        ]
+        if not seqs:
+            return []
+        marks = ",".join("?" * len(seqs))
+        self.conn.execute(
+            f"UPDATE messages SET state = 'expired', lease_until = NULL WHERE seq IN ({marks})",
+            seqs,
+        )
+        return self.messages_by_seqs(seqs)
+
+    def purge(self, now: float, history_retention: float, gone_retention: float) -> tuple[int, int]:
+        cutoff = now - history_retention
+        self.conn.execute(
+            "DELETE FROM messages WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,)
+        )
+        messages = self.conn.changes()
+        self.conn.execute(
+            "DELETE FROM messages WHERE state = 'expired' AND expires_at < ?", (cutoff,)
+        )
+        messages += self.conn.changes()
+        self.conn.execute(
+            "DELETE FROM peers WHERE state = 'gone' AND gone_at < ? AND pending = 0",
+            (now - gone_retention,),
+        )
+        return messages, self.conn.changes()
+
+    def stale_remote(self, machine_id: str, cutoff: float) -> list[tuple[str, str]]:
+        """Active peers of other machines not heard from since ``cutoff``."""
+        return [
+            (r[0], r[1])
+            for r in self.conn.execute(
+                "SELECT id, name FROM peers WHERE state = 'active' AND machine_id != ? "
+                "AND last_seen < ?",
+                (machine_id, cutoff),
+            )
+        ]
+
+    def waiting(self, older_than: float) -> list[tuple[str, str, int, float]]:
+        """(peer id, name, count, oldest created) for undelivered mail older than a time."""
+        return [
+            tuple(r)  # type: ignore[misc]
+            for r in self.conn.execute(
+                "SELECT m.recipient, m.recipient_name, count(*), min(m.created) FROM peers p "
+                "JOIN messages m ON m.recipient = p.id AND m.state IN ('queued', 'leased') "
+                "WHERE p.pending > 0 AND m.created < ? GROUP BY m.recipient",
+                (older_than,),
+            )
+        ]
+
+    def counts(self) -> tuple[int, int, dict[str, int]]:
+        active = int(self._val("SELECT count(*) FROM peers WHERE state = 'active'"))  # type: ignore[arg-type]
+        gone = int(self._val("SELECT count(*) FROM peers WHERE state = 'gone'"))  # type: ignore[arg-type]
+        by_state = {"queued": 0, "leased": 0, "delivered": 0, "expired": 0}
+        for state, n in self.conn.execute("SELECT state, count(*) FROM messages GROUP BY state"):
+            by_state[state] = n
+        return active, gone, by_state
