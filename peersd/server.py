@@ -29,6 +29,8 @@ from .store import MESSAGE_ID_RE, Store
 log = logging.getLogger("peersd")
 
 Effect = Callable[[], None]
+FAIL_GRACE = 2.0
+"""Seconds a refused client has to read its error and hang up."""
 PURGE_INTERVAL = 600.0
 """Seconds between deletions of history past its retention (a scan, so not every sweep)."""
 
@@ -196,12 +198,23 @@ class Connection(asyncio.Protocol):
             t.abort()
 
     def fail(self, code: str, message: str) -> None:
-        """Answer with an error and close: used when the stream can no longer be trusted."""
+        """Answer with an error and hang up: the stream can no longer be trusted.
+
+        The write side is shut first and later input is discarded, so the error reaches
+        the client instead of being lost to a reset; a client that never hangs up is
+        cut off after a grace period.
+        """
         log.info("closing connection %d (pid %s): %s", self.conn_id, self.pid, message)
         self.send(p.Error(code=code, message=message))
         self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+        t = self.transport
+        if t is None:
+            return
+        if t.can_write_eof():
+            t.write_eof()
+            asyncio.get_running_loop().call_later(FAIL_GRACE, t.abort)
+        else:
+            t.close()
 
 
 def _request_id(body: bytes) -> int | None:
