@@ -80,12 +80,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 _FIELDS = set(Settings.__struct_fields__)
 
 
-def home() -> Path:
-    return Path(os.environ.get("HOME") or os.path.expanduser("~"))
+def home(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("HOME") or os.path.expanduser("~"))
 
 
-def default_config_path() -> Path:
-    return home() / ".claude" / "claude-peers.toml"
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    return home(env) / ".claude" / "claude-peers.toml"
 
 
 def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def load(
     from_env = _from_env(env)
     config_path = given.get("config") or from_env.get("config")
     explicit = bool(config_path)
-    path = Path(config_path).expanduser() if config_path else default_config_path()
+    path = Path(config_path).expanduser() if config_path else default_config_path(env)
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for source, values in (
@@ -150,7 +151,7 @@ def load(
         where = sources.get(field, "settings") if field else "settings"
         hint = f" (env {ENV_PREFIX}{field.upper()})" if field else ""
         raise ConfigError(f"invalid setting in {where}{hint}: {e}") from None
-    return _finish(settings)
+    return _finish(settings, home(env))
 
 
 def _field_of(message: str) -> str | None:
@@ -160,14 +161,14 @@ def _field_of(message: str) -> str | None:
     return None
 
 
-def _finish(s: Settings) -> Settings:
-    base = home() / ".claude"
+def _finish(s: Settings, home_dir: Path) -> Settings:
+    base = home_dir / ".claude"
     if not s.socket:
         s.socket = str(base / "run" / "claude-peers.sock")
     if not s.db:
         s.db = str(base / "claude-peers.db")
-    s.socket = str(Path(s.socket).expanduser())
-    s.db = str(Path(s.db).expanduser())
+    s.socket = _expand(s.socket, home_dir)
+    s.db = _expand(s.db, home_dir)
     if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")
     if s.sync not in {"normal", "full"}:
@@ -185,6 +186,12 @@ def _finish(s: Settings) -> Settings:
             f"socket path {s.socket} is {len(s.socket.encode())} bytes; Unix sockets allow 107"
         )
     return s
+
+
+def _expand(path: str, home_dir: Path) -> str:
+    if path == "~" or path.startswith("~/"):
+        return str(home_dir) + path[1:]
+    return path
 
 
 def ensure_private_dir(path: Path) -> None:
