@@ -64,7 +64,7 @@ def test_bad_config_files(tmp_path):
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(env={"HOME": str(tmp_path), "CLAUDE_PEERS_CONFIG": str(cfg)})
     cfg.write_text("leese_seconds = 3\n")
-    with pytest.raises(ConfigError, match="unknown setting.*leese_seconds"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*leese_seconds"):
         load(env={"HOME": str(tmp_path), "CLAUDE_PEERS_CONFIG": str(cfg)})
     cfg.write_text('max_text = "lots"\n')
     with pytest.raises(ConfigError, match="max_text"):

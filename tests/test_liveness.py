@@ -122,4 +122,4 @@ def test_identity_helpers_match_psutil():
     assert identity.is_alive(me, psutil.Process(me).create_time())
     assert not identity.is_alive(me, psutil.Process(me).create_time() - 100)
     assert identity.process_start(2**22 + 12345) is None
-    assert list(identity.ancestors(me))[0] == os.getppid()
+    assert next(iter(identity.ancestors(me))) == os.getppid()
