@@ -13,6 +13,7 @@ import collections
 import contextlib
 import logging
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -27,6 +28,11 @@ from .errors import Code, DaemonUnreachable, PeersError
 log = logging.getLogger("peersd.client")
 
 R = TypeVar("R", bound=p.Frame)
+
+
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
 def _raise(frame: p.Error) -> None:
@@ -53,6 +59,7 @@ class Client:
         self._frames = p.FrameBuffer(self.settings.max_frame)
         self._pending: collections.deque[bytes] = collections.deque()
         self._next_id = 0
+        self._recv_timeout: float | None = None
 
     def __enter__(self) -> Client:
         self.connect()
@@ -65,7 +72,11 @@ class Client:
         if self.welcome is not None:
             return self.welcome
         self.sock = autostart.connect(self.settings, self.autostart)
-        self.sock.settimeout(self.timeout)
+        # A blocking socket with kernel timeouts: one syscall per send or receive, where a
+        # Python-level timeout would add a poll() before each.
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout))
+        self._recv_timeout = None
         self._write(
             p.Hello(protocol=p.PROTOCOL_VERSION, client_version=__version__, client_kind=self.kind)
         )
@@ -99,16 +110,18 @@ class Client:
         while not self._pending:
             if self.sock is None:
                 raise DaemonUnreachable("not connected to peersd")
-            if deadline is not None:
+            if deadline is None:
+                self._set_recv_timeout(0.0)
+            else:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                self.sock.settimeout(left)
-            else:
-                self.sock.settimeout(None)
+                # Re-arm the kernel timeout only when it is off by more than 10%.
+                if not self._recv_timeout or abs(self._recv_timeout - left) > left * 0.1:
+                    self._set_recv_timeout(left)
             try:
                 data = self.sock.recv(262144)
-            except TimeoutError:
+            except (BlockingIOError, TimeoutError):
                 return None
             except OSError as e:
                 self.close()
@@ -122,6 +135,12 @@ class Client:
             return p.server_decoder.decode(body)
         except msgspec.MsgspecError as e:
             raise PeersError(Code.BAD_FRAME, f"undecodable frame from peersd: {e}") from None
+
+    def _set_recv_timeout(self, seconds: float) -> None:
+        """SO_RCVTIMEO; 0 waits forever."""
+        if self.sock is not None and seconds != self._recv_timeout:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+            self._recv_timeout = seconds
 
     def call(self, req: p.Request, response: type[R] | None = None) -> Any:
         """Send ``req`` and return its answer; events that arrive meanwhile are kept."""

@@ -64,12 +64,12 @@ class GroupCommit:
         self._scheduled = False
         batch, self._pending = self._pending, []
         results: list[Any] = []
-        store = self.store
+        conn = self.store.conn  # apsw: the outer block is the transaction, inner ones savepoints
         try:
-            with store.transaction():
+            with conn:
                 for op, _ in batch:
                     try:
-                        with store.savepoint():
+                        with conn:
                             results.append(op())
                     except PeersError as e:
                         results.append(e)

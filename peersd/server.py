@@ -13,7 +13,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from .store import MESSAGE_ID_RE, Store
 log = logging.getLogger("peersd")
 
 Effect = Callable[[], None]
+EVENT_KINDS = ("mail", "receipts", "peers", "traffic")
 FAIL_GRACE = 2.0
 """Seconds a refused client has to read its error and hang up."""
 PURGE_INTERVAL = 600.0
@@ -253,6 +254,7 @@ class Daemon:
         self.connections: set[Connection] = set()
         self.by_peer: dict[str, set[Connection]] = {}
         self.buckets: dict[str, TokenBucket] = {}
+        self.subscribers: dict[str, set[Connection]] = {k: set() for k in EVENT_KINDS}
         self.stopping = False
         self.stop_requested = asyncio.Event()
         self.last_sweep_ms = 0.0
@@ -284,6 +286,7 @@ class Daemon:
 
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        self.set_kinds(conn, set())
         self.unbind(conn)
 
     def connected(self, peer_id: str) -> bool:
@@ -300,13 +303,29 @@ class Daemon:
 
     def publish(self, kind: str, event: p.Frame, peer_id: str | None = None) -> None:
         """Send ``event`` to subscribers of ``kind`` (only ``peer_id``'s when given)."""
-        targets = self.by_peer.get(peer_id, ()) if peer_id is not None else self.connections
+        if peer_id is None:
+            targets: Iterable[Connection] = self.subscribers[kind]
+        else:
+            targets = self.by_peer.get(peer_id, ())
         data: bytes | None = None
-        for conn in list(targets):
+        for conn in tuple(targets):
             if kind in conn.kinds:
                 if data is None:
                     data = p.encode(event)
                 conn.write(data)
+
+    def wanted(self, kind: str, peer_id: str | None = None) -> bool:
+        """Whether anyone would receive an event, so none is built for nobody."""
+        if peer_id is None:
+            return bool(self.subscribers[kind])
+        return any(kind in c.kinds for c in self.by_peer.get(peer_id, ()))
+
+    def set_kinds(self, conn: Connection, kinds: set[str]) -> None:
+        for kind in conn.kinds - kinds:
+            self.subscribers[kind].discard(conn)
+        for kind in kinds:
+            self.subscribers[kind].add(conn)
+        conn.kinds = kinds
 
     def mail_effects(self, msg: p.Message, fresh: bool = True) -> list[Effect]:
         effects: list[Effect] = [
@@ -690,7 +709,7 @@ class Daemon:
             raise PeersError(Code.NOT_REGISTERED, "mail and receipts need a registered peer")
 
         def op() -> Outcome:
-            conn.kinds = set(r.kinds)
+            self.set_kinds(conn, set(r.kinds))
             return Outcome(p.Ok(id=r.id))
 
         return op

@@ -176,12 +176,20 @@ class Store:
             # Small pages: a send dirties several b-tree pages and each is copied to the
             # WAL on commit, so 1 KiB pages make the common commit several times cheaper.
             conn.pragma("page_size", 1024)
+            # Only peersd opens the file: an exclusive lock keeps the WAL index in memory
+            # (no lock syscalls per transaction) and keeps everyone else out.
+            conn.pragma("locking_mode", "EXCLUSIVE")
             mode = conn.pragma("journal_mode", "wal")
             if mode != "wal":
                 raise StoreError(f"database {path}: could not switch to WAL mode (got {mode})")
             conn.pragma("synchronous", "FULL" if sync == "full" else "NORMAL")
+            conn.pragma("wal_autocheckpoint", 4000)
             conn.pragma("foreign_keys", True)
             conn.execute("SELECT count(*) FROM sqlite_master").get  # noqa: B018
+        except apsw.BusyError:
+            raise StoreError(
+                f"database {path} is locked by another process (is another peersd using it?)"
+            ) from None
         except apsw.NotADBError:
             raise StoreError(
                 f"database {path} is not a SQLite database (corrupt or another file); "

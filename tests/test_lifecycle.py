@@ -306,3 +306,13 @@ def test_version_flag():
         [sys.executable, "-m", "peersd", "--version"], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0 and done.stdout.startswith("peersd ")
+
+
+def test_database_is_locked_to_the_daemon(daemon):
+    import apsw
+
+    conn = apsw.Connection(str(daemon.settings.db_path))
+    conn.set_busy_timeout(0)
+    with pytest.raises(apsw.BusyError):
+        conn.execute("SELECT count(*) FROM messages").fetchall()
+    conn.close()
