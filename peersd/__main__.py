@@ -53,6 +53,7 @@ def detach(settings: Settings) -> int:
     args = [sys.executable, "-m", "peersd", "--socket", settings.socket, "--db", settings.db]
     if os.path.exists(settings.config):
         args += ["--config", settings.config]
+    args += ["--log-level", settings.log_level]
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         subprocess.Popen(
@@ -78,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peersd: {e}", file=sys.stderr)
         return 2
     if args.detach:
-        return detach(settings)
+        try:
+            return detach(settings)
+        except (ConfigError, OSError) as e:
+            print(f"peersd: cannot start in the background: {e}", file=sys.stderr)
+            return 1
     from .lifecycle import run
 
     return run(settings)

@@ -28,6 +28,17 @@ from .errors import Code, DaemonUnreachable, PeersError
 log = logging.getLogger("peersd.client")
 
 R = TypeVar("R", bound=p.Frame)
+FATAL = frozenset(
+    {
+        Code.BAD_FRAME,
+        Code.FRAME_TOO_LARGE,
+        Code.HELLO_REQUIRED,
+        Code.UNSUPPORTED_VERSION,
+        Code.FORBIDDEN,
+        Code.SHUTTING_DOWN,
+    }
+)
+"""Errors after which the daemon hangs up: the connection is finished."""
 
 
 def _timeval(seconds: float) -> bytes:
@@ -130,6 +141,9 @@ class Client:
                 self.close()
                 raise DaemonUnreachable("peersd closed the connection")
             self._pending.extend(self._frames.feed(data))
+            if not self._pending and self._frames.error is not None:
+                self.close()
+                raise PeersError(Code.FRAME_TOO_LARGE, f"from peersd: {self._frames.error}")
         body = self._pending.popleft()
         try:
             return p.server_decoder.decode(body)
@@ -161,7 +175,7 @@ class Client:
                 continue
             frame_id = getattr(frame, "id", None)
             if isinstance(frame, p.Error) and (frame_id is None or frame_id == req.id):
-                if frame_id is None:
+                if frame.code in FATAL:
                     self.close()
                 _raise(frame)
             if frame_id != req.id:
@@ -186,7 +200,8 @@ class Client:
             if isinstance(frame, p.EVENT_TYPES):
                 return frame
             if isinstance(frame, p.Error) and frame.id is None:
-                self.close()
+                if frame.code in FATAL:
+                    self.close()
                 _raise(frame)
 
 
@@ -440,7 +455,7 @@ def session_registration(
         git_root=git_root,
         branch=branch,
         tty=identity.tty_name(),
-        machine_id=identity.machine_id(settings.db_path.parent),
+        machine_id="",  # over the local socket the daemon's own machine id applies
         host=settings.host_label or identity.host_label(),
         summary=summary,
         name=name,

@@ -45,11 +45,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     write_buffer_limit: int = 8 * 1024 * 1024
     autostart: bool = True
     connect_timeout: float = 5.0
-    tcp: str = ""
-    url: str = ""
-    token: str = ""
     host_label: str = ""
-    kill_enabled: bool = False
     sync: str = "normal"
 
     @property
@@ -102,6 +98,8 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    if "config" in data:
+        raise ConfigError(f"config file {path}: 'config' cannot be set inside a config file")
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         raise ConfigError(
@@ -149,7 +147,7 @@ def load(
     except msgspec.ValidationError as e:
         field = _field_of(str(e))
         where = sources.get(field, "settings") if field else "settings"
-        hint = f" (env {ENV_PREFIX}{field.upper()})" if field else ""
+        hint = f" (env {ENV_PREFIX}{field.upper()})" if field and where == "environment" else ""
         raise ConfigError(f"invalid setting in {where}{hint}: {e}") from None
     return _finish(settings, home(env))
 
@@ -167,8 +165,11 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
         s.socket = str(base / "run" / "claude-peers.sock")
     if not s.db:
         s.db = str(base / "claude-peers.db")
-    s.socket = _expand(s.socket, home_dir)
-    s.db = _expand(s.db, home_dir)
+    # Absolute, because an auto-started daemon runs from "/".
+    s.socket = os.path.abspath(_expand(s.socket, home_dir))
+    s.db = os.path.abspath(_expand(s.db, home_dir))
+    if s.log_file:
+        s.log_file = os.path.abspath(_expand(s.log_file, home_dir))
     if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")
     if s.sync not in {"normal", "full"}:
@@ -176,9 +177,22 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
     for name in ("max_frame", "max_text", "queue_limit", "rate_burst", "write_buffer_limit"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, not {getattr(s, name)}")
-    for name in ("lease_seconds", "message_ttl", "sweep_interval", "connect_timeout"):
+    for name in (
+        "lease_seconds",
+        "message_ttl",
+        "sweep_interval",
+        "connect_timeout",
+        "history_retention",
+        "gone_retention",
+        "remote_timeout",
+    ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, not {getattr(s, name)}")
+    if s.max_frame < s.max_text + 64 * 1024:
+        raise ConfigError(
+            f"max_frame ({s.max_frame}) must exceed max_text ({s.max_text}) by at least 65536 "
+            "bytes, so one message always fits in a frame"
+        )
     if s.rate_per_second < 0:
         raise ConfigError("rate_per_second must be 0 (no limit) or positive")
     if len(s.socket.encode()) > 107:

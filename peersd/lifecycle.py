@@ -163,6 +163,11 @@ def bind_socket(path: Path) -> socket.socket:
     return sock
 
 
+def _socket_name(sock: socket.socket) -> str | None:
+    name = sock.getsockname()
+    return name if isinstance(name, str) and name else None
+
+
 def _supervisor(adopted: bool) -> str:
     if adopted:
         return "systemd"
@@ -202,7 +207,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
             settings,
             store,
             loop,
-            socket_path=settings.socket,
+            socket_path=_socket_name(sock) or settings.socket,
             supervisor=_supervisor(bool(adopted_socks)),
             adopted=bool(adopted_socks),
         )

@@ -22,7 +22,7 @@ HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 1024 * 1024
 
 ClientKind = Literal["claude-code", "codex", "cli", "other"]
-Scope = Literal["machine", "directory", "repo"]
+Scope = Literal["machine", "directory", "repo", "all"]
 ReceiveMode = Literal["push", "hook", "poll"]
 DeliveryPath = Literal["channel", "hook", "wake", "wait", "check", "cli"]
 MessageState = Literal["queued", "leased", "delivered", "expired"]
@@ -322,6 +322,8 @@ class Sent(Frame, tag="sent"):
 class BroadcastSent(Frame, tag="broadcast_sent"):
     id: int
     sent: list[SentItem]
+    skipped: list[str] = []
+    """Peers in scope that got nothing, each as "name: reason"."""
 
 
 class Statuses(Frame, tag="statuses"):
@@ -445,18 +447,9 @@ class TrafficEvent(Frame, tag="ev_traffic"):
     via: str | None = None
 
 
-class Escalation(Frame, tag="ev_escalation"):
-    """Mail has waited long for a peer that does not pick it up."""
-
-    peer_id: str
-    name: str
-    waiting: int
-    oldest_age: float
-
-
-Event = MailEvent | ReceiptEvent | PeerJoined | PeerLeft | PeerRenamed | TrafficEvent | Escalation
+Event = MailEvent | ReceiptEvent | PeerJoined | PeerLeft | PeerRenamed | TrafficEvent
 ServerFrame = Response | Event
-EVENT_TYPES = (MailEvent, ReceiptEvent, PeerJoined, PeerLeft, PeerRenamed, TrafficEvent, Escalation)
+EVENT_TYPES = (MailEvent, ReceiptEvent, PeerJoined, PeerLeft, PeerRenamed, TrafficEvent)
 
 # --------------------------------------------------------------------------- codecs
 
@@ -488,22 +481,33 @@ def frame_length(header: bytes, limit: int) -> int:
 
 
 class FrameBuffer:
-    """Accumulates stream bytes and yields complete frame bodies."""
+    """Accumulates stream bytes and yields complete frame bodies.
 
-    __slots__ = ("_buf", "limit")
+    An oversized length header stops parsing: the frames before it are still
+    returned, and ``error`` is set so the caller can answer them and then hang up.
+    """
+
+    __slots__ = ("_buf", "error", "limit")
 
     def __init__(self, limit: int = DEFAULT_MAX_FRAME) -> None:
         self._buf = bytearray()
         self.limit = limit
+        self.error: FrameTooLarge | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self.error is not None:
+            return []
         buf = self._buf
         buf += data
         bodies: list[bytes] = []
         pos = 0
         n = len(buf)
         while n - pos >= 4:
-            size = frame_length(bytes(buf[pos : pos + 4]), self.limit)
+            try:
+                size = frame_length(bytes(buf[pos : pos + 4]), self.limit)
+            except FrameTooLarge as e:
+                self.error = e
+                break
             end = pos + 4 + size
             if end > n:
                 break

@@ -121,15 +121,14 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        try:
-            bodies = self.frames.feed(data)
-        except p.FrameTooLarge as e:
-            self.fail(Code.FRAME_TOO_LARGE, str(e))
-            return
-        for body in bodies:
+        for body in self.frames.feed(data):
             if self.closed:
                 return
             self.handle_body(body)
+        if self.frames.error is not None and not self.closed:
+            # Hang up only after the requests that came before it have been answered.
+            error = str(self.frames.error)
+            self.daemon.commit.submit(_nothing, lambda _: self.fail(Code.FRAME_TOO_LARGE, error))
 
     def eof_received(self) -> bool | None:
         return None
@@ -218,6 +217,10 @@ class Connection(asyncio.Protocol):
             t.close()
 
 
+def _nothing() -> None:
+    return None
+
+
 def _request_id(body: bytes) -> int | None:
     try:
         raw = msgspec.msgpack.decode(body)
@@ -259,6 +262,8 @@ class Daemon:
         self.stop_requested = asyncio.Event()
         self.last_sweep_ms = 0.0
         self.last_purge = 0.0
+        self.frame_budget = settings.max_frame - 64 * 1024
+        """Bytes of message data one answer may carry and still fit in a frame."""
         self.tasks: set[asyncio.Task[None]] = set()
         self._conn_seq = 0
 
@@ -283,6 +288,11 @@ class Daemon:
                 if not conns:
                     del self.by_peer[conn.peer_id]
             conn.peer_id = None
+
+    def _unbind_peer(self, peer_id: str) -> None:
+        """Connections acting as a peer that has gone must register again to act."""
+        for c in list(self.by_peer.get(peer_id, ())):
+            self.unbind(c)
 
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
@@ -432,8 +442,8 @@ class Daemon:
             raise PeersError(Code.BAD_REQUEST, "agent_pid must not be negative")
         if r.summary is not None and len(r.summary) > 1000:
             raise PeersError(Code.TOO_LARGE, "summary is longer than 1000 characters")
-        if not r.machine_id:
-            r.machine_id = self.machine_id
+        if not r.machine_id or conn.uid is not None:
+            r.machine_id = self.machine_id  # a local connection is on this machine
         if not r.host:
             r.host = self.host
         if not r.cwd:
@@ -441,11 +451,12 @@ class Daemon:
 
         def op() -> Outcome:
             now = time.time()
-            peer, created, inherited = self.store.register(r, now)
+            reg = self.store.register(r, now)
+            peer = reg.peer
             self.bind(conn, peer.id)
             self._decorate([peer])
             effects: list[Effect] = []
-            if created:
+            if reg.joined:
                 effects.append(lambda: self.publish("peers", p.PeerJoined(peer=peer)))
                 log.info(
                     "peer %s (%s) joined: %s pid %s",
@@ -454,7 +465,10 @@ class Daemon:
                     peer.client,
                     peer.agent_pid,
                 )
-            return Outcome(p.PeerResult(id=r.id, peer=peer, inherited=inherited), effects)
+            elif reg.renamed_from is not None:
+                effects.append(self._renamed_effect(peer.id, reg.renamed_from, peer.name))
+            effects += self._requeued_effects(reg.inherited)
+            return Outcome(p.PeerResult(id=r.id, peer=peer, inherited=len(reg.inherited)), effects)
 
         return op
 
@@ -506,8 +520,7 @@ class Daemon:
             effects: list[Effect] = []
             if peer is not None:
                 effects.append(self._left_effect(peer.id, peer.name, "unregistered"))
-            for c in list(self.by_peer.get(me, ())):
-                self.unbind(c)
+            self._unbind_peer(me)
             return Outcome(p.Ok(id=r.id), effects)
 
         return op
@@ -535,17 +548,24 @@ class Daemon:
             peer, old, inherited = self.store.set_name(me, r.name)
             effects: list[Effect] = []
             if old != peer.name:
-                effects.append(
-                    lambda: self.publish(
-                        "peers", p.PeerRenamed(peer_id=peer.id, old=old, new=peer.name)
-                    )
-                )
+                effects.append(self._renamed_effect(peer.id, old, peer.name))
+            effects += self._requeued_effects(inherited)
             return Outcome(
-                p.PeerResult(id=r.id, peer=self._decorate([peer])[0], inherited=inherited),
+                p.PeerResult(id=r.id, peer=self._decorate([peer])[0], inherited=len(inherited)),
                 effects,
             )
 
         return op
+
+    def _renamed_effect(self, peer_id: str, old: str, new: str) -> Effect:
+        return lambda: self.publish("peers", p.PeerRenamed(peer_id=peer_id, old=old, new=new))
+
+    def _requeued_effects(self, seqs: list[int]) -> list[Effect]:
+        """Mail events for messages that are (again) waiting to be picked up."""
+        effects: list[Effect] = []
+        for msg in self.store.messages_by_seqs(seqs):
+            effects += self.mail_effects(msg, fresh=False)
+        return effects
 
     def h_whoami(self, conn: Connection, r: p.Whoami) -> Callable[[], Outcome]:
         me = self._me(conn)
@@ -597,7 +617,6 @@ class Daemon:
         self._check_text(r.text)
         if r.reply_to is not None and not MESSAGE_ID_RE.match(r.reply_to):
             raise PeersError(Code.BAD_REQUEST, f"reply_to {r.reply_to!r} is not a message id")
-        self._rate(me)
         s = self.settings
 
         def op() -> Outcome:
@@ -606,6 +625,9 @@ class Daemon:
             recipient = self.store.resolve(r.to, self.machine_id)
             if recipient.id == sender.id:
                 raise PeersError(Code.BAD_REQUEST, "you cannot send a message to yourself")
+            if recipient.pending >= s.queue_limit:
+                raise self.store.queue_full(recipient, s.queue_limit)
+            self._rate(me)
             msg = self.store.send(
                 sender, recipient, r.text, r.reply_to, now, s.message_ttl, s.queue_limit
             )
@@ -625,14 +647,18 @@ class Daemon:
             now = time.time()
             sender = self.store.require_peer(me)
             targets = self.store.list_peers(sender, r.scope)
-            self._rate(me, max(1, len(targets)))
+            full = [peer for peer in targets if peer.pending >= s.queue_limit]
+            targets = [peer for peer in targets if peer.pending < s.queue_limit]
+            if targets:
+                self._rate(me, len(targets))
             sent: list[p.SentItem] = []
             effects: list[Effect] = []
             for peer in targets:
                 msg = self.store.send(sender, peer, r.text, None, now, s.message_ttl, s.queue_limit)
                 sent.append(p.SentItem(message_id=msg.id, to=peer.id, to_name=peer.name))
                 effects += self.mail_effects(msg)
-            return Outcome(p.BroadcastSent(id=r.id, sent=sent), effects)
+            skipped = [f"{peer.name}: queue full ({s.queue_limit} unread)" for peer in full]
+            return Outcome(p.BroadcastSent(id=r.id, sent=sent, skipped=skipped), effects)
 
         return op
 
@@ -658,7 +684,9 @@ class Daemon:
             from_peer = None
             if r.from_peer:
                 from_peer = self.store.resolve(r.from_peer, self.machine_id).id
-            msgs = self.store.claim(me, r.limit, lease, now, from_peer, r.reply_to)
+            msgs = self.store.claim(
+                me, r.limit, lease, now, from_peer, r.reply_to, budget=self.frame_budget
+            )
             return Outcome(p.Claimed(id=r.id, lease_until=now + lease, messages=msgs))
 
         return op
@@ -686,7 +714,8 @@ class Daemon:
 
         def op() -> Outcome:
             released = self.store.release(me, r.message_ids)
-            return Outcome(p.Released(id=r.id, released=released))
+            effects = self._requeued_effects([self.store.parse_id(i) or 0 for i in released])
+            return Outcome(p.Released(id=r.id, released=released), effects)
 
         return op
 
@@ -698,7 +727,7 @@ class Daemon:
         def op() -> Outcome:
             peer = self.store.resolve(r.peer, self.machine_id).id if r.peer else None
             msgs, next_before = self.store.history(
-                me, peer, r.limit, r.before, r.state, r.direction
+                me, peer, r.limit, r.before, r.state, r.direction, budget=self.frame_budget
             )
             return Outcome(p.HistoryPage(id=r.id, messages=msgs, next_before=next_before))
 
@@ -806,6 +835,7 @@ class Daemon:
                 peer = self.store.mark_gone(peer_id, "process exited", now)
                 if peer is not None:
                     gone.append(peer.id)
+                    self._unbind_peer(peer.id)
                     effects.append(self._left_effect(peer.id, peer.name, "process exited"))
             stale = self.store.stale_remote(self.machine_id, now - s.remote_timeout)
             for peer_id, name in stale:

@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import apsw
@@ -25,6 +26,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 PEER_ID_RE = re.compile(r"^p-[0-9a-f]{8}$")
 MESSAGE_ID_RE = re.compile(r"^m-([0-9a-f]{6})-([0-9]{1,18})$")
 UNDELIVERED = ("queued", "leased")
+MESSAGE_OVERHEAD = 1024
+"""Bytes a message costs in a frame beside its text (names, ids, paths), a safe bound."""
 
 MIGRATIONS: list[str] = [
     # v1
@@ -126,6 +129,16 @@ MESSAGE_FROM = "messages m LEFT JOIN peers s ON s.id = m.sender"
 
 class StoreError(Exception):
     """The database cannot be opened or used; the message says what to do."""
+
+
+@dataclass
+class Registration:
+    peer: Peer
+    joined: bool
+    """Newly created, or revived after it had gone."""
+    inherited: list[int]
+    """Rows of the undelivered mail it took over from gone holders of its name."""
+    renamed_from: str | None
 
 
 def _peer(row: tuple) -> Peer:
@@ -310,7 +323,7 @@ class Store:
             n += 1
             candidate = f"{base}-{n}"
 
-    def _inherit(self, peer_id: str, machine_id: str, name: str) -> int:
+    def _inherit(self, peer_id: str, machine_id: str, name: str) -> list[int]:
         """Give ``peer_id`` the undelivered mail of gone peers that held ``name`` here."""
         gone = [
             r[0]
@@ -320,18 +333,21 @@ class Store:
                 (machine_id, name.lower(), peer_id),
             )
         ]
-        moved = 0
+        moved: list[int] = []
         for old in gone:
-            self.conn.execute(
-                "UPDATE messages SET recipient = ?, recipient_name = ?, state = 'queued', "
-                "lease_until = NULL WHERE recipient = ? AND state IN ('queued', 'leased')",
-                (peer_id, name, old),
-            )
-            moved += self.conn.changes()
-        return moved
+            moved += [
+                r[0]
+                for r in self.conn.execute(
+                    "UPDATE messages SET recipient = ?, recipient_name = ?, state = 'queued', "
+                    "lease_until = NULL WHERE recipient = ? AND state IN ('queued', 'leased') "
+                    "RETURNING seq",
+                    (peer_id, name, old),
+                )
+            ]
+        return sorted(moved)
 
-    def register(self, r: Register, now: float) -> tuple[Peer, bool, int]:
-        """Return (peer, newly created, messages inherited)."""
+    def register(self, r: Register, now: float) -> Registration:
+        """Find or create the peer for ``r``'s agent session."""
         existing = self.peer_by_agent(r.machine_id, r.agent_pid, r.agent_start)
         if existing is None and r.session_id:
             existing = self.peer_by_session(r.machine_id, r.session_id)
@@ -364,12 +380,14 @@ class Store:
                     existing.id,
                 ),
             )
-            inherited = 0
-            if r.name and r.name.lower() != name.lower():
+            inherited: list[int] = []
+            if r.name and r.name != name:
                 _, _, inherited = self.set_name(existing.id, r.name)
             elif existing.state == "gone":
                 inherited = self._inherit(existing.id, r.machine_id, name)
-            return self.require_peer(existing.id), existing.state == "gone", inherited
+            peer = self.require_peer(existing.id)
+            renamed = existing.name if existing.name != peer.name else None
+            return Registration(peer, existing.state == "gone", inherited, renamed)
         if r.name:
             check_name(r.name)
             if self._name_holder(r.machine_id, r.name):
@@ -408,7 +426,7 @@ class Store:
             ),
         )
         inherited = self._inherit(peer_id, r.machine_id, name)
-        return self.require_peer(peer_id), True, inherited
+        return Registration(self.require_peer(peer_id), True, inherited, None)
 
     def touch(self, peer_id: str, now: float) -> None:
         self.conn.execute("UPDATE peers SET last_seen = ? WHERE id = ?", (now, peer_id))
@@ -419,7 +437,7 @@ class Store:
         self.conn.execute("UPDATE peers SET summary = ? WHERE id = ?", (summary, peer_id))
         return self.require_peer(peer_id)
 
-    def set_name(self, peer_id: str, name: str) -> tuple[Peer, str, int]:
+    def set_name(self, peer_id: str, name: str) -> tuple[Peer, str, list[int]]:
         """Return (peer, old name, messages inherited from gone holders of the name)."""
         check_name(name)
         peer = self.require_peer(peer_id)
@@ -573,11 +591,7 @@ class Store:
         queue_limit: int,
     ) -> Message:
         if recipient.pending >= queue_limit:
-            raise PeersError(
-                Code.QUEUE_FULL,
-                f"{recipient.name} already has {queue_limit} undelivered messages; "
-                "wait for it to read them",
-            )
+            raise self.queue_full(recipient, queue_limit)
         self.conn.execute(
             "INSERT INTO messages(sender, sender_name, recipient, recipient_name, text, "
             "created, state, expires_at, reply_to) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
@@ -599,6 +613,14 @@ class Store:
             sender_cwd=sender.cwd,
             sender_branch=sender.branch,
             sender_host=sender.host,
+        )
+
+    @staticmethod
+    def queue_full(recipient: Peer, queue_limit: int) -> PeersError:
+        return PeersError(
+            Code.QUEUE_FULL,
+            f"{recipient.name} already has {queue_limit} undelivered messages; "
+            "wait for it to read them",
         )
 
     def message(self, msg_id: str) -> Message | None:
@@ -629,12 +651,19 @@ class Store:
         now: float,
         from_peer: str | None = None,
         reply_to: str | None = None,
+        budget: int = 1 << 62,
     ) -> list[Message]:
+        """Lease the oldest claimable mail: up to ``limit`` messages and ``budget`` bytes.
+
+        The byte budget keeps the answer inside the frame limit; the first message is
+        always taken (a single message always fits, since texts are size-limited).
+        """
         sql = (
-            "SELECT seq FROM messages WHERE recipient = ? AND (state = 'queued' OR "
-            "(state = 'leased' AND lease_until < ?))"
+            "SELECT seq, length(CAST(text AS BLOB)) FROM messages WHERE recipient = ? "
+            "AND (state = 'queued' OR (state = 'leased' AND lease_until < ?)) "
+            "AND expires_at >= ?"
         )
-        args: list[object] = [peer_id, now]
+        args: list[object] = [peer_id, now, now]
         if from_peer:
             sql += " AND sender = ?"
             args.append(from_peer)
@@ -643,7 +672,14 @@ class Store:
             args.append(reply_to)
         sql += " ORDER BY seq LIMIT ?"
         args.append(limit)
-        seqs = [r[0] for r in self.conn.execute(sql, args)]
+        seqs: list[int] = []
+        spent = 0
+        for seq, size in self.conn.execute(sql, args):
+            cost = size + MESSAGE_OVERHEAD
+            if seqs and spent + cost > budget:
+                break
+            seqs.append(seq)
+            spent += cost
         if not seqs:
             return []
         marks = ",".join("?" * len(seqs))
@@ -729,6 +765,7 @@ class Store:
         before: int | None,
         state: str | None,
         direction: str,
+        budget: int = 1 << 62,
     ) -> tuple[list[Message], int | None]:
         where: list[str] = []
         args: list[object] = []
@@ -757,8 +794,18 @@ class Store:
         sql += " ORDER BY m.seq DESC LIMIT ?"
         args.append(limit)
         rows = list(self.conn.execute(sql, args))
-        next_before = rows[-1][0] if len(rows) == limit else None
-        return [self._message(r) for r in rows], next_before
+        more = len(rows) == limit
+        kept: list[tuple] = []
+        spent = 0
+        for row in rows:
+            cost = len(row[5].encode("utf-8", "surrogatepass")) + MESSAGE_OVERHEAD  # text
+            if kept and spent + cost > budget:
+                more = True
+                break
+            kept.append(row)
+            spent += cost
+        next_before = kept[-1][0] if more and kept else None
+        return [self._message(r) for r in kept], next_before
 
     # ---------------------------------------------------------------- housekeeping
 
@@ -802,12 +849,17 @@ class Store:
 
     def purge(self, now: float, history_retention: float, gone_retention: float) -> tuple[int, int]:
         cutoff = now - history_retention
+        # The newest row is never deleted: SQLite numbers new rows max(seq) + 1, so
+        # keeping it means a message id is never issued twice.
+        newest = self._val("SELECT max(seq) FROM messages") or 0
         self.conn.execute(
-            "DELETE FROM messages WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,)
+            "DELETE FROM messages WHERE delivered_at IS NOT NULL AND delivered_at < ? AND seq < ?",
+            (cutoff, newest),
         )
         messages = self.conn.changes()
         self.conn.execute(
-            "DELETE FROM messages WHERE state = 'expired' AND expires_at < ?", (cutoff,)
+            "DELETE FROM messages WHERE state = 'expired' AND expires_at < ? AND seq < ?",
+            (cutoff, newest),
         )
         messages += self.conn.changes()
         self.conn.execute(

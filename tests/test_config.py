@@ -102,9 +102,42 @@ def test_frame_buffer_reassembles_split_and_joined_frames():
 
 
 def test_frame_buffer_refuses_oversize_from_the_header_alone():
-    buf = p.FrameBuffer(limit=10)
-    with pytest.raises(p.FrameTooLarge):
-        buf.feed((11).to_bytes(4, "big"))
+    buf = p.FrameBuffer(limit=64)
+    good = p.encode(p.Status(id=1))
+    # complete frames before the oversized header are still handed out
+    assert len(buf.feed(good + (65).to_bytes(4, "big"))) == 1
+    assert isinstance(buf.error, p.FrameTooLarge) and buf.error.size == 65
+    assert buf.feed(good) == []  # nothing after the error
+
+
+def test_relative_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = load(
+        env={
+            "HOME": str(tmp_path),
+            "CLAUDE_PEERS_SOCKET": "rel.sock",
+            "CLAUDE_PEERS_DB": "~/x.db",
+            "CLAUDE_PEERS_LOG_FILE": "~/d.log",
+        }
+    )
+    assert s.socket == str(tmp_path / "rel.sock")
+    assert s.db == str(tmp_path / "x.db") and s.log_file == str(tmp_path / "d.log")
+
+
+def test_frame_must_hold_the_largest_message(tmp_path):
+    with pytest.raises(ConfigError, match="max_frame"):
+        load(env={"HOME": str(tmp_path), "CLAUDE_PEERS_MAX_FRAME": "40000"})
+
+
+def test_file_errors_do_not_blame_the_environment(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('queue_limit = "many"\n')
+    with pytest.raises(ConfigError) as info:
+        load(env={"HOME": str(tmp_path), "CLAUDE_PEERS_CONFIG": str(cfg)})
+    assert "config file" in str(info.value) and "CLAUDE_PEERS_" not in str(info.value)
+    cfg.write_text('config = "/elsewhere.toml"\n')
+    with pytest.raises(ConfigError, match="cannot be set inside"):
+        load(env={"HOME": str(tmp_path), "CLAUDE_PEERS_CONFIG": str(cfg)})
 
 
 def test_frames_round_trip_with_their_tag():

@@ -69,14 +69,25 @@ def test_garbage_bytes_get_bad_frame_and_close(daemon):
 
 
 def test_oversized_length_is_refused_before_the_body(make_daemon):
-    d = make_daemon(max_frame=4096)
+    d = make_daemon(max_frame=100_000)
     s = raw(d)
     s.sendall(struct.pack(">I", 50_000_000))  # no body follows: it must not wait for one
     err = read_frame(s)
     assert isinstance(err, p.Error) and err.code == "frame_too_large"
-    assert "4096" in err.message
+    assert "100000" in err.message
     assert closed(s)
     still_serving(d)
+
+
+def test_frames_before_an_oversized_header_are_still_answered(make_daemon):
+    d = make_daemon(max_frame=100_000)
+    s = raw(d)
+    s.sendall(p.encode(p.Status(id=6)) + struct.pack(">I", 50_000_000))
+    first = read_frame(s)
+    assert isinstance(first, p.DaemonStatus) and first.id == 6
+    err = read_frame(s)
+    assert isinstance(err, p.Error) and err.code == "frame_too_large"
+    assert closed(s)
 
 
 def test_truncated_frame_then_hangup_leaves_the_daemon_serving(daemon):

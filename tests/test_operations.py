@@ -325,6 +325,90 @@ def test_release_returns_mail_to_the_queue(pair):
     assert m.id == mid and m.attempts == 2
 
 
+def test_claim_and_history_answers_fit_in_a_frame(make_daemon, agents):
+    d = make_daemon(max_frame=200_000, rate_per_second=0)
+    with d.client() as ca, d.client() as cb:
+        register(ca, agents.spawn().pid, name="a")
+        register(cb, agents.spawn().pid, name="b")
+        ids = [ca.request(p.Send, to="b", text=f"{i}" + "x" * 32000).message_id for i in range(12)]
+        got: list[str] = []
+        rounds = 0
+        while True:
+            batch = cb.request(p.Claim, limit=50).messages
+            if not batch:
+                break
+            rounds += 1
+            assert len(batch) < 12
+            got += [m.id for m in batch]
+        assert got == ids and rounds > 1
+        pages, before = 0, None
+        seen: list[str] = []
+        while True:
+            page = ca.request(p.History, limit=50, before=before)
+            pages += 1
+            seen += [m.id for m in page.messages]
+            if page.next_before is None:
+                break
+            before = page.next_before
+        assert seen == list(reversed(ids)) and pages > 1
+
+
+def test_expired_mail_cannot_be_claimed_before_the_sweep(make_daemon, agents):
+    d = make_daemon(message_ttl=0.2, sweep_interval=3600)
+    with d.client() as ca, d.client() as cb:
+        register(ca, agents.spawn().pid, name="a")
+        register(cb, agents.spawn().pid, name="b")
+        ca.request(p.Send, to="b", text="stale soon")
+        time.sleep(0.3)
+        assert cb.request(p.Claim).messages == []
+
+
+def test_inherited_and_released_mail_is_pushed(daemon, agents):
+    with daemon.client() as ca:
+        register(ca, agents.spawn().pid, name="a")
+        with daemon.client() as old:
+            register(old, agents.spawn().pid, name="heir")
+            old.request(p.Unregister)
+        mid = ca.request(p.Send, to="heir", text="for the successor").message_id
+        with daemon.client() as new:
+            register(new, agents.spawn().pid, name="temp")
+            new.request(p.Subscribe, kinds=["mail"])
+            assert new.request(p.SetName, name="heir").inherited == 1
+            (ev,) = events_of(new, p.MailEvent)
+            assert ev.message.id == mid
+            new.request(p.Claim)
+            new.request(p.Release, message_ids=[mid])
+            (again,) = events_of(new, p.MailEvent)
+            assert again.message.id == mid
+
+
+def test_rename_through_register_is_published(daemon, agents):
+    agent = agents.spawn()
+    with daemon.client() as watcher, daemon.client() as c:
+        watcher.request(p.Subscribe, kinds=["peers"])
+        register(c, agent.pid, name="before")
+        register(c, agent.pid, name="after")
+        (ev,) = events_of(watcher, p.PeerRenamed)
+        assert (ev.old, ev.new) == ("before", "after")
+
+
+def test_broadcast_skips_full_queues_and_a_failed_send_costs_no_rate(make_daemon, agents, tmp_path):
+    d = make_daemon(queue_limit=1, rate_per_second=0.001, rate_burst=3)
+    work = tmp_path / "team"
+    work.mkdir()
+    with d.client() as ca, d.client() as cb, d.client() as cc:
+        register(ca, agents.spawn().pid, cwd=str(work), name="lead")
+        register(cb, agents.spawn().pid, cwd=str(work), name="full")
+        register(cc, agents.spawn().pid, cwd=str(work), name="free")
+        ca.request(p.Send, to="full", text="fills the queue")  # token 1
+        for _ in range(5):  # refused before any token is taken
+            expect_error(Code.UNKNOWN_PEER, ca.request, p.Send, to="nobody", text="x")
+        expect_error(Code.QUEUE_FULL, ca.request, p.Send, to="full", text="x")
+        result = ca.request(p.Broadcast, scope="directory", text="all hands")  # token 2
+        assert [s.to_name for s in result.sent] == ["free"]
+        assert result.skipped and result.skipped[0].startswith("full:")
+
+
 def test_message_status_unknown_ids(pair):
     ca, *_ = pair
     items = ca.request(p.MessageStatus, message_ids=["m-abcdef-99", "garbage"]).items
