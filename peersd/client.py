@@ -38,7 +38,7 @@ FATAL = frozenset(
         Code.SHUTTING_DOWN,
     }
 )
-"""Errors after which the daemon hangs up: the connection is finished."""
+"""Errors after which the daemon hangs up (sent without a request id)."""
 
 
 def _timeval(seconds: float) -> bytes:
@@ -175,7 +175,7 @@ class Client:
                 continue
             frame_id = getattr(frame, "id", None)
             if isinstance(frame, p.Error) and (frame_id is None or frame_id == req.id):
-                if frame.code in FATAL:
+                if frame_id is None and frame.code in FATAL:
                     self.close()
                 _raise(frame)
             if frame_id != req.id:
@@ -244,6 +244,7 @@ class AsyncClient:
 
     async def __aenter__(self) -> AsyncClient:
         await self._open()
+        self._connected.set()
         self._task = asyncio.get_running_loop().create_task(self._run())
         return self
 
@@ -285,7 +286,6 @@ class AsyncClient:
             raise PeersError(Code.BAD_FRAME, "expected a welcome from peersd")
         self.welcome = frame
         self._reader, self._writer = reader, writer
-        self._connected.set()
 
     async def _read_frame(self, reader: asyncio.StreamReader) -> p.Frame:
         header = await reader.readexactly(4)
@@ -346,6 +346,8 @@ class AsyncClient:
                     self.peer = reply.peer
                 if self.kinds:
                     await self._call_now(p.Subscribe(id=0, kinds=list(self.kinds)))
+                # Only now may callers use the connection: it is the same peer again.
+                self._connected.set()
                 log.info("reconnected to peersd")
                 if self.on_reconnect is not None:
                     await self.on_reconnect()
@@ -366,9 +368,10 @@ class AsyncClient:
             if isinstance(frame, p.EVENT_TYPES):
                 self.events.put_nowait(frame)
                 continue
-            if isinstance(frame, p.Error):
+            frame_id = getattr(frame, "id", None)
+            if isinstance(frame, p.Error) and frame_id in (None, req.id):
                 _raise(frame)
-            if getattr(frame, "id", None) == req.id:
+            if frame_id == req.id:
                 return frame
 
     async def call(self, req: p.Request, wait_connected: float | None = None) -> Any:

@@ -47,6 +47,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     connect_timeout: float = 5.0
     host_label: str = ""
     sync: str = "normal"
+    channels: str = "auto"
+    kill_enabled: bool = False
+    kill_grace: float = 5.0
 
     @property
     def socket_path(self) -> Path:
@@ -141,7 +144,7 @@ def load(
         for key, value in values.items():
             merged[key] = value
             sources[key] = source
-    merged["config"] = str(path)
+    merged["config"] = os.path.abspath(path)  # an auto-started daemon runs from "/"
     try:
         settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as e:
@@ -170,8 +173,11 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
     s.db = os.path.abspath(_expand(s.db, home_dir))
     if s.log_file:
         s.log_file = os.path.abspath(_expand(s.log_file, home_dir))
-    if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
+    s.log_level = s.log_level.lower()
+    if s.log_level not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")
+    if s.channels not in {"auto", "on", "off"}:
+        raise ConfigError(f"channels must be 'auto', 'on' or 'off', not {s.channels!r}")
     if s.sync not in {"normal", "full"}:
         raise ConfigError(f"sync must be 'normal' or 'full', not {s.sync!r}")
     for name in ("max_frame", "max_text", "queue_limit", "rate_burst", "write_buffer_limit"):
@@ -185,6 +191,7 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
         "history_retention",
         "gone_retention",
         "remote_timeout",
+        "kill_grace",
     ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, not {getattr(s, name)}")

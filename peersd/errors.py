@@ -17,6 +17,7 @@ class Code:
     UNSUPPORTED_VERSION = "unsupported_version"
     HELLO_REQUIRED = "hello_required"
     FORBIDDEN = "forbidden"
+    DISABLED = "disabled"
     NOT_REGISTERED = "not_registered"
     UNKNOWN_PEER = "unknown_peer"
     UNKNOWN_MESSAGE = "unknown_message"

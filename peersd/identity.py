@@ -165,6 +165,21 @@ def is_alive(pid: int, start: float) -> bool:
         return True
 
 
+def process_uid(pid: int) -> int | None:
+    """The real uid a process runs as, or None if it does not exist."""
+    if _LINUX:
+        try:
+            return os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            return None
+    import psutil
+
+    try:
+        return psutil.Process(pid).uids().real
+    except psutil.Error:
+        return None
+
+
 def machine_id(state_dir: Path) -> str:
     """A stable id for this machine, persisted on first use."""
     path = state_dir / "claude-peers.machine-id"

@@ -231,6 +231,13 @@ class Sweep(Request, tag="sweep"):
     """Run the liveness and expiry sweep now instead of waiting for its timer."""
 
 
+class Kill(Request, tag="kill"):
+    """Terminate a peer's agent process (only if pid, start time and uid still match)."""
+
+    target: str
+    force: bool = False
+
+
 REQUEST_TYPES: tuple[type[Request], ...] = (
     Register,
     Attach,
@@ -251,6 +258,7 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     Status,
     Shutdown,
     Sweep,
+    Kill,
 )
 
 ClientFrame = (
@@ -274,6 +282,7 @@ ClientFrame = (
     | Status
     | Shutdown
     | Sweep
+    | Kill
 )
 
 # --------------------------------------------------------------------------- daemon -> client
@@ -374,6 +383,14 @@ class DaemonStatus(Frame, tag="daemon_status"):
     adopted_socket: bool = False
 
 
+class KillResult(Frame, tag="kill_result"):
+    id: int
+    peer_id: str
+    name: str
+    outcome: Literal["terminated", "killed", "still_running", "already_gone"]
+    detail: str
+
+
 class SweepResult(Frame, tag="sweep_result"):
     id: int
     gone: list[str]
@@ -397,13 +414,14 @@ Response = (
     | HistoryPage
     | DaemonStatus
     | SweepResult
+    | KillResult
 )
 
 # --------------------------------------------------------------------------- events
 
 
 class MailEvent(Frame, tag="ev_mail"):
-    """New mail for the subscriber (or mail returned to its queue after a lease ran out)."""
+    """Mail waiting for the subscriber: new, inherited, released, or back after a lease."""
 
     message: Message
 

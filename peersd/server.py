@@ -8,8 +8,11 @@ frames bytes, checks the peer's uid, insists on the hello and hands requests ove
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
+import signal
 import socket
 import struct
 import time
@@ -61,12 +64,13 @@ class TokenBucket:
         self.tokens = float(burst)
         self.stamp = time.monotonic()
 
-    def take(self) -> bool:
+    def take(self, n: int = 1) -> bool:
+        """Take ``n`` tokens, all or none."""
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= n:
+            self.tokens -= n
             return True
         return False
 
@@ -99,6 +103,7 @@ class Connection(asyncio.Protocol):
         self.peer_id: str | None = None
         self.kinds: set[str] = set()
         self.closed = False
+        self.failing = False
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -119,16 +124,14 @@ class Connection(asyncio.Protocol):
         self.daemon.forget(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.failing:
             return
         for body in self.frames.feed(data):
-            if self.closed:
+            if self.closed or self.failing:
                 return
             self.handle_body(body)
-        if self.frames.error is not None and not self.closed:
-            # Hang up only after the requests that came before it have been answered.
-            error = str(self.frames.error)
-            self.daemon.commit.submit(_nothing, lambda _: self.fail(Code.FRAME_TOO_LARGE, error))
+        if self.frames.error is not None:
+            self.fail_after_pending(Code.FRAME_TOO_LARGE, str(self.frames.error))
 
     def eof_received(self) -> bool | None:
         return None
@@ -143,7 +146,7 @@ class Connection(asyncio.Protocol):
             self.send(p.Error(code=Code.BAD_REQUEST, message=f"invalid request: {e}", id=req_id))
             return
         except msgspec.DecodeError as e:
-            self.fail(Code.BAD_FRAME, f"frame is not valid msgpack: {e}")
+            self.fail_after_pending(Code.BAD_FRAME, f"frame is not valid msgpack: {e}")
             return
         if not self.greeted:
             if not isinstance(frame, p.Hello):
@@ -179,7 +182,18 @@ class Connection(asyncio.Protocol):
         )
 
     def send(self, frame: p.Frame) -> None:
-        self.write(p.encode(frame))
+        data = p.encode(frame)
+        if len(data) - 4 > self.daemon.settings.max_frame:
+            log.error("answer of %d bytes exceeds max_frame; sent an error instead", len(data))
+            data = p.encode(
+                p.Error(
+                    id=getattr(frame, "id", None),
+                    code=Code.TOO_LARGE,
+                    message=f"the answer ({len(data)} bytes) would exceed the frame limit; "
+                    "ask for fewer items",
+                )
+            )
+        self.write(data)
 
     def write(self, data: bytes) -> None:
         t = self.transport
@@ -196,6 +210,13 @@ class Connection(asyncio.Protocol):
             )
             self.closed = True
             t.abort()
+
+    def fail_after_pending(self, code: str, message: str) -> None:
+        """Hang up once the requests that came before have been answered; read no more."""
+        if self.failing or self.closed:
+            return
+        self.failing = True
+        self.daemon.commit.submit(_nothing, lambda _: self.fail(code, message))
 
     def fail(self, code: str, message: str) -> None:
         """Answer with an error and hang up: the stream can no longer be trusted.
@@ -453,9 +474,9 @@ class Daemon:
             now = time.time()
             reg = self.store.register(r, now)
             peer = reg.peer
-            self.bind(conn, peer.id)
-            self._decorate([peer])
-            effects: list[Effect] = []
+            # In-memory state changes only once the batch is committed (an effect).
+            effects: list[Effect] = [lambda: self.bind(conn, peer.id)]
+            peer.connected = True
             if reg.joined:
                 effects.append(lambda: self.publish("peers", p.PeerJoined(peer=peer)))
                 log.info(
@@ -486,9 +507,11 @@ class Daemon:
             if peer is None:
                 how = f"session {r.session_id!r}" if r.session_id else f"process {pid}"
                 raise PeersError(Code.UNKNOWN_PEER, f"no registered agent session for {how}")
-            self.bind(conn, peer.id)
             self.store.touch(peer.id, time.time())
-            return Outcome(p.PeerResult(id=r.id, peer=self._decorate([peer])[0]))
+            found = peer
+            self._decorate([found])
+            found.connected = True
+            return Outcome(p.PeerResult(id=r.id, peer=found), [lambda: self.bind(conn, found.id)])
 
         return op
 
@@ -520,7 +543,7 @@ class Daemon:
             effects: list[Effect] = []
             if peer is not None:
                 effects.append(self._left_effect(peer.id, peer.name, "unregistered"))
-            self._unbind_peer(me)
+            effects.append(lambda: self._unbind_peer(me))
             return Outcome(p.Ok(id=r.id), effects)
 
         return op
@@ -604,13 +627,12 @@ class Daemon:
             bucket = self.buckets[sender] = TokenBucket(
                 self.settings.rate_per_second, self.settings.rate_burst
             )
-        for _ in range(n):
-            if not bucket.take():
-                raise PeersError(
-                    Code.RATE_LIMITED,
-                    f"sending too fast: the limit is {self.settings.rate_per_second:g} "
-                    f"messages/s (bursts of {self.settings.rate_burst}); try again shortly",
-                )
+        if not bucket.take(n):
+            raise PeersError(
+                Code.RATE_LIMITED,
+                f"sending too fast: the limit is {self.settings.rate_per_second:g} "
+                f"messages/s (bursts of {self.settings.rate_burst}); try again shortly",
+            )
 
     def h_send(self, conn: Connection, r: p.Send) -> Callable[[], Outcome]:
         me = self._me(conn)
@@ -738,8 +760,7 @@ class Daemon:
             raise PeersError(Code.NOT_REGISTERED, "mail and receipts need a registered peer")
 
         def op() -> Outcome:
-            self.set_kinds(conn, set(r.kinds))
-            return Outcome(p.Ok(id=r.id))
+            return Outcome(p.Ok(id=r.id), [lambda: self.set_kinds(conn, set(r.kinds))])
 
         return op
 
@@ -796,6 +817,84 @@ class Daemon:
             )
         )
 
+    def h_kill(self, conn: Connection, r: p.Kill) -> Any:
+        if not (self.settings.kill_enabled or conn.client_kind == "cli"):
+            raise PeersError(
+                Code.DISABLED,
+                "killing peers is disabled for agent sessions; the user can enable it with "
+                "kill_enabled = true in the claude-peers configuration",
+            )
+        return self._kill(conn, r)
+
+    async def _kill(self, conn: Connection, r: p.Kill) -> None:
+        """SIGTERM the agent, SIGKILL after the grace period with ``force``; record it."""
+        try:
+            target = await self.commit.run(lambda: self.store.resolve(r.target, self.machine_id))
+            actor = conn.peer_id or f"pid {conn.pid}"
+            if target.id == conn.peer_id:
+                raise PeersError(Code.BAD_REQUEST, "a session cannot kill itself")
+            if target.machine_id != self.machine_id:
+                raise PeersError(Code.BAD_REQUEST, f"{target.name} runs on another machine")
+            pid, start = target.agent_pid, target.agent_start
+            outcome, detail = "already_gone", f"{target.name}'s process {pid} had already exited"
+            if identity.is_alive(pid, start):
+                if identity.process_uid(pid) != os.getuid():
+                    raise PeersError(
+                        Code.FORBIDDEN, f"process {pid} belongs to another user; not touching it"
+                    )
+                outcome, detail = await self._terminate(pid, start, r.force, target.name)
+            reason = f"killed by {actor}" if outcome in ("terminated", "killed") else "exited"
+
+            def record() -> None:
+                now = time.time()
+                self.store.audit(now, actor, "kill", target.id, f"pid {pid}: {outcome}")
+                if outcome != "still_running":
+                    self.store.mark_gone(target.id, reason, now)
+
+            await self.commit.run(record)
+            log.warning(
+                "kill %s (%s, pid %d) by %s: %s", target.name, target.id, pid, actor, outcome
+            )
+            if outcome != "still_running":
+                self._unbind_peer(target.id)
+                self._left_effect(target.id, target.name, reason)()
+            conn.send(
+                p.KillResult(
+                    id=r.id, peer_id=target.id, name=target.name, outcome=outcome, detail=detail
+                )
+            )
+        except PeersError as e:
+            conn.send(p.Error(id=r.id, code=e.code, message=e.message, candidates=e.candidates))
+
+    async def _terminate(self, pid: int, start: float, force: bool, name: str) -> tuple[str, str]:
+        grace = self.settings.kill_grace
+
+        async def gone_within(seconds: float) -> bool:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if not identity.is_alive(pid, start):
+                    return True
+                await asyncio.sleep(0.05)
+            return not identity.is_alive(pid, start)
+
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return "terminated", f"{name}'s process {pid} exited"
+        if await gone_within(grace):
+            return "terminated", f"{name}'s process {pid} exited after SIGTERM"
+        if not force:
+            return (
+                "still_running",
+                f"{name}'s process {pid} is still running {grace:g}s after SIGTERM; "
+                "use force to send SIGKILL",
+            )
+        if identity.is_alive(pid, start):  # still the same process: safe to kill
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await gone_within(2.0)
+        return "killed", f"{name}'s process {pid} did not exit on SIGTERM; sent SIGKILL"
+
     _handlers: dict[type, Callable[..., Callable[[], Outcome]]] = {
         p.Register: h_register,
         p.Attach: h_attach,
@@ -816,6 +915,7 @@ class Daemon:
         p.Status: h_status,
         p.Shutdown: h_shutdown,
         p.Sweep: h_sweep,
+        p.Kill: h_kill,
     }
 
     # ------------------------------------------------------------ sweep
@@ -835,7 +935,7 @@ class Daemon:
                 peer = self.store.mark_gone(peer_id, "process exited", now)
                 if peer is not None:
                     gone.append(peer.id)
-                    self._unbind_peer(peer.id)
+                    effects.append(functools.partial(self._unbind_peer, peer.id))
                     effects.append(self._left_effect(peer.id, peer.name, "process exited"))
             stale = self.store.stale_remote(self.machine_id, now - s.remote_timeout)
             for peer_id, name in stale:

@@ -53,7 +53,8 @@ def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
             monkeypatch.delenv(key)
     monkeypatch.setenv("HOME", str(path))
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if os.environ.get("KEEP_HOME") is None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class DaemonProc:
