@@ -87,6 +87,9 @@ def errors() -> Iterator[None]:
         die(message)
     except ConfigError as e:
         die(str(e))
+    except UnicodeEncodeError as e:  # undecodable bytes in argv, stdin or cwd
+        bad = e.object[max(0, e.start - 20) : e.end + 20]
+        die(f"peersd only takes UTF-8 text; this is not: {bad!r}")
 
 
 def connect(autostart: bool | None = None) -> Client:
@@ -153,6 +156,9 @@ def read_text(text: str) -> str:
         text = sys.stdin.read()
     if not text.strip():
         die("the message is empty")
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > settings().max_text:
+        die(f"message is {size} bytes; the limit is {settings().max_text} bytes")
     return text
 
 
@@ -322,9 +328,11 @@ def broadcast(
 def show_message(msg: p.Message, unread: bool = False) -> None:
     reply = f" reply to {msg.reply_to}" if msg.reply_to else ""
     mark = "[bold yellow]new[/] " if unread else ""
+    # An unread message being shown is read by this very printing: no state to report.
+    state = "" if unread else f"  {msg.state}"
     out.print(
         f"{mark}[bold]{escape(msg.sender_name)}[/] → {escape(msg.recipient_name)}  "
-        f"[dim]{clock(msg.created)}  {msg.id}{reply}  {msg.state}"
+        f"[dim]{clock(msg.created)}  {msg.id}{reply}{state}"
         + (f" via {msg.delivered_via}" if msg.delivered_via else "")
         + "[/]"
     )
@@ -344,8 +352,9 @@ def inbox(
     with errors(), connect() as client:
         become_peer(client)
         if peek:
-            page = client.request(p.History, limit=limit, state="queued", direction="in")
-            msgs = list(reversed(page.messages))
+            # History pages newest first; show the oldest, which is what a read claims.
+            page = client.request(p.History, limit=1000, state="queued", direction="in")
+            msgs = list(reversed(page.messages))[:limit]
         else:
             msgs = client.request(p.Claim, limit=limit).messages
         if as_json:
@@ -397,17 +406,17 @@ def message_status(
         items = client.request(p.MessageStatus, message_ids=message_ids).items
     if as_json:
         emit_json(items)
-        return
-    for item in items:
-        if not item.found:
-            out.print(f"{item.message_id}: unknown")
-        elif item.state == "delivered":
-            out.print(
-                f"{item.message_id}: delivered to {escape(item.to_name or '?')} "
-                f"{ago(item.delivered_at)} via {item.delivered_via}"
-            )
-        else:
-            out.print(f"{item.message_id}: {item.state} for {escape(item.to_name or '?')}")
+    else:
+        for item in items:
+            if not item.found:
+                out.print(f"{item.message_id}: unknown")
+            elif item.state == "delivered":
+                out.print(
+                    f"{item.message_id}: delivered to {escape(item.to_name or '?')} "
+                    f"{ago(item.delivered_at)} via {item.delivered_via}"
+                )
+            else:
+                out.print(f"{item.message_id}: {item.state} for {escape(item.to_name or '?')}")
     if any(not item.found for item in items):
         raise typer.Exit(EXIT_FAILED)
 
@@ -427,11 +436,6 @@ def describe(event: p.Frame) -> str:
         return f"left      {event.name} ({event.peer_id}): {event.reason}"
     if isinstance(event, p.PeerRenamed):
         return f"renamed   {event.old} → {event.new} ({event.peer_id})"
-    if isinstance(event, p.Escalation):
-        return (
-            f"waiting   {event.waiting} message(s) for {event.name} unread for "
-            f"{event.oldest_age:.0f}s"
-        )
     return type(event).__name__
 
 
@@ -536,6 +540,17 @@ def daemon_start() -> None:
     out.print(f"peersd {st.version} started (pid {st.pid}); log: {settings().daemon_log_path}")
 
 
+def _stopped(pid: int, start: float | None) -> bool:
+    if start is not None:
+        return not identity.is_alive(pid, start)
+    try:  # not a process we can see: go by the socket
+        return _status_or_none() is None
+    except PeersError as e:
+        if e.code == Code.SHUTTING_DOWN:
+            return False
+        raise
+
+
 @daemon_app.command("stop")
 def daemon_stop() -> None:
     """Stop the running peersd cleanly (mail in flight is finished first)."""
@@ -544,12 +559,13 @@ def daemon_stop() -> None:
         if st is None:
             out.print("peersd is not running")
             return
+        start = identity.process_start(st.pid)
         try:
             with Client(settings(), kind="cli", autostart=False) as client:
                 client.request(p.Shutdown)
         except DaemonUnreachable:
             pass
-        if not _wait(lambda: _status_or_none() is None, 10):
+        if not _wait(lambda: _stopped(st.pid, start), 10):
             die(f"peersd (pid {st.pid}) did not stop within 10s")
     out.print(f"peersd stopped (was pid {st.pid})")
     if st.supervisor == "systemd":
@@ -564,6 +580,15 @@ def daemon_restart() -> None:
     """Stop peersd if it runs, then start it again."""
     daemon_stop()
     daemon_start()
+
+
+@app.command()
+def demo() -> None:
+    """Start the daemon if needed and watch two demo peers ask and answer."""
+    from .demo import run_demo
+
+    with errors():
+        run_demo(settings(), out)
 
 
 def main() -> None:

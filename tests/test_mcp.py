@@ -92,7 +92,9 @@ async def mcp_session(
     params = StdioServerParameters(
         command=str(agent_bin / agent),
         args=[str(HERE / "fake_agent.py"), *agent_flags, "--", PEERS_MCP],
-        env={**daemon.env, **(env or {})},
+        # The test's daemon is the only one: a helper must not start its own while the
+        # test restarts it.
+        env={**daemon.env, "CLAUDE_PEERS_AUTOSTART": "0", **(env or {})},
         cwd=cwd or "/tmp",
     )
     holder: list[Session] = []
