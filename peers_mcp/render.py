@@ -9,13 +9,19 @@ exactly which tool call answers it. Kept free of heavy imports: the hook uses it
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the hook imports this module: typing costs milliseconds at run time
+    from collections.abc import Sequence
+    from typing import Any
 
 SERVER_NAME = "claude-peers"
 HOOK_BUDGET = 9000
 """Characters of mail per hook output: Claude Code moves additionalContext over 10,000
 characters into a file, which a model may never open."""
+TOOL_BUDGET = 60000
+"""Characters of mail per tool result, well inside the clients' limits on tool output
+(Claude Code truncates MCP results past about 25,000 tokens)."""
 
 _CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9, 10)} | {127: "\\x7f"}
 
@@ -26,7 +32,7 @@ def clean(text: str) -> str:
 
 
 def _field(msg: Any, name: str) -> Any:
-    return msg[name] if isinstance(msg, Mapping) else getattr(msg, name)
+    return msg.get(name) if isinstance(msg, dict) else getattr(msg, name)
 
 
 def stamp(ts: float) -> str:
@@ -57,7 +63,7 @@ def header(msg: Any) -> str:
 
 
 def quote(text: str) -> str:
-    return "\n".join("> " + line for line in (clean(text).split("\n") or [""]))
+    return "\n".join("> " + line for line in clean(text).split("\n"))
 
 
 def message(msg: Any, server: str = SERVER_NAME, unread: bool = True) -> str:

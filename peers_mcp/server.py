@@ -363,28 +363,34 @@ class PeersMCP:
                 lines.append(f"{i.message_id}: {i.state} (for {i.to_name})")
         return ok("\n".join(lines), {"messages": [msgspec.to_builtins(i) for i in items]})
 
+    async def _read_mail(self, via: str, **filters: Any) -> tuple[str, list[p.Message]]:
+        """Claim mail, render what fits in a tool result, ack exactly that, release the rest."""
+        claimed = (await self._call(p.Claim, limit=100, **filters)).messages
+        if not claimed:
+            return "", []
+        text, shown = render.batch(claimed, self.server_name, budget=render.TOOL_BUDGET)
+        if shown:
+            await self._call(p.Ack, message_ids=[m.id for m in shown], via=via)
+        rest = [m.id for m in claimed if m not in shown]
+        if rest:
+            await self._call(p.Release, message_ids=rest)
+        return text, shown
+
     async def t_check_messages(self, a: tools.CheckMessagesArgs) -> types.CallToolResult:
-        claimed = (await self._call(p.Claim, limit=100)).messages
+        text, shown = await self._read_mail("check")
         recent: list[p.Message] = []
         if a.history:
-            page = await self._call(p.History, limit=a.history + len(claimed), state="delivered")
-            recent = [m for m in page.messages][: a.history]
-        parts = []
-        if claimed:
-            parts.append(render.INTRO)
-            parts += [render.message(m, self.server_name) for m in claimed]
-        else:
-            parts.append("No unread messages.")
+            page = await self._call(p.History, limit=a.history + len(shown), state="delivered")
+            seen = {m.id for m in shown}
+            recent = [m for m in page.messages if m.id not in seen][: a.history]
+        parts = [text or "No unread messages."]
         if recent:
             parts.append("Recent, already read (newest first):")
             parts += [_history_line(m) for m in recent]
-        text = "\n\n".join(parts)
-        if claimed:
-            await self._call(p.Ack, message_ids=[m.id for m in claimed], via="check")
         return ok(
-            text,
+            "\n\n".join(parts),
             {
-                "unread": [msgspec.to_builtins(m) for m in claimed],
+                "unread": [msgspec.to_builtins(m) for m in shown],
                 "recent": [msgspec.to_builtins(m) for m in recent],
             },
         )
@@ -394,13 +400,9 @@ class PeersMCP:
         with anyio.move_on_after(a.timeout_seconds):
             while True:
                 signal_ = self.mail_signal
-                claimed = (await self._call(p.Claim, limit=100, **filters)).messages
-                if claimed:
-                    text = "\n\n".join(
-                        [render.INTRO] + [render.message(m, self.server_name) for m in claimed]
-                    )
-                    await self._call(p.Ack, message_ids=[m.id for m in claimed], via="wait")
-                    return ok(text, {"messages": [msgspec.to_builtins(m) for m in claimed]})
+                text, shown = await self._read_mail("wait", **filters)
+                if text:
+                    return ok(text, {"messages": [msgspec.to_builtins(m) for m in shown]})
                 await signal_.wait()
         which = []
         if a.from_peer:

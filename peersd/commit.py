@@ -24,20 +24,34 @@ Op = Callable[[], Any]
 Done = Callable[[Any], None]
 
 
+def _failure(e: Exception) -> PeersError:
+    if isinstance(e, PeersError):
+        return e
+    if isinstance(e, apsw.Error):
+        log.error("storage error in a request: %s", e)
+        return PeersError(Code.STORAGE, f"storage error: {e}")
+    log.error("internal error in a request", exc_info=e)  # a bug: answer it, keep serving
+    return PeersError(Code.INTERNAL, f"internal error: {e!r}")
+
+
 class GroupCommit:
     def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
         self.store = store
         self.loop = loop
-        self._pending: list[tuple[Op, Done]] = []
+        self._pending: list[tuple[Op, Done, bool]] = []
         self._scheduled = False
         self._idle = asyncio.Event()
         self._idle.set()
         self.batches = 0
         self.operations = 0
 
-    def submit(self, op: Op, done: Done) -> None:
-        """Run ``op`` in the next batch; ``done`` gets its result or a ``PeersError``."""
-        self._pending.append((op, done))
+    def submit(self, op: Op, done: Done, savepoint: bool = True) -> None:
+        """Run ``op`` in the next batch; ``done`` gets its result or a ``PeersError``.
+
+        ``savepoint=False`` is for operations that write at most one statement (SQLite
+        undoes a failed statement by itself): they skip the savepoint's cost.
+        """
+        self._pending.append((op, done, savepoint))
         if not self._scheduled:
             self._scheduled = True
             self._idle.clear()
@@ -64,28 +78,33 @@ class GroupCommit:
         self._scheduled = False
         batch, self._pending = self._pending, []
         results: list[Any] = []
-        conn = self.store.conn  # apsw: the outer block is the transaction, inner ones savepoints
+        store = self.store
+        conn = store.conn  # apsw: the outer block is the transaction, inner ones savepoints
         try:
             with conn:
-                for op, _ in batch:
+                for op, _, savepoint in batch:
+                    generation = store.generation
                     try:
-                        with conn:
+                        if savepoint:
+                            with conn:
+                                results.append(op())
+                        else:
                             results.append(op())
-                    except PeersError as e:
-                        results.append(e)
-                    except apsw.Error as e:
-                        log.error("storage error in a request: %s", e)
-                        results.append(PeersError(Code.STORAGE, f"storage error: {e}"))
-                    except Exception as e:  # a bug: answer it, keep serving
-                        log.exception("internal error in a request")
-                        results.append(PeersError(Code.INTERNAL, f"internal error: {e!r}"))
+                    except Exception as e:
+                        results.append(_failure(e))
+                        if store.generation != generation:
+                            store.reload()  # the savepoint is gone: so are its cache changes
         except apsw.Error as e:
             log.error("commit of %d operations failed: %s", len(batch), e)
             failure = PeersError(Code.STORAGE, f"could not save to the database: {e}")
             results = [failure] * len(batch)
+            try:
+                store.reload()
+            except apsw.Error as again:
+                log.error("could not re-read peers after the failed commit: %s", again)
         self.batches += 1
         self.operations += len(batch)
-        for (_, done), result in zip(batch, results, strict=True):
+        for (_, done, _), result in zip(batch, results, strict=True):
             try:
                 done(result)
             except Exception:

@@ -33,6 +33,23 @@ log = logging.getLogger("peersd")
 
 Effect = Callable[[], None]
 EVENT_KINDS = ("mail", "receipts", "peers", "traffic")
+SINGLE_STATEMENT = frozenset(
+    {
+        p.Send,
+        p.Claim,
+        p.Ack,
+        p.Release,
+        p.Heartbeat,
+        p.Attach,
+        p.Whoami,
+        p.ListPeers,
+        p.Status,
+        p.History,
+        p.MessageStatus,
+        p.Subscribe,
+    }
+)
+"""Requests whose operation writes at most one SQL statement: no savepoint needed."""
 FAIL_GRACE = 2.0
 """Seconds a refused client has to read its error and hang up."""
 PURGE_INTERVAL = 600.0
@@ -104,6 +121,7 @@ class Connection(asyncio.Protocol):
         self.kinds: set[str] = set()
         self.closed = False
         self.failing = False
+        self.helper = False
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -277,6 +295,8 @@ class Daemon:
         self.started_at = time.time()
         self.connections: set[Connection] = set()
         self.by_peer: dict[str, set[Connection]] = {}
+        self.helpers: dict[str, int] = {}
+        """Peer id -> how many of its connections registered (its helpers)."""
         self.buckets: dict[str, TokenBucket] = {}
         self.subscribers: dict[str, set[Connection]] = {k: set() for k in EVENT_KINDS}
         self.stopping = False
@@ -294,12 +314,21 @@ class Daemon:
 
     # ------------------------------------------------------------ connections
 
-    def bind(self, conn: Connection, peer_id: str) -> None:
-        if conn.peer_id == peer_id:
-            return
-        self.unbind(conn)
-        conn.peer_id = peer_id
-        self.by_peer.setdefault(peer_id, set()).add(conn)
+    def bind(self, conn: Connection, peer_id: str, helper: bool = False) -> None:
+        """Act as ``peer_id`` on this connection; ``helper``: the session's own helper.
+
+        Only a helper that registered (the MCP server) makes a peer "connected": a hook
+        attaching to wait for mail does not make channel push available.
+        """
+        if conn.peer_id != peer_id:
+            self.unbind(conn)
+            conn.peer_id = peer_id
+            self.by_peer.setdefault(peer_id, set()).add(conn)
+        if helper and not conn.helper:
+            conn.helper = True
+            self.helpers[peer_id] = self.helpers.get(peer_id, 0) + 1
+            if self.helpers[peer_id] == 1:
+                self.store.set_online(peer_id, True)
 
     def unbind(self, conn: Connection) -> None:
         if conn.peer_id is not None:
@@ -308,6 +337,12 @@ class Daemon:
                 conns.discard(conn)
                 if not conns:
                     del self.by_peer[conn.peer_id]
+            if conn.helper:
+                conn.helper = False
+                self.helpers[conn.peer_id] -= 1
+                if not self.helpers[conn.peer_id]:
+                    del self.helpers[conn.peer_id]
+                    self.store.set_online(conn.peer_id, False)
             conn.peer_id = None
 
     def _unbind_peer(self, peer_id: str) -> None:
@@ -321,14 +356,7 @@ class Daemon:
         self.unbind(conn)
 
     def connected(self, peer_id: str) -> bool:
-        return bool(self.by_peer.get(peer_id))
-
-    def _decorate(self, peers: list[p.Peer]) -> list[p.Peer]:
-        for peer in peers:
-            peer.connected = self.connected(peer.id)
-            if peer.receive == "push" and not peer.connected:
-                peer.receive = "hook" if peer.client in ("claude-code", "codex") else "poll"
-        return peers
+        return peer_id in self.helpers
 
     # ------------------------------------------------------------ events
 
@@ -446,7 +474,7 @@ class Daemon:
             for effect in result.effects:
                 effect()
 
-        self.commit.submit(op, done)
+        self.commit.submit(op, done, type(req) not in SINGLE_STATEMENT)
 
     def _me(self, conn: Connection) -> str:
         if conn.peer_id is None:
@@ -475,8 +503,9 @@ class Daemon:
             reg = self.store.register(r, now)
             peer = reg.peer
             # In-memory state changes only once the batch is committed (an effect).
-            effects: list[Effect] = [lambda: self.bind(conn, peer.id)]
+            effects: list[Effect] = [lambda: self.bind(conn, peer.id, helper=True)]
             peer.connected = True
+            peer.receive = r.receive
             if reg.joined:
                 effects.append(lambda: self.publish("peers", p.PeerJoined(peer=peer)))
                 log.info(
@@ -509,7 +538,6 @@ class Daemon:
                 raise PeersError(Code.UNKNOWN_PEER, f"no registered agent session for {how}")
             self.store.touch(peer.id, time.time())
             found = peer
-            self._decorate([found])
             found.connected = True
             return Outcome(p.PeerResult(id=r.id, peer=found), [lambda: self.bind(conn, found.id)])
 
@@ -560,7 +588,7 @@ class Daemon:
 
         def op() -> Outcome:
             peer = self.store.set_summary(me, r.summary)
-            return Outcome(p.PeerResult(id=r.id, peer=self._decorate([peer])[0]))
+            return Outcome(p.PeerResult(id=r.id, peer=peer))
 
         return op
 
@@ -574,7 +602,7 @@ class Daemon:
                 effects.append(self._renamed_effect(peer.id, old, peer.name))
             effects += self._requeued_effects(inherited)
             return Outcome(
-                p.PeerResult(id=r.id, peer=self._decorate([peer])[0], inherited=len(inherited)),
+                p.PeerResult(id=r.id, peer=peer, inherited=len(inherited)),
                 effects,
             )
 
@@ -595,7 +623,7 @@ class Daemon:
 
         def op() -> Outcome:
             peer = self.store.require_peer(me)
-            return Outcome(p.PeerResult(id=r.id, peer=self._decorate([peer])[0]))
+            return Outcome(p.PeerResult(id=r.id, peer=peer))
 
         return op
 
@@ -605,7 +633,7 @@ class Daemon:
             peers = self.store.list_peers(
                 caller, r.scope, r.include_gone, r.include_self, self.machine_id
             )
-            return Outcome(p.PeerList(id=r.id, peers=self._decorate(peers)))
+            return Outcome(p.PeerList(id=r.id, peers=peers))
 
         return op
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import apsw
+import msgspec
 
 from .errors import Code, PeersError
 from .protocol import Message, MessageStatusItem, Peer, Register
@@ -53,8 +54,7 @@ MIGRATIONS: list[str] = [
         session_id TEXT,
         helper_pid INTEGER,
         gone_at REAL,
-        gone_reason TEXT,
-        pending INTEGER NOT NULL DEFAULT 0
+        gone_reason TEXT
     );
     CREATE UNIQUE INDEX peers_active_name ON peers(machine_id, name_key) WHERE state = 'active';
     CREATE INDEX peers_agent ON peers(machine_id, agent_pid);
@@ -86,25 +86,6 @@ MIGRATIONS: list[str] = [
     CREATE INDEX messages_sender ON messages(sender, seq);
     CREATE INDEX messages_done ON messages(delivered_at) WHERE delivered_at IS NOT NULL;
 
-    -- peers.pending counts undelivered (queued or leased) mail, kept exact by triggers so
-    -- neither the queue limit nor list_peers ever has to count a queue.
-    CREATE TRIGGER messages_pending_insert AFTER INSERT ON messages
-    WHEN NEW.state IN ('queued', 'leased') BEGIN
-        UPDATE peers SET pending = pending + 1 WHERE id = NEW.recipient;
-    END;
-    CREATE TRIGGER messages_pending_update AFTER UPDATE OF state, recipient ON messages
-    WHEN (OLD.state IN ('queued', 'leased')) != (NEW.state IN ('queued', 'leased'))
-      OR OLD.recipient != NEW.recipient BEGIN
-        UPDATE peers SET pending = pending - 1
-        WHERE id = OLD.recipient AND OLD.state IN ('queued', 'leased');
-        UPDATE peers SET pending = pending + 1
-        WHERE id = NEW.recipient AND NEW.state IN ('queued', 'leased');
-    END;
-    CREATE TRIGGER messages_pending_delete AFTER DELETE ON messages
-    WHEN OLD.state IN ('queued', 'leased') BEGIN
-        UPDATE peers SET pending = pending - 1 WHERE id = OLD.recipient;
-    END;
-
     CREATE TABLE audit(
         seq INTEGER PRIMARY KEY,
         at REAL NOT NULL,
@@ -118,7 +99,7 @@ MIGRATIONS: list[str] = [
 
 PEER_COLUMNS = """p.id, p.name, p.client, p.state, p.machine_id, p.host, p.cwd, p.agent_pid,
     p.agent_start, p.registered_at, p.last_seen, p.receive, p.summary, p.git_root, p.branch,
-    p.tty, p.session_id, p.helper_pid, p.pending, 0, p.gone_reason"""
+    p.tty, p.session_id, p.helper_pid, 0, 0, p.gone_reason"""
 
 MESSAGE_COLUMNS = """m.seq, m.sender, m.sender_name, m.recipient, m.recipient_name, m.text,
     m.created, m.state, m.expires_at, m.reply_to, m.delivered_at, m.delivered_via, m.attempts,
@@ -171,6 +152,10 @@ class Store:
         self.conn = self._open(path, sync)
         self._migrate()
         self.tag = str(self._val("SELECT value FROM meta WHERE key = 'tag'"))
+        self.generation = 0
+        """Bumped on every change to the in-memory peers, to know when to rebuild them."""
+        self.online: set[str] = set()
+        self.reload()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -265,10 +250,75 @@ class Store:
         return None if row is None else row[0]
 
     # ---------------------------------------------------------------- peers
+    #
+    # Every peer lives in memory as well (peersd is the only writer): sends, lookups and
+    # list_peers never query the peers table. Methods that change a peer write SQL, then
+    # refresh the cached copy; the undelivered-mail count ("pending") exists only here,
+    # counted once at start. If an operation fails after touching the cache, its savepoint
+    # is rolled back and ``reload()`` rebuilds the cache from the database.
+
+    def reload(self) -> None:
+        self._peers: dict[str, Peer] = {}
+        self._names: dict[tuple[str, str], str] = {}
+        self._receive: dict[str, str] = {}
+        for row in self.conn.execute(f"SELECT {PEER_COLUMNS} FROM peers p"):
+            self._cache(_peer(row))
+        for recipient, count in self.conn.execute(
+            "SELECT recipient, count(*) FROM messages WHERE state IN ('queued', 'leased') "
+            "GROUP BY recipient"
+        ):
+            if recipient in self._peers:
+                self._peers[recipient].pending = count
+        self.generation += 1
+
+    def _cache(self, peer: Peer) -> None:
+        old = self._peers.get(peer.id)
+        if old is not None and self._names.get((old.machine_id, old.name.lower())) == old.id:
+            del self._names[(old.machine_id, old.name.lower())]
+        self._receive[peer.id] = peer.receive
+        self._show_online(peer)
+        self._peers[peer.id] = peer
+        if peer.state == "active":
+            self._names[(peer.machine_id, peer.name.lower())] = peer.id
+        self.generation += 1
+
+    def _refresh(self, peer_id: str) -> None:
+        """Re-read one peer row after an UPDATE, keeping its in-memory pending count."""
+        row = self._one(f"SELECT {PEER_COLUMNS} FROM peers p WHERE p.id = ?", (peer_id,))
+        if row is None:
+            return
+        peer = _peer(row)
+        old = self._peers.get(peer_id)
+        peer.pending = old.pending if old is not None else 0
+        self._cache(peer)
+
+    def set_online(self, peer_id: str, online: bool) -> None:
+        """Whether a helper of this peer is connected now (the daemon knows, not the db)."""
+        if online:
+            self.online.add(peer_id)
+        else:
+            self.online.discard(peer_id)
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            self._show_online(peer)
+
+    def _show_online(self, peer: Peer) -> None:
+        """``connected`` and the receive mode to advertise: push only while connected."""
+        peer.connected = peer.id in self.online
+        registered = self._receive.get(peer.id, peer.receive)
+        if registered == "push" and not peer.connected:
+            registered = "hook" if peer.client in ("claude-code", "codex") else "poll"
+        peer.receive = registered  # type: ignore[assignment]
+
+    def _add_pending(self, peer_id: str, n: int) -> None:
+        peer = self._peers.get(peer_id)
+        if peer is not None and n:
+            peer.pending += n
+            self.generation += 1
 
     def peer(self, peer_id: str) -> Peer | None:
-        row = self._one(f"SELECT {PEER_COLUMNS} FROM peers p WHERE p.id = ?", (peer_id,))
-        return _peer(row) if row else None
+        cached = self._peers.get(peer_id)
+        return msgspec.structs.replace(cached) if cached is not None else None
 
     def require_peer(self, peer_id: str) -> Peer:
         peer = self.peer(peer_id)
@@ -276,39 +326,35 @@ class Store:
             raise PeersError(Code.NOT_REGISTERED, f"peer {peer_id} is no longer known")
         return peer
 
+    def _first(self, sql: str, args: tuple) -> Peer | None:
+        found = self._val(sql, args)
+        return self.peer(str(found)) if found is not None else None
+
     def peer_by_agent(self, machine_id: str, pid: int, start: float) -> Peer | None:
-        row = self._one(
-            f"SELECT {PEER_COLUMNS} FROM peers p WHERE p.machine_id = ? AND p.agent_pid = ? "
-            "AND abs(p.agent_start - ?) < 0.05 ORDER BY p.state = 'active' DESC, "
-            "p.last_seen DESC LIMIT 1",
+        return self._first(
+            "SELECT id FROM peers WHERE machine_id = ? AND agent_pid = ? "
+            "AND abs(agent_start - ?) < 0.05 ORDER BY state = 'active' DESC, "
+            "last_seen DESC LIMIT 1",
             (machine_id, pid, start),
         )
-        return _peer(row) if row else None
 
     def peer_by_session(self, machine_id: str, session_id: str) -> Peer | None:
-        row = self._one(
-            f"SELECT {PEER_COLUMNS} FROM peers p WHERE p.session_id = ? AND p.machine_id = ? "
-            "ORDER BY p.state = 'active' DESC, p.last_seen DESC LIMIT 1",
+        return self._first(
+            "SELECT id FROM peers WHERE session_id = ? AND machine_id = ? "
+            "ORDER BY state = 'active' DESC, last_seen DESC LIMIT 1",
             (session_id, machine_id),
         )
-        return _peer(row) if row else None
 
     def active_agents(self, machine_id: str) -> dict[int, tuple[str, float]]:
         """pid -> (peer id, start) of every active peer on ``machine_id``."""
         return {
-            pid: (pid_peer, start)
-            for pid_peer, pid, start in self.conn.execute(
-                "SELECT id, agent_pid, agent_start FROM peers "
-                "WHERE state = 'active' AND machine_id = ?",
-                (machine_id,),
-            )
+            x.agent_pid: (x.id, x.agent_start)
+            for x in self._peers.values()
+            if x.state == "active" and x.machine_id == machine_id
         }
 
     def _name_holder(self, machine_id: str, name: str) -> str | None:
-        return self._val(  # type: ignore[return-value]
-            "SELECT id FROM peers WHERE machine_id = ? AND name_key = ? AND state = 'active'",
-            (machine_id, name.lower()),
-        )
+        return self._names.get((machine_id, name.lower()))
 
     def _free_name(self, machine_id: str, base: str, own_id: str | None = None) -> str:
         base = sanitize_name(base)
@@ -335,7 +381,7 @@ class Store:
         ]
         moved: list[int] = []
         for old in gone:
-            moved += [
+            rows = [
                 r[0]
                 for r in self.conn.execute(
                     "UPDATE messages SET recipient = ?, recipient_name = ?, state = 'queued', "
@@ -344,6 +390,9 @@ class Store:
                     (peer_id, name, old),
                 )
             ]
+            self._add_pending(old, -len(rows))
+            self._add_pending(peer_id, len(rows))
+            moved += rows
         return sorted(moved)
 
     def register(self, r: Register, now: float) -> Registration:
@@ -380,6 +429,7 @@ class Store:
                     existing.id,
                 ),
             )
+            self._refresh(existing.id)
             inherited: list[int] = []
             if r.name and r.name != name:
                 _, _, inherited = self.set_name(existing.id, r.name)
@@ -397,7 +447,7 @@ class Store:
             base = os.path.basename((r.git_root or r.cwd).rstrip("/")) or "peer"
             name = self._free_name(r.machine_id, base)
         peer_id = new_peer_id()
-        while self._val("SELECT 1 FROM peers WHERE id = ?", (peer_id,)):
+        while peer_id in self._peers:
             peer_id = new_peer_id()  # pragma: no cover - 32-bit collision
         self.conn.execute(
             "INSERT INTO peers(id, name, name_key, client, state, machine_id, host, cwd, "
@@ -425,16 +475,21 @@ class Store:
                 r.helper_pid,
             ),
         )
+        self._refresh(peer_id)
         inherited = self._inherit(peer_id, r.machine_id, name)
         return Registration(self.require_peer(peer_id), True, inherited, None)
 
     def touch(self, peer_id: str, now: float) -> None:
         self.conn.execute("UPDATE peers SET last_seen = ? WHERE id = ?", (now, peer_id))
+        cached = self._peers.get(peer_id)
+        if cached is not None:
+            cached.last_seen = now
 
     def set_summary(self, peer_id: str, summary: str) -> Peer:
         if len(summary) > 1000:
             raise PeersError(Code.TOO_LARGE, f"summary is {len(summary)} characters; max 1000")
         self.conn.execute("UPDATE peers SET summary = ? WHERE id = ?", (summary, peer_id))
+        self._refresh(peer_id)
         return self.require_peer(peer_id)
 
     def set_name(self, peer_id: str, name: str) -> tuple[Peer, str, list[int]]:
@@ -447,6 +502,7 @@ class Store:
         self.conn.execute(
             "UPDATE peers SET name = ?, name_key = ? WHERE id = ?", (name, name.lower(), peer_id)
         )
+        self._refresh(peer_id)
         self.conn.execute(
             "UPDATE messages SET recipient_name = ? WHERE recipient = ? AND state IN "
             "('queued', 'leased')",
@@ -463,6 +519,7 @@ class Store:
             "UPDATE peers SET state = 'gone', gone_at = ?, gone_reason = ? WHERE id = ?",
             (now, reason, peer_id),
         )
+        self._refresh(peer_id)
         self.conn.execute(
             "UPDATE messages SET state = 'queued', lease_until = NULL "
             "WHERE recipient = ? AND state = 'leased'",
@@ -478,39 +535,24 @@ class Store:
         include_self: bool = False,
         machine_id: str | None = None,
     ) -> list[Peer]:
-        where = []
-        args: list[object] = []
-        if not include_gone:
-            where.append("p.state = 'active'")
-        if caller is not None and not include_self:
-            where.append("p.id != ?")
-            args.append(caller.id)
-        if scope == "machine":
-            mid = caller.machine_id if caller is not None else machine_id
-            if mid:
-                where.append("p.machine_id = ?")
-                args.append(mid)
-        elif scope == "directory":
-            if caller is None:
-                raise PeersError(Code.NOT_REGISTERED, "scope 'directory' needs a registered peer")
-            where.append("p.machine_id = ? AND p.cwd = ?")
-            args += [caller.machine_id, caller.cwd]
-        elif scope == "repo":
-            if caller is None:
-                raise PeersError(Code.NOT_REGISTERED, "scope 'repo' needs a registered peer")
-            if caller.git_root:
-                where.append("p.machine_id = ? AND p.git_root = ?")
-                args += [caller.machine_id, caller.git_root]
-            else:
-                where.append("p.machine_id = ? AND p.cwd = ?")
-                args += [caller.machine_id, caller.cwd]
-        elif scope != "all":
+        if scope in ("directory", "repo") and caller is None:
+            raise PeersError(Code.NOT_REGISTERED, f"scope {scope!r} needs a registered peer")
+        if scope not in ("machine", "directory", "repo", "all"):
             raise PeersError(Code.BAD_REQUEST, f"unknown scope {scope!r}")
-        sql = f"SELECT {PEER_COLUMNS} FROM peers p"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY p.state = 'gone', p.name_key"
-        return [_peer(r) for r in self.conn.execute(sql, args)]
+        mid = caller.machine_id if caller is not None else machine_id
+        skip = caller.id if caller is not None and not include_self else None
+        key = "git_root" if scope == "repo" and caller is not None and caller.git_root else "cwd"
+        where = getattr(caller, key) if caller is not None else None
+        found = [
+            x
+            for x in self._peers.values()
+            if (include_gone or x.state == "active")
+            and x.id != skip
+            and (scope == "all" or not mid or x.machine_id == mid)
+            and (scope in ("machine", "all") or getattr(x, key) == where)
+        ]
+        found.sort(key=lambda x: (x.state == "gone", x.name.lower()))
+        return found  # the cached objects themselves: read-only for callers
 
     def resolve(self, target: str, machine_id: str) -> Peer:
         """A peer by id, ``name`` (this machine first) or ``name@host``.
@@ -527,14 +569,10 @@ class Store:
                 return peer
         name, _, host = target.partition("@")
         if not host:
-            row = self._one(
-                f"SELECT {PEER_COLUMNS} FROM peers p WHERE p.machine_id = ? AND p.name_key = ? "
-                "AND p.state = 'active'",
-                (machine_id, name.lower()),
-            )
-            if row is not None:
-                return _peer(row)
-        sql = f"SELECT {PEER_COLUMNS} FROM peers p WHERE p.name_key = ?"
+            holder = self._names.get((machine_id, name.lower()))
+            if holder is not None:
+                return self.require_peer(holder)
+        sql = "SELECT p.id FROM peers p WHERE p.name_key = ?"
         args: list[object] = [name.lower()]
         if host:
             sql += " AND (lower(p.host) = ? OR p.machine_id = ?)"
@@ -544,9 +582,9 @@ class Store:
             "coalesce(p.gone_at, p.last_seen) DESC LIMIT 1"
         )
         args.append(machine_id)
-        row = self._one(sql, tuple(args))
-        if row is not None:
-            return _peer(row)
+        found = self._first(sql, tuple(args))
+        if found is not None:
+            return found
         raise PeersError(
             Code.UNKNOWN_PEER,
             f"no peer named {target!r}",
@@ -554,9 +592,7 @@ class Store:
         )
 
     def close_names(self, name: str) -> list[str]:
-        names = [
-            r[0] for r in self.conn.execute("SELECT DISTINCT name FROM peers WHERE state='active'")
-        ]
+        names = sorted({x.name for x in self._peers.values() if x.state == "active"})
         return difflib.get_close_matches(name, names, n=5, cutoff=0.5)
 
     def audit(self, now: float, actor: str, action: str, target: str | None, detail: str) -> None:
@@ -598,6 +634,7 @@ class Store:
             (sender.id, sender.name, recipient.id, recipient.name, text, now, now + ttl, reply_to),
         )
         recipient.pending += 1
+        self._add_pending(recipient.id, 1)
         return Message(
             id=self.message_id(self.conn.last_insert_rowid()),
             sender=sender.id,
@@ -727,6 +764,7 @@ class Store:
                 f"lease_until = NULL WHERE seq IN ({marks})",
                 [now, via, *fresh],
             )
+            self._add_pending(peer_id, -len(fresh))
         return [self.message_id(seq) for seq in fresh], already
 
     def release(self, peer_id: str, ids: list[str]) -> list[str]:
@@ -809,16 +847,24 @@ class Store:
 
     # ---------------------------------------------------------------- housekeeping
 
-    def expire_leases(self, now: float) -> list[Message]:
-        """Return lapsed leases to the queue; the messages returned."""
-        seqs = [
+    def _with_mail(self) -> list[str]:
+        """Peers with undelivered mail: housekeeping looks only at their queues."""
+        return [x.id for x in self._peers.values() if x.pending > 0]
+
+    def _overdue(self, states: str, column: str, now: float) -> list[int]:
+        return [
             r[0]
+            for peer_id in self._with_mail()
             for r in self.conn.execute(
-                "SELECT m.seq FROM peers p JOIN messages m ON m.recipient = p.id "
-                "AND m.state = 'leased' WHERE p.pending > 0 AND m.lease_until < ?",
-                (now,),
+                f"SELECT seq FROM messages WHERE recipient = ? AND state IN ({states}) "
+                f"AND {column} < ?",
+                (peer_id, now),
             )
         ]
+
+    def expire_leases(self, now: float) -> list[Message]:
+        """Return lapsed leases to the queue; the messages returned."""
+        seqs = self._overdue("'leased'", "lease_until", now)
         if not seqs:
             return []
         marks = ",".join("?" * len(seqs))
@@ -830,14 +876,7 @@ class Store:
 
     def expire_messages(self, now: float) -> list[Message]:
         """Mark undelivered mail past its TTL expired; the messages expired."""
-        seqs = [
-            r[0]
-            for r in self.conn.execute(
-                "SELECT m.seq FROM peers p JOIN messages m ON m.recipient = p.id "
-                "AND m.state IN ('queued', 'leased') WHERE p.pending > 0 AND m.expires_at < ?",
-                (now,),
-            )
-        ]
+        seqs = self._overdue("'queued', 'leased'", "expires_at", now)
         if not seqs:
             return []
         marks = ",".join("?" * len(seqs))
@@ -845,7 +884,10 @@ class Store:
             f"UPDATE messages SET state = 'expired', lease_until = NULL WHERE seq IN ({marks})",
             seqs,
         )
-        return self.messages_by_seqs(seqs)
+        expired = self.messages_by_seqs(seqs)
+        for msg in expired:
+            self._add_pending(msg.recipient, -1)
+        return expired
 
     def purge(self, now: float, history_retention: float, gone_retention: float) -> tuple[int, int]:
         cutoff = now - history_retention
@@ -862,21 +904,25 @@ class Store:
             (cutoff, newest),
         )
         messages += self.conn.changes()
-        self.conn.execute(
-            "DELETE FROM peers WHERE state = 'gone' AND gone_at < ? AND pending = 0",
-            (now - gone_retention,),
-        )
-        return messages, self.conn.changes()
+        # Gone peers are forgotten after a while, unless mail still waits for a successor.
+        old = [
+            x.id
+            for x in self._peers.values()
+            if x.state == "gone" and not x.pending and (x.last_seen < now - gone_retention)
+        ]
+        for peer_id in old:
+            self.conn.execute("DELETE FROM peers WHERE id = ?", (peer_id,))
+            del self._peers[peer_id]
+        if old:
+            self.generation += 1
+        return messages, len(old)
 
     def stale_remote(self, machine_id: str, cutoff: float) -> list[tuple[str, str]]:
         """Active peers of other machines not heard from since ``cutoff``."""
         return [
-            (r[0], r[1])
-            for r in self.conn.execute(
-                "SELECT id, name FROM peers WHERE state = 'active' AND machine_id != ? "
-                "AND last_seen < ?",
-                (machine_id, cutoff),
-            )
+            (x.id, x.name)
+            for x in self._peers.values()
+            if x.state == "active" and x.machine_id != machine_id and x.last_seen < cutoff
         ]
 
     def waiting(self, older_than: float) -> list[tuple[str, str, int, float]]:

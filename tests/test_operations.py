@@ -127,6 +127,21 @@ def test_rename_is_published_and_mail_follows(pair):
     expect_error(Code.UNKNOWN_PEER, cb.request, p.Send, to="alpha", text="old name")
 
 
+def test_a_failed_request_leaves_no_trace(pair, agents):
+    """A request that fails half-way is rolled back in the database and in memory."""
+    ca, a, cb, b = pair
+    again = session_registration(cb.settings, b.agent_pid, "codex", cwd="/elsewhere")
+    again.summary = "should not stick"
+    again.name = "alpha"  # taken: fails after the peer row was already updated
+    expect_error(Code.NAME_TAKEN, cb.call, again)
+    me = cb.request(p.Whoami).peer
+    assert (me.name, me.summary, me.cwd) == ("beta", "", "/tmp")
+    listed = {x.id: x for x in ca.request(p.ListPeers).peers}
+    assert (listed[b.id].name, listed[b.id].cwd) == ("beta", "/tmp")
+    ca.request(p.Send, to="beta", text="still reachable by its old name")
+    assert cb.request(p.Whoami).peer.pending == 1
+
+
 def test_set_summary_and_whoami(pair):
     ca, a, *_ = pair
     ca.request(p.SetSummary, summary="refactoring the parser")

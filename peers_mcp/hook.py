@@ -1,0 +1,626 @@
+"""``peers-hook``: one command for every hook event of Claude Code and Codex.
+
+It reads the hook's JSON from stdin, finds this session's peer (``Attach`` with the
+hook's ``session_id``; the daemon falls back to the hook process's ancestry, which
+reaches the agent), leases the queued mail (``Claim``), renders it with
+``peers_mcp.render.batch`` and prints it, flushes, and only then acknowledges exactly
+the messages shown in full (``Ack`` via "hook"). What did not fit is released at once
+and stays queued; a hook killed between claim and acknowledgement leaves its lease to
+run out, and the mail is delivered again.
+
+Output per ``hook_event_name``:
+
+- SessionStart, UserPromptSubmit, PostToolUse:
+  ``{"hookSpecificOutput": {"hookEventName": E, "additionalContext": text}}``
+- Stop: ``{"decision": "block", "reason": text}`` so the session answers before it
+  idles; with ``stop_hook_active`` true nothing is claimed or printed (loop guard).
+- anything else (PreToolUse, SessionEnd, …), and any event from inside a subagent
+  (``agent_id`` present): nothing, and nothing is claimed.
+
+No mail means no output. The daemon is never started from here; when it is down,
+the session unknown, the input malformed or anything else fails, the hook exits 0
+with nothing on stdout and appends one line to ``<run dir>/peers-hook.log`` (the run
+dir is the socket's directory; the file is created 0600 and rotated at 1 MiB). The
+session is never broken and the mail waits.
+
+``peers-hook --wait`` is the idle wake, for an async Stop hook with ``asyncRewake``:
+it attaches, subscribes to mail events and blocks on the socket until mail for this
+session arrives (or delivers at once if some is queued), then writes the rendered
+mail to stderr, flushes, acknowledges (via "wake") and exits 2, which makes Claude
+Code wake the idle session with it. One waiter per session (an flock on
+``<run dir>/peers-hook-wait.<peer id>.lock``; a second one exits 0 at once). It exits
+0 without output when the session's agent process is gone (checked every
+``--check-interval`` seconds), when the daemon goes away and does not come back
+within ``--reconnect-window`` seconds, or after ``--max-wait`` seconds (default one
+hour) so the next Stop re-arms it. Mail too long to show in full is announced once
+per waiter lock ("call check_messages"), so an unread long message cannot wake the
+session over and over.
+
+Speed: this runs after every tool call. The no-mail path imports only ``peersd.wire``
+(a client built on the C modules ``_socket`` and ``_struct``; no asyncio, msgspec or
+``peersd.protocol``) and ``_json`` (the json package would import ``re``), answers in
+one round trip when the peer has nothing pending, loads ``render`` only when there is
+mail, and as a command ends with ``os._exit`` after flushing (interpreter teardown costs
+about 2 ms). The pip-generated ``peers-hook`` wrapper itself imports ``re`` (~6 ms, as
+much as the rest of the hook together); a hook command of the form
+``<venv>/bin/python -c "from peers_mcp.hook import main; main()"`` avoids that.
+
+Options: ``--wait``, ``--server-name NAME`` (the MCP server's name in the client's
+config, for the reply instruction), ``--socket PATH``, ``--config FILE``, and for
+``--wait`` also ``--max-wait S``, ``--check-interval S``, ``--reconnect-window S``.
+
+Test knob: the environment variable ``CLAUDE_PEERS_TEST_HOOK_PAUSE_BEFORE_ACK`` (seconds)
+makes the hook sleep after its output is flushed and before it acknowledges, so tests
+can observe the order and kill a hook between claim and acknowledgement. It has no
+other use; leave it unset.
+"""
+
+import os
+import sys
+import time
+
+from peersd import __version__, wire
+
+try:  # the C half of the json package, without the package (and the ``re`` it imports)
+    import _json
+except ImportError:  # pragma: no cover - not CPython
+    _json = None  # type: ignore[assignment]
+
+CONTEXT_EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse")
+CLAIM_LIMIT = 50
+REQUEST_TIMEOUT = 3.0
+"""Seconds to wait for the daemon before giving up (the mail then waits)."""
+MAX_WAIT = 3600.0
+CHECK_INTERVAL = 3.0
+RECONNECT_WINDOW = 10.0
+LOG_NAME = "peers-hook.log"
+LOG_LIMIT = 1024 * 1024
+PAUSE_ENV = "CLAUDE_PEERS_TEST_HOOK_PAUSE_BEFORE_ACK"
+SERVER_NAME = "claude-peers"  # = render.SERVER_NAME, without importing render
+ANNOUNCED_KEEP = 200
+
+USAGE = """\
+usage: peers-hook [--wait] [--server-name NAME] [--socket PATH] [--config FILE]
+                  [--max-wait S] [--check-interval S] [--reconnect-window S]
+
+Delivers claude-peers mail into a Claude Code or Codex session from its hooks. Reads
+the hook JSON on stdin. Always exits 0 (nothing printed) when there is nothing to
+deliver or anything fails; see <run dir>/peers-hook.log. With --wait (an async Stop
+hook with asyncRewake) it waits for mail and exits 2 with the mail on stderr.
+"""
+
+
+class Usage(Exception):
+    pass
+
+
+class Options:
+    __slots__ = (
+        "check_interval",
+        "config",
+        "max_wait",
+        "reconnect_window",
+        "server_name",
+        "socket",
+        "wait",
+    )
+
+    def __init__(self) -> None:
+        self.wait = False
+        self.server_name = SERVER_NAME
+        self.socket: str | None = None
+        self.config: str | None = None
+        self.max_wait = MAX_WAIT
+        self.check_interval = CHECK_INTERVAL
+        self.reconnect_window = RECONNECT_WINDOW
+
+
+_VALUED = {
+    "--server-name": ("server_name", str),
+    "--socket": ("socket", str),
+    "--config": ("config", str),
+    "--max-wait": ("max_wait", float),
+    "--check-interval": ("check_interval", float),
+    "--reconnect-window": ("reconnect_window", float),
+}
+
+
+def parse_args(argv: list[str]) -> Options:
+    """A hand parser: argparse (and gettext) would cost milliseconds on every tool call."""
+    opts = Options()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, inline = arg.partition("=")
+        if arg == "--wait":
+            opts.wait = True
+        elif name in _VALUED:
+            if eq:
+                value = inline
+            elif i + 1 < len(argv):
+                i += 1
+                value = argv[i]
+            else:
+                raise Usage(f"{name} needs a value")
+            attr, kind = _VALUED[name]
+            try:
+                converted = kind(value)
+            except ValueError:
+                raise Usage(f"{name}: invalid value {value!r}") from None
+            if kind is float and not converted > 0:
+                raise Usage(f"{name} must be positive")
+            setattr(opts, attr, converted)
+        else:
+            raise Usage(f"unknown argument {arg!r}")
+        i += 1
+    return opts
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class Log:
+    """One line per failure in ``<run dir>/peers-hook.log``; never raises."""
+
+    def __init__(self) -> None:
+        self.run_dir: str | None = None
+        self.context = ""
+
+    def __call__(self, message: str) -> None:
+        try:
+            run_dir = self.run_dir or _default_run_dir()
+            os.makedirs(run_dir, mode=0o700, exist_ok=True)
+            path = os.path.join(run_dir, LOG_NAME)
+            try:
+                if os.stat(path).st_size > LOG_LIMIT:
+                    os.replace(path, path + ".1")
+            except FileNotFoundError:
+                pass
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            line = f"{stamp} pid {os.getpid()} {self.context}: {message}".replace("\n", " ")
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(path, flags, 0o600)
+            try:
+                os.write(fd, (line + "\n").encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+        except Exception:
+            pass
+
+
+def _default_run_dir() -> str:
+    home = os.environ.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, ".claude", "run")
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+class _ScannerContext:
+    """What ``_json.make_scanner`` reads from a ``json.JSONDecoder`` (its defaults)."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        return float(name.replace("Infinity", "inf"))
+
+
+_scan = _json.make_scanner(_ScannerContext()) if _json is not None else None
+_WHITESPACE = " \t\n\r"
+
+
+def json_loads(raw: bytes) -> object:
+    """``json.loads`` for one UTF-8 document, without importing ``json`` (nor ``re``)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if _scan is None or not text or text.startswith("\ufeff"):
+        import json
+
+        return json.loads(raw)
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+    try:
+        value, end = _scan(text, start)
+    except StopIteration as e:
+        raise ValueError(f"Expecting value at char {e.value}") from None
+    if text[end:].strip(_WHITESPACE):
+        raise ValueError(f"Extra data at char {end}")
+    return value
+
+
+def json_string(text: str) -> str:
+    """``json.dumps(text)``: a quoted, ASCII-only JSON string."""
+    if _json is not None:
+        return _json.encode_basestring_ascii(text)
+    import json  # pragma: no cover - not CPython
+
+    return json.dumps(text)  # pragma: no cover
+
+
+def hook_output(event: str, text: str) -> str:
+    """The JSON line for ``event`` (formatted as ``json.dumps`` would)."""
+    if event == "Stop":
+        return '{"decision": "block", "reason": ' + json_string(text) + "}\n"
+    return (
+        '{"hookSpecificOutput": {"hookEventName": '
+        + json_string(event)
+        + ', "additionalContext": '
+        + json_string(text)
+        + "}}\n"
+    )
+
+
+# --------------------------------------------------------------------------- shared steps
+
+
+def read_input() -> dict[str, object]:
+    stdin = sys.stdin
+    raw = b"" if stdin is None or stdin.isatty() else stdin.buffer.read()
+    if not raw.strip():
+        raise ValueError("no hook JSON on stdin")
+    try:
+        data = json_loads(raw)
+    except ValueError as e:
+        raise ValueError(f"hook input is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError("hook input is not a JSON object")
+    return data
+
+
+def attach(opts: Options, log: Log, session_id: object) -> tuple[wire.Wire, dict[str, object]]:
+    """Connect (never starting the daemon) and act as this session's peer."""
+    path = os.path.abspath(opts.socket) if opts.socket else wire.socket_path(config=opts.config)
+    log.run_dir = os.path.dirname(path)
+    conn = wire.Wire(path, REQUEST_TIMEOUT, kind="hook")
+    try:
+        req: dict[str, object] = {"t": "attach"}
+        if isinstance(session_id, str) and session_id:
+            req["session_id"] = session_id
+        peer = conn.call(req)["peer"]
+        if not isinstance(peer, dict):
+            raise wire.WireError("attach answered without a peer", "bad_frame")
+    except BaseException:
+        conn.close()
+        raise
+    return conn, peer
+
+
+def claim(conn: wire.Wire) -> list[dict[str, object]]:
+    msgs = conn.call({"t": "claim", "limit": CLAIM_LIMIT})["messages"]
+    if not isinstance(msgs, list):
+        raise wire.WireError("claim answered without a message list", "bad_frame")
+    return [wire.message(m) for m in msgs]
+
+
+def settle(
+    conn: wire.Wire, msgs: list[dict[str, object]], shown: list[dict[str, object]], via: str
+) -> None:
+    """Acknowledge exactly ``shown``; give the rest of ``msgs`` back to the queue."""
+    shown_ids = [m["id"] for m in shown]
+    rest = [m["id"] for m in msgs if m["id"] not in shown_ids]
+    if shown_ids:
+        conn.call({"t": "ack", "message_ids": shown_ids, "via": via})
+    if rest:
+        conn.call({"t": "release", "message_ids": rest})
+
+
+def release_quietly(conn: wire.Wire, msgs: list[dict[str, object]]) -> None:
+    try:
+        if msgs and conn.sock is not None:
+            conn.call({"t": "release", "message_ids": [m["id"] for m in msgs]})
+    except Exception:
+        pass
+
+
+def pause_before_ack() -> None:
+    pause = os.environ.get(PAUSE_ENV)
+    if pause:
+        time.sleep(float(pause))
+
+
+def write_all(stream: object, text: str) -> None:
+    """Write and flush ``text`` (UTF-8 whatever the locale); raises if it cannot.
+
+    On failure (the reader hung up) the stream's descriptor is pointed at /dev/null,
+    so the unwritten rest cannot fail again at exit and turn the exit code into 120.
+    """
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        raise OSError("output stream is closed")
+    try:
+        buffer.write(text.encode("utf-8", "replace"))
+        buffer.flush()
+    except BaseException:
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, buffer.fileno())
+            os.close(null)
+        except (OSError, ValueError):
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------- the hook
+
+
+def run_hook(opts: Options, log: Log) -> int:
+    try:
+        data = read_input()
+    except (ValueError, OSError) as e:
+        log.context = "hook"
+        log(str(e))
+        return 0
+    event = data.get("hook_event_name")
+    session_id = data.get("session_id")
+    log.context = f"{event} session {session_id}"
+    if event not in CONTEXT_EVENTS and event != "Stop":
+        return 0
+    if event == "Stop" and data.get("stop_hook_active"):
+        return 0  # already continuing because of a Stop hook: the next event takes the mail
+    if data.get("agent_id"):
+        return 0  # inside a subagent: keep the mail for the main conversation
+    try:
+        conn, peer = attach(opts, log, session_id)
+    except Exception as e:
+        log(_describe(e))
+        return 0
+    with conn:
+        try:
+            if not peer.get("pending"):
+                return 0
+            msgs = claim(conn)
+        except Exception as e:
+            log(_describe(e))
+            return 0
+        if not msgs:
+            return 0
+        try:
+            from . import render
+
+            text, shown = render.batch(msgs, opts.server_name)
+            if not text:
+                release_quietly(conn, msgs)
+                return 0
+            write_all(sys.stdout, hook_output(str(event), text))
+        except Exception as e:
+            log(f"could not show {len(msgs)} message(s): {_describe(e)}")
+            release_quietly(conn, msgs)
+            return 0
+        try:
+            pause_before_ack()
+            settle(conn, msgs, shown, "hook")
+        except Exception as e:
+            # Shown but not acknowledged: the lease runs out and the mail comes again.
+            log(f"showed {len(shown)} message(s) but could not acknowledge: {_describe(e)}")
+    return 0
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, wire.WireError):
+        return f"{e.code}: {e.message}"
+    return f"{type(e).__name__}: {e}"
+
+
+# --------------------------------------------------------------------------- --wait
+
+
+class Waiter:
+    """The idle wake: block until mail for this session arrives, show it, exit 2."""
+
+    def __init__(self, opts: Options, log: Log, session_id: object) -> None:
+        self.opts = opts
+        self.log = log
+        self.session_id = session_id
+        self.conn: wire.Wire | None = None
+        self.peer: dict[str, object] = {}
+        self.lock_fd: int | None = None
+        self.lock_path = ""
+        self.announced: list[str] = []
+
+    def run(self) -> int:
+        from peersd import identity
+
+        opts = self.opts
+        try:
+            self.conn, self.peer = attach(opts, self.log, self.session_id)
+        except Exception as e:
+            self.log(_describe(e))
+            return 0
+        try:
+            if not self.lock():
+                return 0  # another waiter serves this session
+            self.conn.call({"t": "subscribe", "kinds": ["mail"]})
+            agent_pid = int(self.peer["agent_pid"])  # type: ignore[call-overload]
+            agent_start = float(self.peer["agent_start"])  # type: ignore[arg-type]
+            deadline = time.monotonic() + opts.max_wait
+            next_check = time.monotonic() + opts.check_interval
+            need_claim = True
+            while True:
+                try:
+                    if need_claim:
+                        need_claim = False
+                        shown = self.deliver()
+                        if shown is not None:
+                            return shown
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return 0
+                    now = time.monotonic()
+                    if now >= next_check:
+                        if not identity.is_alive(agent_pid, agent_start):
+                            self.session_over()
+                            return 0
+                        next_check = now + opts.check_interval
+                    event = self.conn.next_event(min(next_check - now, left))
+                except wire.Closed:
+                    if not self.reconnect(deadline, agent_pid, agent_start):
+                        return 0
+                    need_claim = True
+                    continue
+                if event is None:
+                    continue
+                if event.get("t") == "ev_mail":
+                    msg = event.get("message")
+                    if isinstance(msg, dict) and msg.get("id") not in self.announced:
+                        need_claim = True
+        except Exception as e:
+            self.log(f"--wait: {_describe(e)}")
+            return 0
+        finally:
+            if self.conn is not None:
+                self.conn.close()
+
+    def session_over(self) -> None:
+        """The agent is gone, so no waiter will come for this peer again: drop the lock file."""
+        if self.lock_path:
+            try:  # noqa: SIM105 - no contextlib import on the hook's path
+                os.unlink(self.lock_path)
+            except OSError:
+                pass
+
+    def lock(self) -> bool:
+        import fcntl
+
+        peer_id = str(self.peer.get("id", ""))
+        safe = "".join(c for c in peer_id if c.isalnum() or c in "-_") or "unknown"
+        run_dir = self.log.run_dir or _default_run_dir()
+        path = os.path.join(run_dir, f"peers-hook-wait.{safe}.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.lock_fd = fd
+        self.lock_path = path
+        raw = os.pread(fd, 65536, 0)
+        self.announced = raw.decode("ascii", "replace").split()
+        return True
+
+    def remember(self, ids: list[str]) -> None:
+        """Too-long mail announced once per session, kept in the lock file we hold."""
+        self.announced = (self.announced + [i for i in ids if i not in self.announced])[
+            -ANNOUNCED_KEEP:
+        ]
+        if self.lock_fd is not None:
+            data = "".join(i + "\n" for i in self.announced).encode()
+            os.ftruncate(self.lock_fd, 0)
+            os.pwrite(self.lock_fd, data, 0)
+
+    def deliver(self) -> int | None:
+        """Claim and show what is waiting: 2 once shown, None to keep waiting."""
+        assert self.conn is not None
+        msgs = claim(self.conn)
+        if not msgs:
+            return None
+        try:
+            from . import render
+
+            text, shown = render.batch(msgs, self.opts.server_name)
+            shown_ids = {m["id"] for m in shown}
+            left_out = [str(m["id"]) for m in msgs if m["id"] not in shown_ids]
+            fresh = [i for i in left_out if i not in self.announced]
+            if not text or (not shown and not fresh):
+                # Only long mail already announced: leave it for check_messages, keep waiting.
+                release_quietly(self.conn, msgs)
+                return None
+            write_all(sys.stderr, text + "\n")
+        except Exception:
+            release_quietly(self.conn, msgs)
+            raise
+        try:
+            pause_before_ack()
+            settle(self.conn, msgs, shown, "wake")
+        except Exception as e:
+            # Not acknowledged: exit 0 so the text is not shown; the mail comes again.
+            self.log(f"--wait: could not acknowledge {len(shown)} message(s): {_describe(e)}")
+            return 0
+        self.remember(left_out)
+        return 2
+
+    def reconnect(self, deadline: float, agent_pid: int, agent_start: float) -> bool:
+        """The daemon went away: wait up to the reconnect window for it to come back."""
+        from peersd import identity
+
+        if self.conn is not None:
+            self.conn.close()
+        until = min(deadline, time.monotonic() + self.opts.reconnect_window)
+        while time.monotonic() < until:
+            time.sleep(0.2)
+            if not identity.is_alive(agent_pid, agent_start):
+                self.session_over()
+                return False
+            try:
+                conn, peer = attach(self.opts, self.log, self.session_id)
+            except wire.Closed:
+                continue
+            if peer.get("id") != self.peer.get("id"):
+                conn.close()
+                return False
+            try:
+                conn.call({"t": "subscribe", "kinds": ["mail"]})
+            except wire.Closed:
+                continue
+            self.conn = conn
+            return True
+        self.log("--wait: peersd went away")
+        return False
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run as the ``peers-hook`` command (``argv`` None): exits without interpreter
+    teardown, which would cost about 2 ms per hook. Given ``argv``: returns the code."""
+    rc = run(sys.argv[1:] if argv is None else argv)
+    if argv is not None:
+        return rc
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+    os._exit(rc)
+
+
+def run(args: list[str]) -> int:
+    log = Log()
+    log.context = "hook"
+    if "-h" in args or "--help" in args:
+        sys.stdout.write(USAGE)
+        return 0
+    if "--version" in args:
+        sys.stdout.write(f"peers-hook {__version__}\n")
+        return 0
+    try:
+        opts = parse_args(args)
+    except Usage as e:
+        log(f"bad arguments: {e}")
+        sys.stderr.write(f"peers-hook: {e}\n{USAGE}")
+        return 0
+    try:
+        if opts.wait:
+            try:
+                data = read_input()
+            except (ValueError, OSError) as e:
+                log.context = "--wait"
+                log(f"{e}; finding the session by process ancestry")
+                data = {}
+            log.context = f"--wait session {data.get('session_id')}"
+            return Waiter(opts, log, data.get("session_id")).run()
+        return run_hook(opts, log)
+    except (Exception, KeyboardInterrupt) as e:  # never break the session
+        log(f"unexpected {_describe(e)}")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
