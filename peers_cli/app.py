@@ -40,6 +40,16 @@ daemon_app = typer.Typer(
     help="Run, start, stop or inspect the peersd daemon.", no_args_is_help=True
 )
 app.add_typer(daemon_app, name="daemon")
+install_app = typer.Typer(
+    help="Wire Claude Code or Codex to claude-peers (MCP server and hooks).",
+    no_args_is_help=True,
+)
+app.add_typer(install_app, name="install")
+uninstall_app = typer.Typer(
+    help="Remove what `peers install` added (the rest of your config stays).",
+    no_args_is_help=True,
+)
+app.add_typer(uninstall_app, name="uninstall")
 
 out = Console(highlight=False, soft_wrap=True)
 if not out.is_terminal:  # piped: do not fold tables to 80 columns
@@ -589,6 +599,116 @@ def demo() -> None:
 
     with errors():
         run_demo(settings(), out)
+
+
+# --------------------------------------------------------------------------- install
+
+
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
+]
+ServerNameOpt = Annotated[
+    str, typer.Option("--server-name", help="Name of the MCP server in the client's config.")
+]
+
+
+@contextmanager
+def install_errors() -> Iterator[None]:
+    from .install import InstallError
+
+    with errors():
+        try:
+            yield
+        except InstallError as e:
+            die(str(e))
+
+
+def show_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.to_json())
+        return
+    for line in report.lines():
+        out.print(escape(line))
+
+
+@install_app.command("claude")
+def install_claude(
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    server_name: ServerNameOpt = "claude-peers",
+    scope: Annotated[str, typer.Option(help="Where to register the MCP server.")] = "user",
+) -> None:
+    """Register peers-mcp at user scope and add the peers-hook hooks for Claude Code."""
+    from . import install
+
+    if scope != "user":
+        die(f"only --scope user is supported, not {scope!r}")
+    with install_errors():
+        report = install.install_claude(settings(), server_name, dry_run)
+    show_report(report, as_json)
+
+
+@install_app.command("codex")
+def install_codex(
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    server_name: ServerNameOpt = "claude-peers",
+) -> None:
+    """Add peers-mcp to ~/.codex/config.toml and the peers-hook hooks to hooks.json."""
+    from . import install
+
+    with install_errors():
+        report = install.install_codex(settings(), server_name, dry_run)
+    show_report(report, as_json)
+
+
+@uninstall_app.command("claude")
+def uninstall_claude(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Remove the claude-peers MCP server and hooks from Claude Code's config."""
+    from . import install
+
+    with install_errors():
+        report = install.uninstall_claude(settings(), dry_run)
+    show_report(report, as_json)
+
+
+@uninstall_app.command("codex")
+def uninstall_codex(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Remove the claude-peers MCP server, hooks and hooks flag from Codex's config."""
+    from . import install
+
+    with install_errors():
+        report = install.uninstall_codex(settings(), dry_run)
+    show_report(report, as_json)
+
+
+@app.command()
+def doctor(
+    server_name: Annotated[
+        str | None,
+        typer.Option("--server-name", help="MCP server name to look for (default: any ours)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the daemon, its files, and how Claude Code and Codex are wired to it."""
+    from dataclasses import asdict
+
+    from . import install
+
+    checks = install.doctor(State.overrides, server_name)
+    if as_json:
+        emit_json([asdict(c) for c in checks])
+    else:
+        colors = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+        for c in checks:
+            out.print(
+                f"[{colors[c.status]}]{c.status:<4}[/]  [bold]{escape(c.check)}[/]: "
+                f"{escape(c.detail)}"
+            )
+            if c.fix and c.status != "ok":
+                out.print(f"      fix: {escape(c.fix)}")
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(EXIT_FAILED)
 
 
 def main() -> None:

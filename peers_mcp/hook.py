@@ -276,7 +276,8 @@ def read_input() -> dict[str, object]:
 def attach(opts: Options, log: Log, session_id: object) -> tuple[wire.Wire, dict[str, object]]:
     """Connect (never starting the daemon) and act as this session's peer."""
     path = os.path.abspath(opts.socket) if opts.socket else wire.socket_path(config=opts.config)
-    log.run_dir = os.path.dirname(path)
+    # A hub URL has no directory of its own: logs and locks stay in the local run dir.
+    log.run_dir = None if path.startswith(("tcp://", "tls://")) else os.path.dirname(path)
     conn = wire.Wire(path, REQUEST_TIMEOUT, kind="hook")
     try:
         req: dict[str, object] = {"t": "attach"}

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import logging
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ import msgspec
 from . import __version__, autostart
 from . import protocol as p
 from .config import Settings, load
+from .endpoint import Endpoint, client_endpoint, client_tls, open_tcp
 from .errors import Code, DaemonUnreachable, PeersError
 
 log = logging.getLogger("peersd.client")
@@ -39,6 +41,30 @@ FATAL = frozenset(
     }
 )
 """Errors after which the daemon hangs up (sent without a request id)."""
+
+
+def _hello(kind: str, settings: Settings, target: Endpoint) -> p.Hello:
+    return p.Hello(
+        protocol=p.PROTOCOL_VERSION,
+        client_version=__version__,
+        client_kind=kind,
+        token=(settings.token or None) if target.remote else None,
+    )
+
+
+def _open_remote(target: Endpoint, settings: Settings) -> socket.socket:
+    """A TCP (or TLS) connection to a hub; hubs are never auto-started."""
+    try:
+        sock = open_tcp(target, settings.connect_timeout)
+    except OSError as e:
+        raise DaemonUnreachable(f"cannot reach the hub at {target}: {e}") from None
+    if target.scheme == "tls":
+        try:
+            return client_tls(settings).wrap_socket(sock, server_hostname=target.host)
+        except (ssl.SSLError, OSError) as e:
+            sock.close()
+            raise DaemonUnreachable(f"TLS with the hub at {target} failed: {e}") from None
+    return sock
 
 
 def _timeval(seconds: float) -> bytes:
@@ -71,6 +97,7 @@ class Client:
         self._pending: collections.deque[bytes] = collections.deque()
         self._next_id = 0
         self._recv_timeout: float | None = None
+        self._kernel_timeouts = True
 
     def __enter__(self) -> Client:
         self.connect()
@@ -82,15 +109,22 @@ class Client:
     def connect(self) -> p.Welcome:
         if self.welcome is not None:
             return self.welcome
-        self.sock = autostart.connect(self.settings, self.autostart)
-        # A blocking socket with kernel timeouts: one syscall per send or receive, where a
-        # Python-level timeout would add a poll() before each.
-        self.sock.settimeout(None)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout))
+        target = client_endpoint(self.settings)
         self._recv_timeout = None
-        self._write(
-            p.Hello(protocol=p.PROTOCOL_VERSION, client_version=__version__, client_kind=self.kind)
-        )
+        if target.remote:
+            self.sock = _open_remote(target, self.settings)
+        else:
+            self.sock = autostart.connect(self.settings, self.autostart)
+        if isinstance(self.sock, ssl.SSLSocket):
+            self._kernel_timeouts = False
+            self.sock.settimeout(self.timeout)
+        else:
+            # A blocking socket with kernel timeouts: one syscall per send or receive,
+            # where a Python-level timeout would add a poll() before each.
+            self._kernel_timeouts = True
+            self.sock.settimeout(None)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout))
+        self._write(_hello(self.kind, self.settings, target))
         frame = self._read(time.monotonic() + self.timeout)
         if isinstance(frame, p.Error):
             self.close()
@@ -151,9 +185,12 @@ class Client:
             raise PeersError(Code.BAD_FRAME, f"undecodable frame from peersd: {e}") from None
 
     def _set_recv_timeout(self, seconds: float) -> None:
-        """SO_RCVTIMEO; 0 waits forever."""
+        """How long a receive may wait; 0 waits forever."""
         if self.sock is not None and seconds != self._recv_timeout:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+            if self._kernel_timeouts:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+            else:
+                self.sock.settimeout(seconds or None)
             self._recv_timeout = seconds
 
     def call(self, req: p.Request, response: type[R] | None = None) -> Any:
@@ -240,19 +277,37 @@ class AsyncClient:
         self._next_id = 0
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._beat_task: asyncio.Task[None] | None = None
         self._closing = False
+        self.remote = False
 
     async def __aenter__(self) -> AsyncClient:
         await self._open()
         self._connected.set()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run())
+        if self.remote:
+            self._beat_task = loop.create_task(self._beat())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    async def _beat(self) -> None:
+        """A peer on another machine is alive while it heartbeats (no pid to check)."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            if self.binding is not None and self._connected.is_set():
+                with contextlib.suppress(PeersError):
+                    await self.call(p.Heartbeat(id=0))
+
     async def aclose(self) -> None:
         self._closing = True
+        if self._beat_task is not None:
+            self._beat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat_task
+            self._beat_task = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -265,18 +320,27 @@ class AsyncClient:
         return self._connected.is_set()
 
     async def _open(self) -> None:
-        sock = await asyncio.to_thread(autostart.connect, self.settings, self.autostart)
-        sock.setblocking(False)
-        reader, writer = await asyncio.open_unix_connection(
-            sock=sock, limit=self.settings.max_frame + 8
-        )
-        writer.write(
-            p.encode(
-                p.Hello(
-                    protocol=p.PROTOCOL_VERSION, client_version=__version__, client_kind=self.kind
-                )
+        target = client_endpoint(self.settings)
+        limit = self.settings.max_frame + 8
+        if target.remote:
+            try:
+                sock = await asyncio.to_thread(open_tcp, target, self.settings.connect_timeout)
+            except OSError as e:
+                raise DaemonUnreachable(f"cannot reach the hub at {target}: {e}") from None
+            context = client_tls(self.settings) if target.scheme == "tls" else None
+            sock.setblocking(False)
+            reader, writer = await asyncio.open_connection(
+                sock=sock,
+                ssl=context,
+                server_hostname=target.host if context else None,
+                limit=limit,
             )
-        )
+        else:
+            sock = await asyncio.to_thread(autostart.connect, self.settings, self.autostart)
+            sock.setblocking(False)
+            reader, writer = await asyncio.open_unix_connection(sock=sock, limit=limit)
+        self.remote = target.remote
+        writer.write(p.encode(_hello(self.kind, self.settings, target)))
         frame = await asyncio.wait_for(self._read_frame(reader), self.timeout)
         if isinstance(frame, p.Error):
             writer.close()
@@ -458,7 +522,10 @@ def session_registration(
         git_root=git_root,
         branch=branch,
         tty=identity.tty_name(),
-        machine_id="",  # over the local socket the daemon's own machine id applies
+        # Over the local socket the daemon's own machine id applies; a hub needs ours.
+        machine_id=(
+            identity.machine_id(settings.db_path.parent) if client_endpoint(settings).remote else ""
+        ),
         host=settings.host_label or identity.host_label(),
         summary=summary,
         name=name,

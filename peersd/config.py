@@ -50,6 +50,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     channels: str = "auto"
     kill_enabled: bool = False
     kill_grace: float = 5.0
+    tcp: str = ""
+    """Daemon: also listen on HOST:PORT (hub mode)."""
+    tcp_insecure: bool = False
+    """Daemon: allow a loopback TCP listener without a token."""
+    url: str = ""
+    """Clients: reach a hub at tcp://HOST:PORT or tls://HOST:PORT instead of the socket."""
+    token: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    heartbeat_interval: float = 15.0
 
     @property
     def socket_path(self) -> Path:
@@ -171,8 +182,13 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
     # Absolute, because an auto-started daemon runs from "/".
     s.socket = os.path.abspath(_expand(s.socket, home_dir))
     s.db = os.path.abspath(_expand(s.db, home_dir))
-    if s.log_file:
-        s.log_file = os.path.abspath(_expand(s.log_file, home_dir))
+    for name in ("log_file", "tls_cert", "tls_key", "tls_ca"):
+        if getattr(s, name):
+            setattr(s, name, os.path.abspath(_expand(getattr(s, name), home_dir)))
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise ConfigError("tls_cert and tls_key go together: set both or neither")
+    if s.token and len(s.token) < 16:
+        raise ConfigError("token must be at least 16 characters (e.g. `openssl rand -hex 24`)")
     s.log_level = s.log_level.lower()
     if s.log_level not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")
@@ -192,6 +208,7 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
         "gone_retention",
         "remote_timeout",
         "kill_grace",
+        "heartbeat_interval",
     ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, not {getattr(s, name)}")

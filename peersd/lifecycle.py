@@ -16,12 +16,14 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import stat
 import sys
 from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, Settings, ensure_private_dir
+from .endpoint import host_port, is_loopback
 from .server import Connection, Daemon
 from .store import Store, StoreError
 
@@ -163,6 +165,58 @@ def bind_socket(path: Path) -> socket.socket:
     return sock
 
 
+def tcp_plan(settings: Settings) -> tuple[str, int, ssl.SSLContext | None] | None:
+    """Validate the TCP listener settings; refuse an unprotected one with a clear error."""
+    if not settings.tcp:
+        return None
+    try:
+        host, port = host_port(settings.tcp, "tcp")
+    except ConfigError as e:
+        raise StartupError(str(e)) from None
+    if not settings.token:
+        if not is_loopback(host):
+            raise StartupError(
+                f"refusing to listen on {host}:{port} without a token: anyone who can reach "
+                "it could read and send mail. Set CLAUDE_PEERS_TOKEN (16+ characters)."
+            )
+        if not settings.tcp_insecure:
+            raise StartupError(
+                f"refusing an unauthenticated TCP listener on {host}:{port}: set "
+                "CLAUDE_PEERS_TOKEN, or tcp_insecure = true to allow it on loopback"
+            )
+    context = None
+    if settings.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise StartupError(f"cannot load the TLS certificate or key: {e}") from None
+    return host, port, context
+
+
+async def _tcp_listener(
+    settings: Settings, daemon: Daemon, loop: asyncio.AbstractEventLoop
+) -> asyncio.AbstractServer | None:
+    plan = tcp_plan(settings)
+    if plan is None:
+        return None
+    host, port, context = plan
+    try:
+        server = await loop.create_server(
+            lambda: Connection(daemon, remote=True), host, port, ssl=context, reuse_address=True
+        )
+    except OSError as e:
+        raise StartupError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    log.info(
+        "listening on %s://%s:%d (%s)",
+        "tls" if context else "tcp",
+        host,
+        port,
+        "token required" if settings.token else "NO TOKEN, loopback only",
+    )
+    return server
+
+
 def _socket_name(sock: socket.socket) -> str | None:
     name = sock.getsockname()
     return name if isinstance(name, str) and name else None
@@ -211,6 +265,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
             supervisor=_supervisor(bool(adopted_socks)),
             adopted=bool(adopted_socks),
         )
+        # TCP first: once the local socket answers, everything is up.
+        tcp_server = await _tcp_listener(settings, daemon, loop)
         server = await loop.create_unix_server(lambda: Connection(daemon), sock=sock)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.stop_requested.set)
@@ -230,6 +286,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
             log.info("stopping: finishing writes in flight")
             daemon.stopping = True
             server.close()
+            if tcp_server is not None:
+                tcp_server.close()
             sweeper.cancel()
             for task in list(daemon.tasks):
                 task.cancel()

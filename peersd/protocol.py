@@ -109,6 +109,8 @@ class Hello(Frame, tag="hello"):
     protocol: int
     client_version: str
     client_kind: str = "other"
+    token: str | None = None
+    """Required over TCP when the daemon has a token; never sent over the local socket."""
 
 
 class Request(Frame):

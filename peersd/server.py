@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hmac
 import logging
 import os
 import signal
@@ -108,8 +109,10 @@ def peer_credentials(sock: socket.socket | None) -> tuple[int | None, int | None
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, remote: bool = False) -> None:
         self.daemon = daemon
+        self.remote = remote
+        """Came in over TCP: no peer credentials, a token instead, its own machine id."""
         self.transport: asyncio.Transport | None = None
         self.frames = p.FrameBuffer(daemon.settings.max_frame)
         self.conn_id = daemon.next_conn_id()
@@ -127,7 +130,8 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.pid, self.uid = peer_credentials(transport.get_extra_info("socket"))
+        if not self.remote:
+            self.pid, self.uid = peer_credentials(transport.get_extra_info("socket"))
         if self.uid is not None and self.uid != os.getuid():
             log.warning("refused connection from uid %s (pid %s)", self.uid, self.pid)
             self.fail(Code.FORBIDDEN, f"uid {self.uid} may not use this daemon (owner only)")
@@ -185,6 +189,14 @@ class Connection(asyncio.Protocol):
                 f"(speaks protocol {p.PROTOCOL_VERSION}); upgrade the older side",
             )
             return
+        if self.remote and self.daemon.settings.token:
+            given = (frame.token or "").encode()
+            if not hmac.compare_digest(given, self.daemon.settings.token.encode()):
+                peer = self.transport.get_extra_info("peername") if self.transport else None
+                log.warning("refused TCP client %s: missing or wrong token", peer)
+                what = "wrong" if frame.token else "missing"
+                self.fail(Code.FORBIDDEN, f"{what} token: set CLAUDE_PEERS_TOKEN to the hub's")
+                return
         self.greeted = True
         self.client_kind = frame.client_kind
         d = self.daemon
@@ -491,7 +503,10 @@ class Daemon:
             raise PeersError(Code.BAD_REQUEST, "agent_pid must not be negative")
         if r.summary is not None and len(r.summary) > 1000:
             raise PeersError(Code.TOO_LARGE, "summary is longer than 1000 characters")
-        if not r.machine_id or conn.uid is not None:
+        if conn.remote:
+            if not r.machine_id:
+                raise PeersError(Code.BAD_REQUEST, "a client on another machine must send its id")
+        else:
             r.machine_id = self.machine_id  # a local connection is on this machine
         if not r.host:
             r.host = self.host
@@ -523,12 +538,14 @@ class Daemon:
         return op
 
     def h_attach(self, conn: Connection, r: p.Attach) -> Callable[[], Outcome]:
-        pid = r.pid if r.pid is not None else conn.pid
+        # Process ancestry means something only on this machine.
+        pid = None if conn.remote else (r.pid if r.pid is not None else conn.pid)
 
         def op() -> Outcome:
             peer = None
             if r.session_id:
-                peer = self.store.peer_by_session(self.machine_id, r.session_id)
+                machine = None if conn.remote else self.machine_id
+                peer = self.store.peer_by_session(machine, r.session_id)
                 if peer is not None and peer.state != "active":
                     peer = None
             if peer is None and pid:

@@ -338,9 +338,10 @@ class Store:
             (machine_id, pid, start),
         )
 
-    def peer_by_session(self, machine_id: str, session_id: str) -> Peer | None:
+    def peer_by_session(self, machine_id: str | None, session_id: str) -> Peer | None:
+        """The peer of a session id, on ``machine_id`` (None: any machine, for hub clients)."""
         return self._first(
-            "SELECT id FROM peers WHERE session_id = ? AND machine_id = ? "
+            "SELECT id FROM peers WHERE session_id = ? AND coalesce(?, machine_id) = machine_id "
             "ORDER BY state = 'active' DESC, last_seen DESC LIMIT 1",
             (session_id, machine_id),
         )

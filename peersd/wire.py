@@ -256,7 +256,10 @@ def socket_path(env: "Mapping[str, str] | None" = None, config: str | None = Non
     if explicit or os.path.exists(os.path.join(home, ".claude", "claude-peers.toml")):
         from .config import load
 
-        return load({"config": config}, env=env).socket
+        settings = load({"config": config}, env=env)
+        return settings.url or settings.socket
+    if env.get("CLAUDE_PEERS_URL"):
+        return env["CLAUDE_PEERS_URL"]  # a hub: tcp://HOST:PORT or tls://HOST:PORT
     sock = env.get("CLAUDE_PEERS_SOCKET") or os.path.join(
         home, ".claude", "run", "claude-peers.sock"
     )
@@ -287,6 +290,29 @@ def _error(frame_: dict[str, object]) -> WireError:
     return Closed(message, code) if code == "shutting_down" else WireError(message, code)
 
 
+def _connect_hub(url: str, timeout: float) -> object:
+    """TCP (and TLS, which costs an ``ssl`` import) to a hub; only in hub mode."""
+    import socket  # hub mode only: the local path keeps to _socket
+
+    scheme, _, rest = url.partition("://")
+    host, _, port = rest.rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    try:
+        sock = socket.create_connection((host, int(port)), timeout)
+    except (OSError, ValueError) as e:
+        raise Closed(f"cannot reach the hub at {url}: {e}") from None
+    if scheme == "tls":
+        import ssl
+
+        cafile = os.environ.get("CLAUDE_PEERS_TLS_CA") or None
+        try:
+            return ssl.create_default_context(cafile=cafile).wrap_socket(sock, server_hostname=host)
+        except (OSError, ssl.SSLError) as e:
+            sock.close()
+            raise Closed(f"TLS with the hub at {url} failed: {e}") from None
+    return sock
+
+
 class Wire:
     """One blocking connection: hello on connect, one request at a time, events kept.
 
@@ -295,11 +321,24 @@ class Wire:
     kept in ``events`` for ``next_event``.
     """
 
-    def __init__(self, path: str, timeout: float = 5.0, kind: str = "hook") -> None:
+    def __init__(
+        self, path: str, timeout: float = 5.0, kind: str = "hook", token: str | None = None
+    ) -> None:
         self.timeout = timeout
         self.events: list[dict[str, object]] = []
         self._buf = b""
         self._next_id = 0
+        if path.startswith(("tcp://", "tls://")):
+            self.sock = _connect_hub(path, timeout)
+            hello = {
+                "t": "hello",
+                "protocol": PROTOCOL_VERSION,
+                "client_version": __version__,
+                "client_kind": kind,
+                "token": token if token is not None else os.environ.get("CLAUDE_PEERS_TOKEN"),
+            }
+            self._pending_hello = frame(hello)
+            return
         try:
             st = os.lstat(path)
         except FileNotFoundError:
