@@ -41,7 +41,8 @@ daemon_app = typer.Typer(
 )
 app.add_typer(daemon_app, name="daemon")
 install_app = typer.Typer(
-    help="Wire Claude Code or Codex to claude-peers (MCP server and hooks).",
+    help="Wire Claude Code or Codex to claude-peers (MCP server and hooks), or run "
+    "peersd as a service (systemd --user, launchd).",
     no_args_is_help=True,
 )
 app.add_typer(install_app, name="install")
@@ -446,12 +447,18 @@ def describe(event: p.Frame) -> str:
         return f"left      {event.name} ({event.peer_id}): {event.reason}"
     if isinstance(event, p.PeerRenamed):
         return f"renamed   {event.old} → {event.new} ({event.peer_id})"
+    if isinstance(event, p.Escalation):
+        return (
+            f"waiting   {event.waiting} message(s) for {event.name} ({event.peer_id}) "
+            f"unread for {age(event.oldest_age)}"
+        )
     return type(event).__name__
 
 
 @app.command()
 def watch(as_json: JsonOpt = False) -> None:
-    """Stream what happens live (peers joining and leaving, mail sent and delivered)."""
+    """Stream what happens live (peers joining and leaving, mail sent, delivered, or left
+    waiting too long)."""
     with errors(), connect() as client:
         client.request(p.Subscribe, kinds=["peers", "traffic"])
         if not as_json:
@@ -472,6 +479,176 @@ def watch(as_json: JsonOpt = False) -> None:
             return
 
 
+# --------------------------------------------------------------------------- orphans, kill
+
+
+def age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def find_orphans() -> tuple[list[Any], str | None]:
+    """Our orphaned helpers, judged with what the daemon knows of their peers if it runs."""
+    from peersd import orphans
+    from peersd.endpoint import client_endpoint
+
+    s = settings()
+    peers: list[p.Peer] = []
+    note = None
+    with errors():
+        remote = client_endpoint(s).remote
+        try:
+            with Client(s, kind="cli", autostart=False, timeout=10) as client:
+                # A hub lists every machine's peers: keep this machine's.
+                reply = client.request(
+                    p.ListPeers,
+                    scope="all" if remote else "machine",
+                    include_gone=True,
+                    include_self=True,
+                )
+            here = identity.machine_id(s.db_path.parent) if remote else None
+            peers = [x for x in reply.peers if here is None or x.machine_id == here]
+        except DaemonUnreachable:
+            note = "peersd is not running: helpers are judged by their parent process only"
+    return orphans.scan(s, orphans.known_peers(peers)), note
+
+
+def _orphan_peer(o: Any) -> str:
+    if o.peer_name:
+        return f"{o.peer_name} ({o.peer_id})"
+    return o.peer_id or "-"
+
+
+@app.command("orphans")
+def list_orphans(as_json: JsonOpt = False) -> None:
+    """Our helpers (peers-mcp, peers-hook --wait) whose agent session is gone."""
+    found, note = find_orphans()
+    if as_json:
+        emit_json([o.to_json() for o in found])
+        return
+    if note:
+        err.print(f"[dim]{escape(note)}[/]")
+    if not found:
+        out.print("No orphaned helpers.")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("PID", "KIND", "AGE", "PEER", "WHY"):
+        table.add_column(col, no_wrap=col != "WHY", overflow="fold")
+    for o in found:
+        table.add_row(str(o.pid), o.kind, age(o.age), escape(_orphan_peer(o)), escape(o.why))
+    out.print(table)
+    out.print("[dim]`peers cleanup` ends them (SIGTERM, then SIGKILL after a grace period).[/]")
+
+
+@app.command()
+def cleanup(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only say what would be terminated.")
+    ] = False,
+    grace: Annotated[
+        float | None,
+        typer.Option(
+            "--grace", min=0.0, help="Seconds between SIGTERM and SIGKILL (default: kill_grace)."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Terminate orphaned helpers: SIGTERM, then SIGKILL if they outlive the grace period."""
+    from peersd import orphans
+
+    found, note = find_orphans()
+    if note and not as_json:
+        err.print(f"[dim]{escape(note)}[/]")
+    if dry_run:
+        if as_json:
+            emit_json([{**o.to_json(), "outcome": "would_terminate"} for o in found])
+        elif not found:
+            out.print("No orphaned helpers.")
+        for o in [] if as_json else found:
+            out.print(
+                f"would terminate pid {o.pid} {o.kind} (peer {escape(_orphan_peer(o))}): "
+                f"{escape(o.why)}"
+            )
+        return
+    actions = orphans.cleanup(found, settings().kill_grace if grace is None else grace)
+    if as_json:
+        emit_json([a.to_json() for a in actions])
+    elif not actions:
+        out.print("No orphaned helpers.")
+    for a in [] if as_json else actions:
+        o = a.orphan
+        out.print(
+            f"pid {o.pid} {o.kind} (peer {escape(_orphan_peer(o))}): "
+            f"{a.outcome.replace('_', ' ')}: {escape(a.detail)}"
+        )
+    if any(a.outcome in ("still_running", "failed") for a in actions):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def kill(
+    peer: Annotated[str, typer.Argument(help="Peer name, name@host, or id.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="SIGKILL if SIGTERM is ignored for kill_grace.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Terminate a peer's agent process (only if its pid and start time still match)."""
+    s = settings()
+    with errors(), Client(s, kind="cli", timeout=max(30.0, s.kill_grace + 15)) as client:
+        r: p.KillResult = client.request(p.Kill, target=peer, force=force)
+    code = EXIT_FAILED if r.outcome == "still_running" else 0
+    if as_json:
+        record = msgspec.to_builtins(r)
+        record.pop("id", None)
+        emit_json(record)
+        raise typer.Exit(code)
+    who = f"{escape(r.name)} ({r.peer_id})"
+    if r.outcome == "terminated":
+        out.print(f"terminated {who}: {escape(r.detail)}")
+    elif r.outcome == "killed":
+        out.print(f"killed {who}: {escape(r.detail)}")
+    elif r.outcome == "already_gone":
+        out.print(f"{who} was already gone: {escape(r.detail)}")
+    else:
+        die(f"{r.detail} (peers kill {r.name} --force)")
+    raise typer.Exit(code)
+
+
+@app.command()
+def audit(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent kills and orphan cleanups: who did what to which process, and when."""
+    with errors(), connect() as client:
+        page = client.request(p.Audit, limit=limit)
+    records = list(reversed(page.records))
+    if as_json:
+        emit_json(records)
+        return
+    if not records:
+        out.print("Nothing recorded yet.")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("WHEN", "WHO", "WHAT", "TARGET", "DETAIL"):
+        table.add_column(col, no_wrap=col not in ("WHO", "DETAIL"), overflow="fold")
+    for rec in records:
+        target = rec.target or "-"
+        if rec.target_name:
+            target = f"{rec.target_name} ({rec.target})"
+        table.add_row(
+            clock(rec.at), escape(rec.actor), rec.action, escape(target), escape(rec.detail)
+        )
+    out.print(table)
+
+
 # --------------------------------------------------------------------------- daemon
 
 
@@ -487,22 +664,35 @@ def daemon_status(as_json: bool) -> None:
     with errors():
         st = _status_or_none()
     s = settings()
+    from . import service
+
+    notes = service.status_notes(s, st)
     if st is None:
         if as_json:
-            emit_json({"running": False, "socket": s.socket, "db": s.db})
+            record: dict[str, Any] = {"running": False, "socket": s.socket, "db": s.db}
+            if svc := service.installed_json(s):
+                record["service"] = svc
+            emit_json(record)
         else:
             out.print(f"peersd is not running (socket {s.socket})")
+            for note in notes:
+                out.print(f"  {escape(note)}")
         raise typer.Exit(EXIT_FAILED)
     if as_json:
         record = msgspec.to_builtins(st)
         record.pop("id", None)
         record["running"] = True
         record["uptime"] = time.time() - st.started_at
+        record["supervised_by"] = service.supervisor_label(st)
+        if svc := service.installed_json(s):
+            record["service"] = svc
         emit_json(record)
         return
     queued = st.messages.get("queued", 0) + st.messages.get("leased", 0)
     out.print(f"peersd {st.version} running, pid {st.pid}, up {ago(st.started_at)[:-4]}")
-    out.print(f"  supervised by  {st.supervisor}")
+    out.print(f"  supervised by  {escape(service.supervisor_label(st))}")
+    for note in notes:
+        out.print(f"  note: {escape(note)}")
     out.print(f"  socket         {st.socket}")
     out.print(f"  database       {st.db} (schema v{st.schema})")
     out.print(f"  host           {st.host} ({st.machine_id})")
@@ -659,6 +849,32 @@ def install_codex(
 
     with install_errors():
         report = install.install_codex(settings(), server_name, dry_run)
+    show_report(report, as_json)
+
+
+@install_app.command("service")
+def install_service(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Run peersd under systemd --user (socket activation) or launchd (macOS)."""
+    from . import service
+
+    with errors():
+        try:
+            report = service.install_service(settings(), dry_run)
+        except service.ServiceError as e:
+            die(str(e))
+    show_report(report, as_json)
+
+
+@uninstall_app.command("service")
+def uninstall_service(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Stop and remove the systemd user units or the launchd agent of peersd."""
+    from . import service
+
+    with errors():
+        try:
+            report = service.uninstall_service(settings(), dry_run)
+        except service.ServiceError as e:
+            die(str(e))
     show_report(report, as_json)
 
 

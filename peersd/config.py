@@ -50,6 +50,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     channels: str = "auto"
     kill_enabled: bool = False
     kill_grace: float = 5.0
+    orphan_cleanup: bool = True
+    """Daemon: end our orphaned helpers (peers-mcp, peers-hook --wait) on a timer."""
+    orphan_interval: float = 60.0
+    """Daemon: seconds between orphan scans."""
+    escalate_after: float = 90.0
+    """Daemon: notify the desktop when mail waits this long (seconds; 0 disables)."""
     tcp: str = ""
     """Daemon: also listen on HOST:PORT (hub mode)."""
     tcp_insecure: bool = False
@@ -209,6 +215,7 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
         "remote_timeout",
         "kill_grace",
         "heartbeat_interval",
+        "orphan_interval",
     ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, not {getattr(s, name)}")
@@ -217,6 +224,8 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
             f"max_frame ({s.max_frame}) must exceed max_text ({s.max_text}) by at least 65536 "
             "bytes, so one message always fits in a frame"
         )
+    if s.escalate_after < 0:
+        raise ConfigError("escalate_after must be 0 (off) or a number of seconds")
     if s.rate_per_second < 0:
         raise ConfigError("rate_per_second must be 0 (no limit) or positive")
     if len(s.socket.encode()) > 107:

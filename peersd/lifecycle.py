@@ -19,9 +19,11 @@ import socket
 import ssl
 import stat
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import __version__
+from .autostart import LAUNCHD_LABEL
 from .config import ConfigError, Settings, ensure_private_dir
 from .endpoint import host_port, is_loopback
 from .server import Connection, Daemon
@@ -222,13 +224,25 @@ def _socket_name(sock: socket.socket) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def _supervisor(adopted: bool) -> str:
+def _supervisor(
+    adopted: bool, env: Mapping[str, str] | None = None, platform: str = sys.platform
+) -> str:
+    """Who runs this daemon: systemd, launchd, auto-started (by a client) or manual."""
+    env = os.environ if env is None else env
     if adopted:
         return "systemd"
-    if os.environ.get("XPC_SERVICE_NAME", "0") not in ("0", "") and sys.platform == "darwin":
-        return "launchd"
-    if os.environ.get("CLAUDE_PEERS_AUTOSTARTED") == "1":
+    if env.get("CLAUDE_PEERS_AUTOSTARTED") == "1":
         return "auto-started"
+    # systemd (248+) names the pid it exec'd; INVOCATION_ID alone is inherited by shells
+    # in terminals that run as user services, so it does not prove anything.
+    if env.get("SYSTEMD_EXEC_PID") == str(os.getpid()):
+        return "systemd"
+    if platform == "darwin":
+        # launchd puts the job's label in XPC_SERVICE_NAME. Shells in Terminal, iTerm or
+        # an editor carry "0" or "application.<bundle id>.<n>" instead.
+        job = env.get("XPC_SERVICE_NAME", "")
+        if job == LAUNCHD_LABEL or (job not in ("", "0") and not job.startswith("application.")):
+            return "launchd"
     return "manual"
 
 

@@ -240,6 +240,14 @@ class Kill(Request, tag="kill"):
     force: bool = False
 
 
+class Audit(Request, tag="audit"):
+    """Recent audit records (kills, orphan cleanups), newest first."""
+
+    limit: int = 50
+    before: int | None = None
+    action: str | None = None
+
+
 REQUEST_TYPES: tuple[type[Request], ...] = (
     Register,
     Attach,
@@ -261,6 +269,7 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     Shutdown,
     Sweep,
     Kill,
+    Audit,
 )
 
 ClientFrame = (
@@ -285,6 +294,7 @@ ClientFrame = (
     | Shutdown
     | Sweep
     | Kill
+    | Audit
 )
 
 # --------------------------------------------------------------------------- daemon -> client
@@ -393,6 +403,24 @@ class KillResult(Frame, tag="kill_result"):
     detail: str
 
 
+class AuditRecord(msgspec.Struct, omit_defaults=True):
+    """Who did what to whom, when: one row of the daemon's audit log."""
+
+    seq: int
+    at: float
+    actor: str
+    action: str
+    detail: str
+    target: str | None = None
+    target_name: str | None = None
+
+
+class AuditPage(Frame, tag="audit_page"):
+    id: int
+    records: list[AuditRecord]
+    next_before: int | None = None
+
+
 class SweepResult(Frame, tag="sweep_result"):
     id: int
     gone: list[str]
@@ -417,6 +445,7 @@ Response = (
     | DaemonStatus
     | SweepResult
     | KillResult
+    | AuditPage
 )
 
 # --------------------------------------------------------------------------- events
@@ -467,9 +496,26 @@ class TrafficEvent(Frame, tag="ev_traffic"):
     via: str | None = None
 
 
-Event = MailEvent | ReceiptEvent | PeerJoined | PeerLeft | PeerRenamed | TrafficEvent
+class Escalation(Frame, tag="ev_escalation"):
+    """Mail has waited longer than ``escalate_after`` for a session (to "peers")."""
+
+    peer_id: str
+    name: str
+    waiting: int
+    oldest_age: float
+
+
+Event = MailEvent | ReceiptEvent | PeerJoined | PeerLeft | PeerRenamed | TrafficEvent | Escalation
 ServerFrame = Response | Event
-EVENT_TYPES = (MailEvent, ReceiptEvent, PeerJoined, PeerLeft, PeerRenamed, TrafficEvent)
+EVENT_TYPES = (
+    MailEvent,
+    ReceiptEvent,
+    PeerJoined,
+    PeerLeft,
+    PeerRenamed,
+    TrafficEvent,
+    Escalation,
+)
 
 # --------------------------------------------------------------------------- codecs
 

@@ -48,6 +48,7 @@ SINGLE_STATEMENT = frozenset(
         p.History,
         p.MessageStatus,
         p.Subscribe,
+        p.Audit,
     }
 )
 """Requests whose operation writes at most one SQL statement: no savepoint needed."""
@@ -55,6 +56,8 @@ FAIL_GRACE = 2.0
 """Seconds a refused client has to read its error and hang up."""
 PURGE_INTERVAL = 600.0
 """Seconds between deletions of history past its retention (a scan, so not every sweep)."""
+NOTIFY_TIMEOUT = 5.0
+"""Seconds a desktop notifier may take before it is killed."""
 
 
 @dataclass
@@ -319,6 +322,13 @@ class Daemon:
         """Bytes of message data one answer may carry and still fit in a frame."""
         self.tasks: set[asyncio.Task[None]] = set()
         self._conn_seq = 0
+        self.last_orphan_scan = -float("inf")
+        self.orphan_task: asyncio.Task[None] | None = None
+        self.orphan_suspects: set[tuple[int, float]] = set()
+        """(pid, start) of helpers found orphaned by the previous scan."""
+        self.escalated: dict[str, int] = {}
+        """Peer id -> newest message already escalated (a new batch is newer mail)."""
+        self.notifier_missing = False
 
     def next_conn_id(self) -> int:
         self._conn_seq += 1
@@ -836,7 +846,13 @@ class Daemon:
 
         return op
 
+    def _local_only(self, conn: Connection, what: str) -> None:
+        if conn.remote:
+            raise PeersError(Code.FORBIDDEN, f"{what} is only for the daemon's own machine")
+
     def h_shutdown(self, conn: Connection, r: p.Shutdown) -> Callable[[], Outcome]:
+        self._local_only(conn, "shutting the daemon down")
+
         def op() -> Outcome:
             log.info("shutdown requested by connection %d (pid %s)", conn.conn_id, conn.pid)
             return Outcome(p.Ok(id=r.id), [self.stop_requested.set])
@@ -844,6 +860,7 @@ class Daemon:
         return op
 
     def h_sweep(self, conn: Connection, r: p.Sweep) -> Any:
+        self._local_only(conn, "running the sweep on demand")
         return self._sweep_request(conn, r)
 
     async def _sweep_request(self, conn: Connection, r: p.Sweep) -> None:
@@ -863,6 +880,13 @@ class Daemon:
         )
 
     def h_kill(self, conn: Connection, r: p.Kill) -> Any:
+        if conn.remote:
+            # A hub token is shared by every machine: it does not make a remote client
+            # the owner of this machine's processes (and "cli" is only what it says).
+            raise PeersError(
+                Code.FORBIDDEN,
+                "peers can be killed only over the local socket, on the machine they run on",
+            )
         if not (self.settings.kill_enabled or conn.client_kind == "cli"):
             raise PeersError(
                 Code.DISABLED,
@@ -875,7 +899,7 @@ class Daemon:
         """SIGTERM the agent, SIGKILL after the grace period with ``force``; record it."""
         try:
             target = await self.commit.run(lambda: self.store.resolve(r.target, self.machine_id))
-            actor = conn.peer_id or f"pid {conn.pid}"
+            actor = self._actor(conn)
             if target.id == conn.peer_id:
                 raise PeersError(Code.BAD_REQUEST, "a session cannot kill itself")
             if target.machine_id != self.machine_id:
@@ -911,6 +935,14 @@ class Daemon:
         except PeersError as e:
             conn.send(p.Error(id=r.id, code=e.code, message=e.message, candidates=e.candidates))
 
+    def _actor(self, conn: Connection) -> str:
+        """Who is asking, for the audit log: the peer, else the kind of client and its pid."""
+        peer = self.store.peer(conn.peer_id) if conn.peer_id else None
+        if peer is not None:
+            return f"{peer.name} ({peer.id})"
+        where = f"pid {conn.pid}" if conn.pid else "over TCP" if conn.remote else "pid ?"
+        return f"{conn.client_kind} {where}"
+
     async def _terminate(self, pid: int, start: float, force: bool, name: str) -> tuple[str, str]:
         grace = self.settings.kill_grace
 
@@ -940,6 +972,28 @@ class Daemon:
         await gone_within(2.0)
         return "killed", f"{name}'s process {pid} did not exit on SIGTERM; sent SIGKILL"
 
+    def h_audit(self, conn: Connection, r: p.Audit) -> Callable[[], Outcome]:
+        if not 1 <= r.limit <= 1000:
+            raise PeersError(Code.BAD_REQUEST, "limit must be between 1 and 1000")
+
+        def op() -> Outcome:
+            rows, next_before = self.store.audit_page(r.limit, r.before, r.action)
+            records = [
+                p.AuditRecord(
+                    seq=seq,
+                    at=at,
+                    actor=actor,
+                    action=action,
+                    detail=detail,
+                    target=target,
+                    target_name=name,
+                )
+                for seq, at, actor, action, target, name, detail in rows
+            ]
+            return Outcome(p.AuditPage(id=r.id, records=records, next_before=next_before))
+
+        return op
+
     _handlers: dict[type, Callable[..., Callable[[], Outcome]]] = {
         p.Register: h_register,
         p.Attach: h_attach,
@@ -961,6 +1015,7 @@ class Daemon:
         p.Shutdown: h_shutdown,
         p.Sweep: h_sweep,
         p.Kill: h_kill,
+        p.Audit: h_audit,
     }
 
     # ------------------------------------------------------------ sweep
@@ -1018,6 +1073,177 @@ class Daemon:
                 continue
             if report.duration_ms > 100:
                 log.warning("sweep took %.1f ms", report.duration_ms)
+            await self.housekeeping()
+
+    async def housekeeping(self) -> None:
+        """After each sweep: escalate long-waiting mail; now and then, end orphans."""
+        try:
+            await self.escalate()
+        except Exception:
+            log.exception("escalation failed")
+        s = self.settings
+        due = time.monotonic() - self.last_orphan_scan >= s.orphan_interval
+        if s.orphan_cleanup and due and (self.orphan_task is None or self.orphan_task.done()):
+            self.last_orphan_scan = time.monotonic()
+            task = self.loop.create_task(self.clean_orphans())
+            self.orphan_task = task
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    # ------------------------------------------------------------ orphans
+
+    async def clean_orphans(self) -> None:
+        """End our helpers whose agent is gone: SIGTERM, SIGKILL after ``kill_grace``.
+
+        Only ``peers-mcp`` and ``peers-hook --wait`` processes of this uid that use this
+        daemon's socket are looked at (the scan runs in a worker thread). A helper is
+        ended only when two scans in a row find it orphaned, so one that is about to
+        notice its agent is gone and exit by itself gets to do so; it is re-checked
+        (pid, start time, uid, command line) before every signal.
+        """
+        from . import orphans
+
+        try:
+            peers = orphans.known_peers(
+                self.store.list_peers(None, "machine", True, True, self.machine_id)
+            )
+            pids = {c.pid for c in self.connections if c.pid}
+            endpoints = {self.settings.socket, self.socket_path}
+            found = await asyncio.to_thread(orphans.scan, endpoints, peers, pids)
+            suspects, self.orphan_suspects = (
+                self.orphan_suspects,
+                {(o.pid, o.started) for o in found},
+            )
+            for o in found:
+                log.info("orphaned helper: %s pid %d (%s)", o.kind, o.pid, o.why)
+            found = [o for o in found if (o.pid, o.started) in suspects]
+            if not found:
+                return
+            actions = orphans.start(found)
+            deadline = time.monotonic() + self.settings.kill_grace
+            while orphans.waiting(actions) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if orphans.waiting(actions):
+                orphans.force(actions)
+                deadline = time.monotonic() + 2.0
+                while orphans.waiting(actions) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+            orphans.finish(actions)
+
+            def record() -> None:
+                now = time.time()
+                for a in actions:
+                    o = a.orphan
+                    self.store.audit(
+                        now,
+                        "peersd",
+                        "cleanup",
+                        o.peer_id,
+                        f"{o.kind} pid {o.pid}: {a.outcome} ({o.why})",
+                    )
+
+            await self.commit.run(record)
+            for a in actions:
+                o = a.orphan
+                log.warning(
+                    "orphan %s pid %d (%s): %s; %s",
+                    o.kind,
+                    o.pid,
+                    o.why,
+                    a.outcome,
+                    a.detail,
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("orphan cleanup failed")
+
+    # ------------------------------------------------------------ escalation
+
+    async def escalate(self) -> None:
+        """Tell the user (desktop notification, ``ev_escalation``) about mail left waiting.
+
+        Once per batch: a peer is escalated again only for mail newer than what it
+        was last escalated for.
+        """
+        after = self.settings.escalate_after
+        if after <= 0:
+            return
+        now = time.time()
+        rows = await self.commit.run(lambda: self.store.waiting(now - after))
+        seen = {row[0] for row in rows}
+        for peer_id in [x for x in self.escalated if x not in seen]:
+            del self.escalated[peer_id]
+        for peer_id, name, count, oldest, newest in rows:
+            if newest <= self.escalated.get(peer_id, 0):
+                continue
+            self.escalated[peer_id] = newest
+            age = now - oldest
+            log.info(
+                "escalating: %d message(s) for %s (%s) waiting %.0fs", count, name, peer_id, age
+            )
+            self.publish(
+                "peers", p.Escalation(peer_id=peer_id, name=name, waiting=count, oldest_age=age)
+            )
+            text = f"{count} message(s) for {name} waiting for {_duration(age)}"
+            task = self.loop.create_task(self.notify("claude-peers: unread mail", text))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def notify(self, title: str, body: str) -> None:
+        """Show a desktop notification; a missing or failing notifier is only logged."""
+        import shutil
+        import sys
+
+        if sys.platform == "darwin":
+
+            def quoted(text: str) -> str:
+                return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+            script = f"display notification {quoted(body)} with title {quoted(title)}"
+            argv = ["osascript", "-e", script]
+        else:
+            argv = ["notify-send", "--app-name=claude-peers", title, body]
+        exe = shutil.which(argv[0])
+        if exe is None:
+            level = logging.DEBUG if self.notifier_missing else logging.WARNING
+            log.log(level, "no desktop notifier (%s) on PATH; not notifying: %s", argv[0], body)
+            self.notifier_missing = True
+            return
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                exe,
+                *argv[1:],
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as e:
+            log.warning("could not run %s: %s", exe, e)
+            return
+        try:
+            _, stderr = await asyncio.wait_for(proc.communicate(), NOTIFY_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            log.warning("%s did not finish within %gs; killed it", argv[0], NOTIFY_TIMEOUT)
+            return
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            raise
+        if proc.returncode:
+            why = stderr.decode(errors="replace").strip()[:200]
+            log.warning("%s failed (exit %s): %s", argv[0], proc.returncode, why)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _dead_agents(agents: dict[int, tuple[str, float]]) -> list[str]:

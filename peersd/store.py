@@ -123,7 +123,11 @@ class Registration:
 
 
 def _peer(row: tuple) -> Peer:
-    return Peer(*row[:19], connected=False, gone_reason=row[20])
+    # The session id stays in the database (lookups use it) and out of every answer: it
+    # is enough to act as that session, so no other peer should ever see it.
+    peer = Peer(*row[:19], connected=False, gone_reason=row[20])
+    peer.session_id = None
+    return peer
 
 
 def new_peer_id() -> str:
@@ -926,17 +930,50 @@ class Store:
             if x.state == "active" and x.machine_id != machine_id and x.last_seen < cutoff
         ]
 
-    def waiting(self, older_than: float) -> list[tuple[str, str, int, float]]:
-        """(peer id, name, count, oldest created) for undelivered mail older than a time."""
-        return [
-            tuple(r)  # type: ignore[misc]
-            for r in self.conn.execute(
-                "SELECT m.recipient, m.recipient_name, count(*), min(m.created) FROM peers p "
-                "JOIN messages m ON m.recipient = p.id AND m.state IN ('queued', 'leased') "
-                "WHERE p.pending > 0 AND m.created < ? GROUP BY m.recipient",
-                (older_than,),
+    def waiting(self, older_than: float) -> list[tuple[str, str, int, float, int]]:
+        """(peer id, name, count, oldest created, newest row) of each active peer's
+        undelivered mail created before ``older_than``.
+
+        Only peers with mail (the in-memory pending count) are queried, each through the
+        inbox index, so an idle daemon runs no query at all.
+        """
+        found: list[tuple[str, str, int, float, int]] = []
+        for peer_id in self._with_mail():
+            peer = self._peers[peer_id]
+            if peer.state != "active":
+                continue  # a gone peer's mail waits for its successor
+            row = self._one(
+                "SELECT count(*), min(created), max(seq) FROM messages WHERE recipient = ? "
+                "AND state IN ('queued', 'leased') AND created < ?",
+                (peer_id, older_than),
             )
-        ]
+            if row is not None and row[0]:
+                found.append((peer_id, peer.name, int(row[0]), float(row[1]), int(row[2])))
+        return found
+
+    def audit_page(
+        self, limit: int, before: int | None = None, action: str | None = None
+    ) -> tuple[list[tuple], int | None]:
+        """Audit rows newest first: (seq, at, actor, action, target, target name, detail)."""
+        sql = "SELECT seq, at, actor, action, target, detail FROM audit"
+        where: list[str] = []
+        args: list[object] = []
+        if before is not None:
+            where.append("seq < ?")
+            args.append(before)
+        if action is not None:
+            where.append("action = ?")
+            args.append(action)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        rows = []
+        for seq, at, actor, act, target, detail in self.conn.execute(sql, args):
+            peer = self._peers.get(target) if target else None
+            rows.append((seq, at, actor, act, target, peer.name if peer else None, detail))
+        next_before = rows[-1][0] if len(rows) == limit else None
+        return rows, next_before
 
     def counts(self) -> tuple[int, int, dict[str, int]]:
         active = int(self._val("SELECT count(*) FROM peers WHERE state = 'active'"))  # type: ignore[arg-type]

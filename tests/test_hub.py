@@ -202,3 +202,20 @@ def test_hook_and_cli_reach_a_hub(make_daemon, agents, tmp_path):
             assert status.returncode == 0, status.stderr
             hosts = {x["host"] for x in json.loads(status.stdout)}
             assert {"one-box"} <= hosts
+
+
+def test_hub_clients_cannot_stop_the_hub_or_learn_session_ids(make_daemon, agents, tmp_path):
+    d, port = hub(make_daemon)
+    url = f"tcp://127.0.0.1:{port}"
+    with remote_client(tmp_path / "m1", url) as a, remote_client(tmp_path / "m2", url) as b:
+        req = session_registration(a.settings, agents.spawn().pid, "claude-code", cwd="/w")
+        req.name, req.session_id = "private", "sess-secret-1"
+        a.call(req)
+        register_remote(b, agents, "nosy", "b-box")
+        listed = b.request(p.ListPeers, scope="all").peers
+        assert all(x.session_id is None for x in listed)
+        for kind in (p.Shutdown, p.Sweep):
+            with pytest.raises(PeersError) as info:
+                b.request(kind)
+            assert info.value.code == Code.FORBIDDEN
+    assert d.running
