@@ -735,9 +735,35 @@ def daemon_start() -> None:
         if st is not None:
             out.print(f"peersd is already running (pid {st.pid})")
             return
+        from peersd.autostart import installed_supervisor
+
+        supervisor = installed_supervisor(settings())
+        if supervisor is not None:
+            # A service owns the socket: start it there, never a competing daemon.
+            _run_start(supervisor.start)
+            if not _wait(lambda: _status_or_none() is not None, 10):
+                die(f"started the {supervisor.kind} service but peersd does not answer")
+            st = _status_or_none()
+            assert st is not None
+            out.print(f"peersd {st.version} started by {supervisor.kind} (pid {st.pid})")
+            return
         with Client(settings(), kind="cli", autostart=True) as client:
             st = client.request(p.Status)
     out.print(f"peersd {st.version} started (pid {st.pid}); log: {settings().daemon_log_path}")
+
+
+def _run_start(command: str) -> None:
+    import shlex
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            shlex.split(command), capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        die(f"could not run `{command}`: {e}")
+    if done.returncode != 0:
+        die(f"`{command}` failed: {(done.stderr or done.stdout).strip()}")
 
 
 def _stopped(pid: int, start: float | None) -> bool:

@@ -1061,7 +1061,7 @@ def _check_daemon(settings: Settings) -> Check:
             if settings.autostart
             else "autostart is off"
         )
-        return Check("daemon", "fail", f"{e} ({how})", "peers daemon start")
+        return Check("daemon", "fail", f"{e} ({how})", _start_hint(settings))
     except (PeersError, ConfigError, OSError) as e:
         return Check("daemon", "fail", f"peersd did not answer Status: {e}", "peers daemon restart")
     detail = f"peersd {st.version} running, pid {st.pid}, supervised by {st.supervisor}"
@@ -1527,3 +1527,11 @@ def doctor(
     checks.append(_check_binary("codex", codex, codex_found is not None, "Codex")[0])
     checks.append(_check_channels(settings, claude_name, claude_version))
     return checks
+
+
+def _start_hint(settings: Settings) -> str:
+    """How to start the daemon: through its service when one owns the socket."""
+    from peersd.autostart import installed_supervisor
+
+    supervisor = installed_supervisor(settings)
+    return supervisor.start if supervisor is not None else "peers daemon start"

@@ -384,6 +384,13 @@ def test_install_and_uninstall_service_with_a_fake_systemctl(
     assert r.returncode == 3 and "systemctl --user start claude-peers.socket" in r.stderr, r
     assert not d.settings.socket_path.exists()
 
+    # `peers daemon start` goes through the service, never around it.
+    (home / "calls.log").unlink()
+    r = peers_cli(env, "daemon", "start")
+    assert r.returncode == 1 and "does not answer" in r.stderr, r
+    assert calls(home) == ["--user start claude-peers.socket"]
+    assert not d.settings.socket_path.exists()
+
     # Idempotent: nothing rewritten, nothing restarted.
     (home / "calls.log").unlink()
     done = peers_cli(env, "install", "service")
