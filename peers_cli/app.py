@@ -459,24 +459,52 @@ def describe(event: p.Frame) -> str:
 def watch(as_json: JsonOpt = False) -> None:
     """Stream what happens live (peers joining and leaving, mail sent, delivered, or left
     waiting too long)."""
-    with errors(), connect() as client:
-        client.request(p.Subscribe, kinds=["peers", "traffic"])
-        if not as_json:
-            err.print("[dim]watching peersd; Ctrl-C to stop[/]")
+    with errors():
+        client = connect()
+    if not as_json:
+        err.print("[dim]watching peersd; Ctrl-C to stop[/]")
+    try:
+        while True:
+            try:
+                with errors():
+                    client.request(p.Subscribe, kinds=["peers", "traffic"])
+                _stream(client, as_json)
+            except DaemonUnreachable as e:
+                # A live view outlasts daemon restarts: say so, wait, pick up again.
+                client.close()
+                err.print(f"[yellow]peersd went away ({escape(str(e))}); waiting for it…[/]")
+                client = _reconnect()
+                err.print("[green]reconnected[/]")
+    except KeyboardInterrupt:
+        client.close()
+        return
+
+
+def _stream(client: Client, as_json: bool) -> None:
+    while True:
+        event = client.next_event(None)
+        if event is None:
+            continue
+        if as_json:
+            record = msgspec.to_builtins(event)
+            record["type"] = type(event).__name__
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        else:
+            out.print(f"[dim]{datetime.now():%H:%M:%S}[/] {escape(describe(event))}")
+
+
+def _reconnect() -> Client:
+    """Wait (without starting a daemon) until peersd answers again."""
+    delay = 0.2
+    while True:
+        time.sleep(delay)
+        client = Client(settings(), kind="cli", autostart=False)
         try:
-            while True:
-                event = client.next_event(None)
-                if event is None:
-                    continue
-                if as_json:
-                    record = msgspec.to_builtins(event)
-                    record["type"] = type(event).__name__
-                    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    sys.stdout.flush()
-                else:
-                    out.print(f"[dim]{datetime.now():%H:%M:%S}[/] {escape(describe(event))}")
-        except KeyboardInterrupt:
-            return
+            client.connect()
+            return client
+        except DaemonUnreachable:
+            delay = min(delay * 2, 5.0)
 
 
 # --------------------------------------------------------------------------- orphans, kill
