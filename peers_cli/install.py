@@ -35,7 +35,6 @@ differs from what HOME alone gives is pinned in the entry's ``env`` table.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
@@ -58,6 +57,8 @@ from tomlkit.items import InlineTable, Table
 
 from peersd import __version__
 from peersd.config import ConfigError, Settings, load
+
+from .files import atomic_write
 
 SERVER_NAME = "claude-peers"
 """Default name of the MCP server in the clients' configs (as ``peers-mcp`` assumes)."""
@@ -425,21 +426,8 @@ class Writer:
         self.backup(path)
         real = path.resolve() if path.is_symlink() else path
         try:
-            real.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             mode = stat.S_IMODE(real.stat().st_mode) if real.exists() else 0o600
-            tmp = real.with_name(f".{real.name}.tmp-{os.getpid()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp, mode)
-                os.replace(tmp, real)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            atomic_write(real, text, mode)
         except OSError as e:
             raise InstallError(f"cannot write {path}: {e}") from None
 

@@ -54,6 +54,8 @@ from peersd.autostart import (
 )
 from peersd.config import Settings, home
 
+from .files import atomic_write
+
 PEERSD_PLACEHOLDER = "@PEERSD@"
 HOME_PLACEHOLDER = "@HOME@"
 COMMAND_TIMEOUT = 60.0
@@ -447,19 +449,7 @@ def _run(
 
 def _write(path: Path, text: str) -> None:
     try:
-        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, text, 0o644, dir_mode=0o755)
     except OSError as e:
         raise ServiceError(f"cannot write {path}: {e.strerror or e}") from None
 
