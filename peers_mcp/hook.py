@@ -34,7 +34,13 @@ Code wake the idle session with it. One waiter per session (an flock on
 within ``--reconnect-window`` seconds, or after ``--max-wait`` seconds (default one
 hour) so the next Stop re-arms it. Mail too long to show in full is announced once
 per waiter lock ("call check_messages"), so an unread long message cannot wake the
-session over and over.
+session over and over. A waiter that starts before ``peers-mcp`` has registered its
+session (Claude Code connects MCP servers in the background, so a quick first turn can
+end first) waits up to ``REGISTER_WINDOW`` seconds for the registration. In a Claude
+Code session in print mode (``claude -p``) it exits 0 at once: that process ends with
+its turn and has no idle time to wake from; it would wait about 30 s for the waiter
+before exiting and drop what the waiter shows then, so mail arriving after the last
+turn would be marked read unseen. It waits queued for the next session instead.
 
 Speed: this runs after every tool call. The no-mail path imports only ``peersd.wire``
 (a client built on the C modules ``_socket`` and ``_struct``; no asyncio, msgspec or
@@ -73,6 +79,9 @@ REQUEST_TIMEOUT = 3.0
 MAX_WAIT = 3600.0
 CHECK_INTERVAL = 3.0
 RECONNECT_WINDOW = 10.0
+REGISTER_WINDOW = 30.0
+"""Seconds ``--wait`` waits for its session to be registered (Claude Code's MCP startup
+timeout): a first turn may end before ``peers-mcp`` has registered the session."""
 LOG_NAME = "peers-hook.log"
 LOG_LIMIT = 1024 * 1024
 PAUSE_ENV = "CLAUDE_PEERS_TEST_HOOK_PAUSE_BEFORE_ACK"
@@ -369,7 +378,8 @@ def run_hook(opts: Options, log: Log) -> int:
     try:
         conn, peer = attach(opts, log, session_id)
     except Exception as e:
-        log(_describe(e))
+        if not (event == "SessionStart" and getattr(e, "code", "") == "unknown_peer"):
+            log(_describe(e))  # at SessionStart the session's server has not registered yet
         return 0
     with conn:
         try:
@@ -384,7 +394,7 @@ def run_hook(opts: Options, log: Log) -> int:
         try:
             from . import render
 
-            text, shown = render.batch(msgs, opts.server_name)
+            text, shown = render.batch(msgs, opts.server_name, client=_client(peer))
             if not text:
                 release_quietly(conn, msgs)
                 return 0
@@ -402,6 +412,11 @@ def run_hook(opts: Options, log: Log) -> int:
     return 0
 
 
+def _client(peer: object) -> str | None:
+    client = peer.get("client") if isinstance(peer, dict) else None
+    return client if isinstance(client, str) else None
+
+
 def _describe(e: BaseException) -> str:
     if isinstance(e, wire.WireError):
         return f"{e.code}: {e.message}"
@@ -409,6 +424,18 @@ def _describe(e: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- --wait
+
+
+PRINT_FLAGS = ("-p", "--print")
+
+
+def print_mode(agent_pid: object) -> bool:
+    """Whether the agent is Claude Code in print mode (``claude -p`` / ``--print``)."""
+    from peersd import identity
+
+    if not isinstance(agent_pid, int):
+        return False
+    return any(arg in PRINT_FLAGS for arg in identity.process_cmdline(agent_pid)[1:])
 
 
 class Waiter:
@@ -429,11 +456,16 @@ class Waiter:
 
         opts = self.opts
         try:
-            self.conn, self.peer = attach(opts, self.log, self.session_id)
+            self.conn, self.peer = self.first_attach()
         except Exception as e:
             self.log(_describe(e))
             return 0
         try:
+            if self.peer.get("client") == "claude-code" and print_mode(self.peer.get("agent_pid")):
+                # ``claude -p`` ends with its turn: there is no idle session to wake, and it
+                # waits (about 30 s) for this hook before exiting. Mail shown after its last
+                # turn would be acknowledged but never read; it stays queued instead.
+                return 0
             if not self.lock():
                 return 0  # another waiter serves this session
             self.conn.call({"t": "subscribe", "kinds": ["mail"]})
@@ -476,6 +508,21 @@ class Waiter:
         finally:
             if self.conn is not None:
                 self.conn.close()
+
+    def first_attach(self) -> tuple[wire.Wire, dict[str, object]]:
+        """Attach, waiting up to ``REGISTER_WINDOW`` for the session to register.
+
+        Claude Code connects MCP servers in the background: a session's first turn can
+        end, and this hook start, before ``peers-mcp`` has registered the session.
+        """
+        deadline = time.monotonic() + REGISTER_WINDOW
+        while True:
+            try:
+                return attach(self.opts, self.log, self.session_id)
+            except wire.WireError as e:
+                if e.code != "unknown_peer" or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.25)
 
     def session_over(self) -> None:
         """The agent is gone, so no waiter will come for this peer again: drop the lock file."""
@@ -523,7 +570,7 @@ class Waiter:
         try:
             from . import render
 
-            text, shown = render.batch(msgs, self.opts.server_name)
+            text, shown = render.batch(msgs, self.opts.server_name, client=_client(self.peer))
             shown_ids = {m["id"] for m in shown}
             left_out = [str(m["id"]) for m in msgs if m["id"] not in shown_ids]
             fresh = [i for i in left_out if i not in self.announced]

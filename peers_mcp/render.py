@@ -23,12 +23,23 @@ TOOL_BUDGET = 60000
 """Characters of mail per tool result, well inside the clients' limits on tool output
 (Claude Code truncates MCP results past about 25,000 tokens)."""
 
-_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9, 10)} | {127: "\\x7f"}
+_CONTROL = (
+    {c: f"\\x{c:02x}" for c in range(32) if c not in (9, 10)}
+    | {c: f"\\x{c:02x}" for c in range(127, 160)}
+    | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+)
+"""C0 and C1 control characters but tab and newline, and the Unicode line and paragraph
+separators (some readers take them for line breaks)."""
 
 
 def clean(text: str) -> str:
     """Control characters made visible, so text cannot fake terminal or prompt structure."""
     return text.translate(_CONTROL)
+
+
+def inline(text: str) -> str:
+    """``clean`` for text inside one line (a header, a listing): newlines shown as ``\\n``."""
+    return clean(text).replace("\n", "\\n")
 
 
 def _field(msg: Any, name: str) -> Any:
@@ -39,11 +50,23 @@ def stamp(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
-def reply_hint(msg: Any, server: str = SERVER_NAME) -> str:
-    name = clean(_field(msg, "sender_name"))
+def tool(name: str, server: str = SERVER_NAME, client: str | None = None) -> str:
+    """The name a model calls one of our tools by, in its client.
+
+    Claude Code: ``mcp__<server>__<tool>``; Codex puts the tools in a namespace whose
+    name has ``-`` turned into ``_`` (seen: ``mcp__claude_peers`` + ``send_message``).
+    """
+    if client == "codex":
+        server = "".join(c if c.isalnum() or c == "_" else "_" for c in server)
+    return f"mcp__{server}__{name}"
+
+
+def reply_hint(msg: Any, server: str = SERVER_NAME, client: str | None = None) -> str:
+    name = inline(_field(msg, "sender_name"))
     return (
-        f'To reply, call the tool mcp__{server}__send_message with to="{name}" '
-        f'and reply_to="{_field(msg, "id")}" (not any built-in messaging tool).'
+        f"To reply, call the tool {tool('send_message', server, client)} "
+        f'with to="{name}" and reply_to="{_field(msg, "id")}" (the send_message tool of '
+        f"the {server} server, not any built-in messaging tool)."
     )
 
 
@@ -51,9 +74,9 @@ def header(msg: Any) -> str:
     client = _field(msg, "sender_client") or "unknown client"
     where = _field(msg, "sender_cwd") or "?"
     branch = _field(msg, "sender_branch")
-    place = f"{clean(where)}" + (f" on branch {clean(branch)}" if branch else "")
+    place = f"{inline(where)}" + (f" on branch {inline(branch)}" if branch else "")
     line = (
-        f'Message {_field(msg, "id")} from peer "{clean(_field(msg, "sender_name"))}" '
+        f'Message {_field(msg, "id")} from peer "{inline(_field(msg, "sender_name"))}" '
         f"({client}, {place}), sent {stamp(_field(msg, 'created'))}"
     )
     reply_to = _field(msg, "reply_to")
@@ -66,10 +89,13 @@ def quote(text: str) -> str:
     return "\n".join("> " + line for line in clean(text).split("\n"))
 
 
-def message(msg: Any, server: str = SERVER_NAME, unread: bool = True) -> str:
+def message(
+    msg: Any, server: str = SERVER_NAME, unread: bool = True, client: str | None = None
+) -> str:
     """One message, complete."""
     mark = "" if unread else "(already read) "
-    return f"{mark}{header(msg)}:\n{quote(_field(msg, 'text'))}\n{reply_hint(msg, server)}"
+    hint = reply_hint(msg, server, client)
+    return f"{mark}{header(msg)}:\n{quote(_field(msg, 'text'))}\n{hint}"
 
 
 INTRO = (
@@ -80,7 +106,10 @@ INTRO = (
 
 
 def batch(
-    msgs: Sequence[Any], server: str = SERVER_NAME, budget: int = HOOK_BUDGET
+    msgs: Sequence[Any],
+    server: str = SERVER_NAME,
+    budget: int = HOOK_BUDGET,
+    client: str | None = None,
 ) -> tuple[str, list[Any]]:
     """Render as many messages as fit in ``budget`` characters, oldest first.
 
@@ -92,7 +121,7 @@ def batch(
     used = len(INTRO)
     left_out: list[Any] = []
     for msg in msgs:
-        part = message(msg, server)
+        part = message(msg, server, client=client)
         if used + len(part) + 2 > budget:
             left_out.append(msg)
             continue
@@ -100,10 +129,10 @@ def batch(
         shown.append(msg)
         used += len(part) + 2
     if left_out:
-        names = sorted({clean(_field(m, "sender_name")) for m in left_out})
+        names = sorted({inline(_field(m, "sender_name")) for m in left_out})
         parts.append(
             f"{len(left_out)} more message(s) from {', '.join(names)} are waiting but too long "
-            f"to show here; call the tool mcp__{server}__check_messages to read them."
+            f"to show here; call the tool {tool('check_messages', server, client)} to read them."
         )
     if not shown and not left_out:
         return "", []

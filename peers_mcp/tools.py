@@ -113,7 +113,7 @@ class KillPeerArgs(Args):
 
 
 def description(server: str) -> dict[str, str]:
-    send = f"mcp__{server}__send_message"
+    send = f"this server's send_message tool ({server})"
     return {
         "list_peers": (
             "List the other AI agent sessions (Claude Code, Codex, CLI) you can message. "
