@@ -136,14 +136,23 @@ def _supervised_error(settings: Settings, sup: Supervisor) -> DaemonUnreachable:
 
 
 def connect_unix(path: str, timeout: float) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            # EAGAIN: the daemon's accept queue is full (a burst of clients, or a daemon
+            # busy for a moment). A blocking connect would wait; with a timeout, retry.
+            sock.close()
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+        except BaseException:
+            sock.close()
+            raise
 
 
 @contextlib.contextmanager

@@ -181,7 +181,7 @@ class Client:
         body = self._pending.popleft()
         try:
             return p.server_decoder.decode(body)
-        except msgspec.MsgspecError as e:
+        except (msgspec.MsgspecError, UnicodeDecodeError) as e:  # msgspec: bad UTF-8
             raise PeersError(Code.BAD_FRAME, f"undecodable frame from peersd: {e}") from None
 
     def _set_recv_timeout(self, seconds: float) -> None:
@@ -367,6 +367,7 @@ class AsyncClient:
                 asyncio.IncompleteReadError,
                 p.FrameTooLarge,
                 msgspec.MsgspecError,
+                UnicodeDecodeError,  # msgspec's error for a string that is not UTF-8
             ) as e:
                 log.info("lost connection to peersd: %s", e)
             self._drop("lost the connection to peersd")
@@ -416,7 +417,15 @@ class AsyncClient:
                 if self.on_reconnect is not None:
                     await self.on_reconnect()
                 return
-            except (TimeoutError, OSError, PeersError, asyncio.IncompleteReadError) as e:
+            except (
+                TimeoutError,
+                OSError,
+                PeersError,
+                asyncio.IncompleteReadError,
+                p.FrameTooLarge,
+                msgspec.MsgspecError,
+                UnicodeDecodeError,
+            ) as e:
                 log.info("reconnect failed: %s", e)
                 self._drop("reconnect failed")
                 delay = min(delay * 2, 2.0)

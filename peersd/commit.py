@@ -30,6 +30,8 @@ def _failure(e: Exception) -> PeersError:
     if isinstance(e, apsw.Error):
         log.error("storage error in a request: %s", e)
         return PeersError(Code.STORAGE, f"storage error: {e}")
+    if isinstance(e, OverflowError):  # an integer field beyond SQLite's signed 64 bits
+        return PeersError(Code.BAD_REQUEST, f"a number in the request is out of range: {e}")
     log.error("internal error in a request", exc_info=e)  # a bug: answer it, keep serving
     return PeersError(Code.INTERNAL, f"internal error: {e!r}")
 

@@ -43,6 +43,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     sweep_interval: float = 5.0
     remote_timeout: float = 60.0
     write_buffer_limit: int = 8 * 1024 * 1024
+    hello_timeout: float = 10.0
+    """Daemon: seconds a new connection has to send its hello (0: no limit)."""
     autostart: bool = True
     connect_timeout: float = 5.0
     host_label: str = ""
@@ -228,6 +230,8 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
         raise ConfigError("escalate_after must be 0 (off) or a number of seconds")
     if s.rate_per_second < 0:
         raise ConfigError("rate_per_second must be 0 (no limit) or positive")
+    if s.hello_timeout < 0:
+        raise ConfigError("hello_timeout must be 0 (no limit) or a number of seconds")
     if len(s.socket.encode()) > 107:
         raise ConfigError(
             f"socket path {s.socket} is {len(s.socket.encode())} bytes; Unix sockets allow 107"

@@ -129,11 +129,14 @@ def same_start(a: float, b: float) -> bool:
     return abs(a - b) < 0.05
 
 
-def is_alive(pid: int, start: float) -> bool:
+def is_alive(pid: int, start: float, unknown: bool = False) -> bool:
     """True while ``pid`` exists and is still the process that started at ``start``.
 
     A process we may not inspect counts as alive (it exists); a pid now held by a
-    process with a different start time means the original is gone.
+    process with a different start time means the original is gone. ``unknown`` is the
+    answer when /proc cannot be read at all (out of file descriptors): False where a
+    wrong "alive" would be unsafe (before a signal), True where a wrong "dead" would
+    be (the sweep would mark a live session gone).
     """
     if pid <= 0:
         return False
@@ -145,7 +148,7 @@ def is_alive(pid: int, start: float) -> bool:
         except PermissionError:
             return True
         except OSError:
-            return False
+            return unknown
         if fields[0] == b"Z":
             return False
         global _clock_ticks

@@ -31,6 +31,8 @@ from .store import Store, StoreError
 
 log = logging.getLogger("peersd")
 
+BACKLOG = 512
+"""Connections the kernel queues while the daemon is busy; more get EAGAIN at once."""
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_ALREADY_RUNNING = 3
@@ -162,7 +164,7 @@ def bind_socket(path: Path) -> socket.socket:
     finally:
         os.umask(old)
     os.chmod(path, 0o600)
-    sock.listen(512)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -281,7 +283,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
         )
         # TCP first: once the local socket answers, everything is up.
         tcp_server = await _tcp_listener(settings, daemon, loop)
-        server = await loop.create_unix_server(lambda: Connection(daemon), sock=sock)
+        # asyncio listens again, with a backlog of 100 unless told otherwise.
+        server = await loop.create_unix_server(
+            lambda: Connection(daemon), sock=sock, backlog=BACKLOG
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.stop_requested.set)
         log.info(

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hmac
 import logging
+import math
 import os
 import signal
 import socket
@@ -128,6 +129,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.failing = False
         self.helper = False
+        self.hello_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -143,9 +145,22 @@ class Connection(asyncio.Protocol):
             self.fail(Code.SHUTTING_DOWN, "peersd is shutting down")
             return
         self.daemon.connections.add(self)
+        timeout = self.daemon.settings.hello_timeout
+        if timeout > 0:
+            self.hello_timer = asyncio.get_running_loop().call_later(timeout, self.hello_overdue)
+
+    def hello_overdue(self) -> None:
+        """A connection that never says hello only holds a file descriptor: end it."""
+        self.hello_timer = None
+        if not self.greeted and not self.closed and not self.failing:
+            timeout = self.daemon.settings.hello_timeout
+            self.fail(Code.HELLO_REQUIRED, f"no hello within {timeout:g}s")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.hello_timer is not None:
+            self.hello_timer.cancel()
+            self.hello_timer = None
         self.daemon.forget(self)
 
     def data_received(self, data: bytes) -> None:
@@ -170,7 +185,8 @@ class Connection(asyncio.Protocol):
             req_id = _request_id(body)
             self.send(p.Error(code=Code.BAD_REQUEST, message=f"invalid request: {e}", id=req_id))
             return
-        except msgspec.DecodeError as e:
+        except (msgspec.DecodeError, UnicodeDecodeError) as e:
+            # msgspec reports a string that is not UTF-8 as a UnicodeDecodeError.
             self.fail_after_pending(Code.BAD_FRAME, f"frame is not valid msgpack: {e}")
             return
         if not self.greeted:
@@ -201,6 +217,9 @@ class Connection(asyncio.Protocol):
                 self.fail(Code.FORBIDDEN, f"{what} token: set CLAUDE_PEERS_TOKEN to the hub's")
                 return
         self.greeted = True
+        if self.hello_timer is not None:
+            self.hello_timer.cancel()
+            self.hello_timer = None
         self.client_kind = frame.client_kind
         d = self.daemon
         self.send(
@@ -278,7 +297,7 @@ def _nothing() -> None:
 def _request_id(body: bytes) -> int | None:
     try:
         raw = msgspec.msgpack.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
     if isinstance(raw, dict):
         value = raw.get("id")
@@ -511,6 +530,8 @@ class Daemon:
     def h_register(self, conn: Connection, r: p.Register) -> Callable[[], Outcome]:
         if r.agent_pid < 0:
             raise PeersError(Code.BAD_REQUEST, "agent_pid must not be negative")
+        if not math.isfinite(r.agent_start):  # SQLite would store NaN as NULL
+            raise PeersError(Code.BAD_REQUEST, "agent_start must be a finite number")
         if r.summary is not None and len(r.summary) > 1000:
             raise PeersError(Code.TOO_LARGE, "summary is longer than 1000 characters")
         if conn.remote:
@@ -1248,5 +1269,7 @@ def _duration(seconds: float) -> str:
 
 def _dead_agents(agents: dict[int, tuple[str, float]]) -> list[str]:
     return [
-        peer_id for pid, (peer_id, start) in agents.items() if not identity.is_alive(pid, start)
+        peer_id
+        for pid, (peer_id, start) in agents.items()
+        if not identity.is_alive(pid, start, unknown=True)
     ]

@@ -133,6 +133,8 @@ def unpackb(data: bytes) -> object:
         raise CodecError("truncated msgpack data") from None
     except (UnicodeDecodeError, TypeError) as e:
         raise CodecError(f"invalid msgpack data: {e}") from None
+    except RecursionError:
+        raise CodecError("msgpack data nested too deeply") from None
     if pos != len(data):
         raise CodecError(f"{len(data) - pos} trailing bytes after the msgpack value")
     return obj
