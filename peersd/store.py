@@ -888,9 +888,29 @@ class Store:
         )
         return self.messages_by_seqs(seqs)
 
+    def _past_ttl(self, now: float) -> list[int]:
+        """Undelivered mail past its TTL, read oldest first and only up to the first live one.
+
+        Expiry times rise with the sequence for a recipient (one TTL setting), so a long
+        queue costs one row per sweep, not a scan. After a TTL change a message may be
+        reported expired late; it can no longer be claimed either way (claim checks it).
+        """
+        found: list[int] = []
+        for peer_id in self._with_mail():
+            for state in ("queued", "leased"):  # one index range each: no sort, early stop
+                for seq, expires_at in self.conn.execute(
+                    "SELECT seq, expires_at FROM messages WHERE recipient = ? AND state = ? "
+                    "ORDER BY seq",
+                    (peer_id, state),
+                ):
+                    if expires_at >= now:
+                        break
+                    found.append(seq)
+        return sorted(found)
+
     def expire_messages(self, now: float) -> list[Message]:
         """Mark undelivered mail past its TTL expired; the messages expired."""
-        seqs = self._overdue("'queued', 'leased'", "expires_at", now)
+        seqs = self._past_ttl(now)
         if not seqs:
             return []
         marks = ",".join("?" * len(seqs))
