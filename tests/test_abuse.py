@@ -24,6 +24,7 @@ from peersd.client import Client, session_registration
 from peersd.errors import Code, PeersError
 
 from .conftest import register
+from .test_malformed import read_frame
 
 KiB = 1024
 
@@ -55,23 +56,6 @@ def raw_connect(path: Path, hello: bool) -> socket.socket:
     if hello:
         s.sendall(p.encode(p.Hello(protocol=1, client_version="abuse")))
     return s
-
-
-def read_frame(s: socket.socket) -> p.Frame | None:
-    header = b""
-    while len(header) < 4:
-        chunk = s.recv(4 - len(header))
-        if not chunk:
-            return None
-        header += chunk
-    (size,) = struct.unpack(">I", header)
-    body = b""
-    while len(body) < size:
-        chunk = s.recv(size - len(body))
-        if not chunk:
-            return None
-        body += chunk
-    return p.server_decoder.decode(body)
 
 
 def read_until_closed(s: socket.socket, timeout: float = 5.0) -> bool:
