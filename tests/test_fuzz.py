@@ -100,14 +100,21 @@ TEXT = st.one_of(
     st.sampled_from(["", " ", "\x00", "\u202e", "a" * 33, "p-00000000", "@", "x@", "@y"]),
 )
 # Filled in with live values (real peer names, ids, message ids) by the fixture.
-LIVE: dict[str, list[str]] = {"names": [], "message_ids": []}
+LIVE: dict[str, list[str]] = {"names": [], "message_ids": [], "others": []}
+"""names: ours (fuzzer, bystander); others: peers the fuzzed registers made."""
 
 
 def _live(key: str) -> st.SearchStrategy[str]:
-    return st.deferred(lambda: st.sampled_from(LIVE[key]) if LIVE[key] else st.just("nobody"))
+    """One of the live values at the moment of the draw (they change as the run goes)."""
+
+    def pick(i: int) -> str:
+        values = LIVE[key]
+        return values[i % len(values)] if values else "nobody"
+
+    return st.builds(pick, st.integers(0, 1000))
 
 
-NAMEISH = st.one_of(_live("names"), _live("names"), TEXT)
+NAMEISH = st.one_of(_live("names"), _live("names"), _live("others"), TEXT)
 MESSAGE_ID = st.one_of(
     _live("message_ids"),
     st.from_regex(r"\Am-[0-9a-f]{6}-[0-9]{1,18}\Z"),
@@ -120,7 +127,9 @@ FIELD_HINTS: dict[str, st.SearchStrategy[typing.Any]] = {
     "from_peer": NAMEISH,
     "name": NAMEISH,
     "reply_to": MESSAGE_ID,
-    "message_ids": st.lists(MESSAGE_ID, max_size=6),
+    "message_ids": st.one_of(
+        st.lists(_live("message_ids"), min_size=1, max_size=3), st.lists(MESSAGE_ID, max_size=6)
+    ),
     "text": st.one_of(TEXT, st.builds(str.__mul__, st.characters(), st.integers(30000, 33000))),
     "summary": st.one_of(TEXT, st.builds(str.__mul__, st.characters(), st.integers(990, 1010))),
 }
@@ -334,6 +343,12 @@ class FuzzRig:
         peer = reply.peer
         LIVE["names"] = sorted({peer.name, peer.id, BYSTANDER, self.bystander_id})
         self.count += 1
+        if self.count % 10 == 1:
+            everyone = self.bystander.request(
+                p.ListPeers, scope="all", include_gone=True, include_self=True
+            ).peers
+            ours = {peer.id, self.bystander_id}
+            LIVE["others"] = [v for x in everyone if x.id not in ours for v in (x.name, x.id)]
         if self.count % 5 == 1:  # keep some real mail around for claim, ack, release
             try:
                 mid = self.bystander.request(p.Send, to=peer.id, text=f"mail {self.count}")
