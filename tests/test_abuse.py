@@ -101,7 +101,10 @@ class Pinger:
         self.thread.join(10)
         self.client.close()
 
-    def check(self, p50_ms: float = 20, max_ms: float = 500) -> tuple[float, float]:
+    def check(self, p50_ms: float = 100, max_ms: float = 3000) -> tuple[float, float]:
+        """Guards against a stall (a daemon blocked on one client answers nobody for
+        seconds), not a speed target: these machines are shared and noisy, and the
+        figures live in bench/."""
         assert not self.errors, self.errors[:5]
         assert len(self.latencies) > 10, "the pinger barely ran"
         p50 = statistics.median(self.latencies) * 1000
@@ -144,7 +147,7 @@ def test_client_that_never_reads_is_disconnected_and_stalls_nobody(make_daemon, 
             flood.request(p.Send, to="lazy", text=text)
             sent += 1
         p50, worst = pinger.check()
-        assert statistics.median(send_latencies) < 0.02
+        assert statistics.median(send_latencies) < 0.1, "sends stalled behind the lazy reader"
         wait_for(lambda: flood.request(p.Status).connections == before - 1, what="disconnect")
         status = flood.request(p.Status)
     assert read_until_closed(lazy), "the daemon kept the connection of a client that never reads"

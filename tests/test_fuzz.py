@@ -441,7 +441,8 @@ def test_every_request_type_gets_an_answer(rig, cls):
     while rig.connections() != baseline:
         assert time.monotonic() < deadline, f"connections {rig.connections()} != {baseline}"
         time.sleep(0.02)
-    assert sorted(rig.latencies)[len(rig.latencies) // 2] < 0.05
+    # A stall guard (the daemon busy with one bad client answers nobody), not a speed target.
+    assert sorted(rig.latencies)[len(rig.latencies) // 2] < 0.25
 
 
 @pytest.mark.parametrize(

@@ -523,7 +523,7 @@ def test_wait_wakes_with_mail_on_stderr_and_acks_via_wake(peers):
         started = time.monotonic()
         mid = peers.send("wake up, please")
         rc, out, err = finish(proc)
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 10  # woken by the mail, not by --max-wait
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -549,7 +549,7 @@ def test_one_waiter_per_session(peers):
         started = time.monotonic()
         second = run_hook(peers.daemon, claude_input("Stop"), "--wait")
         assert (second.returncode, second.stdout, second.stderr) == (0, b"", b"")
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 10  # the second waiter gives up at once
         assert first.poll() is None
         mid = peers.send("only one wakes")
         rc, out, err = finish(first)

@@ -486,7 +486,7 @@ def test_autostart_leaves_a_supervised_socket_alone(home: Path, monkeypatch) -> 
     started = time.monotonic()
     with pytest.raises(DaemonUnreachable) as e:
         Client(settings, autostart=True).connect()
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 4  # refused at once, not after the 5 s start timeout
     assert "systemctl --user start claude-peers.socket" in str(e.value)
     assert str(units / "claude-peers.socket") in str(e.value)
     assert not settings.socket_path.exists(), "a daemon was started anyway"
