@@ -25,8 +25,9 @@ from pathlib import Path
 from . import __version__
 from .autostart import LAUNCHD_LABEL
 from .config import ConfigError, Settings, ensure_private_dir
+from .connection import Connection
 from .endpoint import host_port, is_loopback
-from .server import Connection, Daemon
+from .server import Daemon
 from .store import Store, StoreError
 
 log = logging.getLogger("peersd")
@@ -300,7 +301,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
         if ready is not None:
             ready.set()
         async with asyncio.TaskGroup() as tg:
-            sweeper = tg.create_task(daemon.sweep_forever())
+            sweeper = tg.create_task(daemon.housekeeper.run())
             await daemon.stop_requested.wait()
             log.info("stopping: finishing writes in flight")
             daemon.stopping = True

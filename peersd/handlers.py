@@ -1,0 +1,480 @@
+"""What each request does: one function per request type, and the table that maps them.
+
+A handler checks what it can without the store (raising ``PeersError``) and returns the
+operation to run in the next group-commit batch. The operation returns an ``Outcome``:
+the answer, and the effects (events) to publish only once the batch is committed, so
+nobody hears of a change that was rolled back. Work that has to wait (the sweep, a
+kill's grace period) returns a coroutine instead, which the daemon runs as its own task.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import __version__, identity, kill
+from . import protocol as p
+from .errors import Code, PeersError
+from .store import MESSAGE_ID_RE
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .server import Daemon
+
+log = logging.getLogger("peersd")
+
+Effect = Callable[[], None]
+
+
+@dataclass
+class Outcome:
+    """What an operation answers, and what to publish once it is committed."""
+
+    response: p.Frame
+    effects: list[Effect] = field(default_factory=list)
+
+
+Op = Callable[[], Outcome]
+Handler = Callable[["Daemon", "Connection", Any], Op | Coroutine[Any, Any, None]]
+
+SINGLE_STATEMENT = frozenset(
+    {
+        p.Send,
+        p.Claim,
+        p.Ack,
+        p.Release,
+        p.Heartbeat,
+        p.Attach,
+        p.Whoami,
+        p.ListPeers,
+        p.Status,
+        p.History,
+        p.MessageStatus,
+        p.Subscribe,
+        p.Audit,
+    }
+)
+"""Requests whose operation writes at most one SQL statement: no savepoint needed."""
+
+
+def _me(conn: Connection) -> str:
+    if conn.peer_id is None:
+        raise PeersError(
+            Code.NOT_REGISTERED, "this connection is not registered as a peer (register first)"
+        )
+    return conn.peer_id
+
+
+# Each handler validates what it can without the store and returns the operation
+# to run inside the next batch.
+
+
+def _local_only(conn: Connection, what: str) -> None:
+    if conn.remote:
+        raise PeersError(Code.FORBIDDEN, f"{what} is only for the daemon's own machine")
+
+
+def register(d: Daemon, conn: Connection, r: p.Register) -> Op:
+    if r.agent_pid < 0:
+        raise PeersError(Code.BAD_REQUEST, "agent_pid must not be negative")
+    if not math.isfinite(r.agent_start):  # SQLite would store NaN as NULL
+        raise PeersError(Code.BAD_REQUEST, "agent_start must be a finite number")
+    if r.summary is not None and len(r.summary) > 1000:
+        raise PeersError(Code.TOO_LARGE, "summary is longer than 1000 characters")
+    if conn.remote:
+        if not r.machine_id:
+            raise PeersError(Code.BAD_REQUEST, "a client on another machine must send its id")
+    else:
+        r.machine_id = d.machine_id  # a local connection is on this machine
+    if not r.host:
+        r.host = d.host
+    if not r.cwd:
+        raise PeersError(Code.BAD_REQUEST, "cwd is required")
+
+    def op() -> Outcome:
+        now = time.time()
+        reg = d.store.register(r, now)
+        peer = reg.peer
+        # In-memory state changes only once the batch is committed (an effect).
+        effects: list[Effect] = [lambda: d.bind(conn, peer.id, helper=True)]
+        peer.connected = True
+        peer.receive = r.receive
+        if reg.joined:
+            effects.append(lambda: d.publish("peers", p.PeerJoined(peer=peer)))
+            log.info(
+                "peer %s (%s) joined: %s pid %s",
+                peer.name,
+                peer.id,
+                peer.client,
+                peer.agent_pid,
+            )
+        elif reg.renamed_from is not None:
+            effects.append(d.renamed_effect(peer.id, reg.renamed_from, peer.name))
+        effects += d.requeued_effects(reg.inherited)
+        return Outcome(p.PeerResult(id=r.id, peer=peer, inherited=len(reg.inherited)), effects)
+
+    return op
+
+
+def attach(d: Daemon, conn: Connection, r: p.Attach) -> Op:
+    # Process ancestry means something only on this machine.
+    pid = None if conn.remote else (r.pid if r.pid is not None else conn.pid)
+
+    def op() -> Outcome:
+        peer = None
+        if r.session_id:
+            machine = None if conn.remote else d.machine_id
+            peer = d.store.peer_by_session(machine, r.session_id)
+            if peer is not None and peer.state != "active":
+                peer = None
+        if peer is None and pid:
+            peer = _peer_of_process(d, pid)
+        if peer is None:
+            how = f"session {r.session_id!r}" if r.session_id else f"process {pid}"
+            raise PeersError(Code.UNKNOWN_PEER, f"no registered agent session for {how}")
+        d.store.touch(peer.id, time.time())
+        found = peer
+        found.connected = True
+        return Outcome(p.PeerResult(id=r.id, peer=found), [lambda: d.bind(conn, found.id)])
+
+    return op
+
+
+def _peer_of_process(d: Daemon, pid: int) -> p.Peer | None:
+    """The active peer whose agent is ``pid`` or one of its ancestors."""
+    agents = d.store.active_agents(d.machine_id)
+    for candidate in (pid, *identity.ancestors(pid)):
+        entry = agents.get(candidate)
+        if entry is not None:
+            start = identity.process_start(candidate)
+            if start is not None and identity.same_start(start, entry[1]):
+                return d.store.peer(entry[0])
+    return None
+
+
+def heartbeat(d: Daemon, conn: Connection, r: p.Heartbeat) -> Op:
+    me = _me(conn)
+
+    def op() -> Outcome:
+        d.store.touch(me, time.time())
+        return Outcome(p.Ok(id=r.id))
+
+    return op
+
+
+def unregister(d: Daemon, conn: Connection, r: p.Unregister) -> Op:
+    me = _me(conn)
+
+    def op() -> Outcome:
+        peer = d.store.mark_gone(me, "unregistered", time.time())
+        effects: list[Effect] = []
+        if peer is not None:
+            effects.append(d.left_effect(peer.id, peer.name, "unregistered"))
+        effects.append(lambda: d.unbind_peer(me))
+        return Outcome(p.Ok(id=r.id), effects)
+
+    return op
+
+
+def set_summary(d: Daemon, conn: Connection, r: p.SetSummary) -> Op:
+    me = _me(conn)
+
+    def op() -> Outcome:
+        peer = d.store.set_summary(me, r.summary)
+        return Outcome(p.PeerResult(id=r.id, peer=peer))
+
+    return op
+
+
+def set_name(d: Daemon, conn: Connection, r: p.SetName) -> Op:
+    me = _me(conn)
+
+    def op() -> Outcome:
+        peer, old, inherited = d.store.set_name(me, r.name)
+        effects: list[Effect] = []
+        if old != peer.name:
+            effects.append(d.renamed_effect(peer.id, old, peer.name))
+        effects += d.requeued_effects(inherited)
+        return Outcome(
+            p.PeerResult(id=r.id, peer=peer, inherited=len(inherited)),
+            effects,
+        )
+
+    return op
+
+
+def whoami(d: Daemon, conn: Connection, r: p.Whoami) -> Op:
+    me = _me(conn)
+
+    def op() -> Outcome:
+        peer = d.store.require_peer(me)
+        return Outcome(p.PeerResult(id=r.id, peer=peer))
+
+    return op
+
+
+def list_peers(d: Daemon, conn: Connection, r: p.ListPeers) -> Op:
+    def op() -> Outcome:
+        caller = d.store.peer(conn.peer_id) if conn.peer_id else None
+        peers = d.store.list_peers(caller, r.scope, r.include_gone, r.include_self, d.machine_id)
+        return Outcome(p.PeerList(id=r.id, peers=peers))
+
+    return op
+
+
+def _check_text(d: Daemon, text: str) -> None:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > d.settings.max_text:
+        raise PeersError(
+            Code.TOO_LARGE,
+            f"message is {size} bytes; the limit is {d.settings.max_text} bytes",
+        )
+    if not text.strip():
+        raise PeersError(Code.BAD_REQUEST, "message text is empty")
+
+
+def send(d: Daemon, conn: Connection, r: p.Send) -> Op:
+    me = _me(conn)
+    _check_text(d, r.text)
+    if r.reply_to is not None and not MESSAGE_ID_RE.match(r.reply_to):
+        raise PeersError(Code.BAD_REQUEST, f"reply_to {r.reply_to!r} is not a message id")
+    s = d.settings
+
+    def op() -> Outcome:
+        now = time.time()
+        sender = d.store.require_peer(me)
+        recipient = d.store.resolve(r.to, d.machine_id)
+        if recipient.id == sender.id:
+            raise PeersError(Code.BAD_REQUEST, "you cannot send a message to yourself")
+        if recipient.pending >= s.queue_limit:
+            raise d.store.queue_full(recipient, s.queue_limit)
+        d.rate_limits.take(me)
+        msg = d.store.send(sender, recipient, r.text, r.reply_to, now, s.message_ttl, s.queue_limit)
+        return Outcome(
+            p.Sent(id=r.id, message_id=msg.id, to=recipient.id, to_name=recipient.name),
+            d.mail_effects(msg),
+        )
+
+    return op
+
+
+def broadcast(d: Daemon, conn: Connection, r: p.Broadcast) -> Op:
+    me = _me(conn)
+    _check_text(d, r.text)
+    s = d.settings
+
+    def op() -> Outcome:
+        now = time.time()
+        sender = d.store.require_peer(me)
+        targets = d.store.list_peers(sender, r.scope)
+        full = [peer for peer in targets if peer.pending >= s.queue_limit]
+        targets = [peer for peer in targets if peer.pending < s.queue_limit]
+        if targets:
+            d.rate_limits.take(me, len(targets))
+        sent: list[p.SentItem] = []
+        effects: list[Effect] = []
+        for peer in targets:
+            msg = d.store.send(sender, peer, r.text, None, now, s.message_ttl, s.queue_limit)
+            sent.append(p.SentItem(message_id=msg.id, to=peer.id, to_name=peer.name))
+            effects += d.mail_effects(msg)
+        skipped = [f"{peer.name}: queue full ({s.queue_limit} unread)" for peer in full]
+        return Outcome(p.BroadcastSent(id=r.id, sent=sent, skipped=skipped), effects)
+
+    return op
+
+
+def message_status(d: Daemon, conn: Connection, r: p.MessageStatus) -> Op:
+    if len(r.message_ids) > 1000:
+        raise PeersError(Code.BAD_REQUEST, "at most 1000 message ids per request")
+
+    def op() -> Outcome:
+        return Outcome(p.Statuses(id=r.id, items=d.store.statuses(r.message_ids)))
+
+    return op
+
+
+def claim(d: Daemon, conn: Connection, r: p.Claim) -> Op:
+    me = _me(conn)
+    if not 1 <= r.limit <= 1000:
+        raise PeersError(Code.BAD_REQUEST, "limit must be between 1 and 1000")
+    lease = r.lease_seconds if r.lease_seconds is not None else d.settings.lease_seconds
+    if not 0 < lease <= 3600:
+        raise PeersError(Code.BAD_REQUEST, "lease_seconds must be in (0, 3600]")
+
+    def op() -> Outcome:
+        now = time.time()
+        from_peer = None
+        if r.from_peer:
+            from_peer = d.store.resolve(r.from_peer, d.machine_id).id
+        msgs = d.store.claim(me, r.limit, lease, now, from_peer, r.reply_to, budget=d.frame_budget)
+        return Outcome(p.Claimed(id=r.id, lease_until=now + lease, messages=msgs))
+
+    return op
+
+
+def ack(d: Daemon, conn: Connection, r: p.Ack) -> Op:
+    me = _me(conn)
+    if not r.message_ids:
+        raise PeersError(Code.BAD_REQUEST, "no message ids to acknowledge")
+    if len(r.message_ids) > 1000:
+        raise PeersError(Code.BAD_REQUEST, "at most 1000 message ids per request")
+
+    def op() -> Outcome:
+        now = time.time()
+        fresh, already = d.store.ack(me, r.message_ids, r.via, now)
+        msgs = d.store.messages_by_ids(fresh)
+        return Outcome(
+            p.Acked(id=r.id, acked=fresh, already=already),
+            d.receipt_effects(msgs, "delivered", now, r.via),
+        )
+
+    return op
+
+
+def release(d: Daemon, conn: Connection, r: p.Release) -> Op:
+    me = _me(conn)
+
+    def op() -> Outcome:
+        released = d.store.release(me, r.message_ids)
+        effects = d.requeued_effects([d.store.parse_id(i) or 0 for i in released])
+        return Outcome(p.Released(id=r.id, released=released), effects)
+
+    return op
+
+
+def history(d: Daemon, conn: Connection, r: p.History) -> Op:
+    if not 1 <= r.limit <= 1000:
+        raise PeersError(Code.BAD_REQUEST, "limit must be between 1 and 1000")
+    me = _me(conn) if r.mine else None
+
+    def op() -> Outcome:
+        peer = d.store.resolve(r.peer, d.machine_id).id if r.peer else None
+        msgs, next_before = d.store.history(
+            me, peer, r.limit, r.before, r.state, r.direction, budget=d.frame_budget
+        )
+        return Outcome(p.HistoryPage(id=r.id, messages=msgs, next_before=next_before))
+
+    return op
+
+
+def subscribe(d: Daemon, conn: Connection, r: p.Subscribe) -> Op:
+    if ("mail" in r.kinds or "receipts" in r.kinds) and conn.peer_id is None:
+        raise PeersError(Code.NOT_REGISTERED, "mail and receipts need a registered peer")
+
+    def op() -> Outcome:
+        return Outcome(p.Ok(id=r.id), [lambda: d.set_kinds(conn, set(r.kinds))])
+
+    return op
+
+
+def status(d: Daemon, conn: Connection, r: p.Status) -> Op:
+    def op() -> Outcome:
+        active, gone, by_state = d.store.counts()
+        return Outcome(
+            p.DaemonStatus(
+                id=r.id,
+                version=__version__,
+                protocol=p.PROTOCOL_VERSION,
+                pid=os.getpid(),
+                started_at=d.started_at,
+                socket=d.socket_path,
+                db=str(d.settings.db_path),
+                machine_id=d.machine_id,
+                host=d.host,
+                supervisor=d.supervisor,
+                peers_active=active,
+                peers_gone=gone,
+                connections=len(d.connections),
+                messages=by_state,
+                schema=d.store.schema_version,
+                last_sweep_ms=d.housekeeper.last_sweep_ms,
+                adopted_socket=d.adopted,
+            )
+        )
+
+    return op
+
+
+def shutdown(d: Daemon, conn: Connection, r: p.Shutdown) -> Op:
+    _local_only(conn, "shutting the daemon down")
+
+    def op() -> Outcome:
+        log.info("shutdown requested by connection %d (pid %s)", conn.conn_id, conn.pid)
+        return Outcome(p.Ok(id=r.id), [d.stop_requested.set])
+
+    return op
+
+
+def sweep(d: Daemon, conn: Connection, r: p.Sweep) -> Coroutine[Any, Any, None]:
+    _local_only(conn, "running the sweep on demand")
+    return _sweep_request(d, conn, r)
+
+
+async def _sweep_request(d: Daemon, conn: Connection, r: p.Sweep) -> None:
+    try:
+        result = await d.housekeeper.sweep()
+    except PeersError as e:
+        conn.send(p.Error(id=r.id, code=e.code, message=e.message))
+        return
+    conn.send(
+        p.SweepResult(
+            id=r.id,
+            gone=result.gone,
+            requeued=result.requeued,
+            expired=result.expired,
+            duration_ms=result.duration_ms,
+        )
+    )
+
+
+def audit(d: Daemon, conn: Connection, r: p.Audit) -> Op:
+    if not 1 <= r.limit <= 1000:
+        raise PeersError(Code.BAD_REQUEST, "limit must be between 1 and 1000")
+
+    def op() -> Outcome:
+        rows, next_before = d.store.audit_page(r.limit, r.before, r.action)
+        records = [
+            p.AuditRecord(
+                seq=seq,
+                at=at,
+                actor=actor,
+                action=action,
+                detail=detail,
+                target=target,
+                target_name=name,
+            )
+            for seq, at, actor, action, target, name, detail in rows
+        ]
+        return Outcome(p.AuditPage(id=r.id, records=records, next_before=next_before))
+
+    return op
+
+
+HANDLERS: dict[type[p.Request], Handler] = {
+    p.Register: register,
+    p.Attach: attach,
+    p.Heartbeat: heartbeat,
+    p.Unregister: unregister,
+    p.SetSummary: set_summary,
+    p.SetName: set_name,
+    p.Whoami: whoami,
+    p.ListPeers: list_peers,
+    p.Send: send,
+    p.Broadcast: broadcast,
+    p.MessageStatus: message_status,
+    p.Claim: claim,
+    p.Ack: ack,
+    p.Release: release,
+    p.History: history,
+    p.Subscribe: subscribe,
+    p.Status: status,
+    p.Shutdown: shutdown,
+    p.Sweep: sweep,
+    p.Kill: kill.handle,
+    p.Audit: audit,
+}
