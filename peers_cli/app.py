@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from peers_mcp.render import clean
 from peersd import __version__, identity
 from peersd import protocol as p
 from peersd.client import Client, session_registration
@@ -63,6 +64,14 @@ WRAPPERS = {"uv", "uvx", "pipx", "env", "nice", "timeout", "time", "nohup", "std
 """Processes between a shell and ``peers`` that are not the session the user means."""
 
 
+def safe(text: str) -> str:
+    """Text a peer may have written, for the terminal: control characters (escape
+    sequences, carriage returns, bidi overrides) shown rather than obeyed, markup escaped.
+    Rich passes ESC through as it is, so a message could otherwise restyle or clear the
+    user's terminal."""
+    return escape(clean(text))
+
+
 class State:
     overrides: dict[str, Any] = {}
     settings: Settings | None = None
@@ -78,7 +87,7 @@ def settings() -> Settings:
 
 
 def die(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err.print(f"[bold red]peers:[/] {escape(message)}")
+    err.print(f"[bold red]peers:[/] {safe(message)}")
     raise typer.Exit(code)
 
 
@@ -234,7 +243,7 @@ def show_peer(peer: p.Peer) -> None:
         ("summary", peer.summary or "-"),
     ]
     for key, value in rows:
-        out.print(f"[bold]{key:>13}[/]  {escape(value)}")
+        out.print(f"[bold]{key:>13}[/]  {safe(value)}")
 
 
 @app.command("peers")
@@ -269,7 +278,7 @@ def list_peers(
         table.add_column(col, no_wrap=col not in ("WHERE", "SUMMARY"), overflow="fold")
     for peer in peers:
         name = peer.name if len(hosts) == 1 else f"{peer.name}@{peer.host}"
-        name = f"[dim]{escape(name)} (gone)[/]" if peer.state == "gone" else escape(name)
+        name = f"[dim]{safe(name)} (gone)[/]" if peer.state == "gone" else safe(name)
         where = peer.git_root or peer.cwd
         table.add_row(
             name,
@@ -278,9 +287,9 @@ def list_peers(
             peer.receive,
             str(peer.pending) if peer.pending else "-",
             ago(peer.last_seen),
-            escape(where),
-            escape(peer.branch or "-"),
-            escape(peer.summary or ""),
+            safe(where),
+            safe(peer.branch or "-"),
+            safe(peer.summary or ""),
         )
     out.print(table)
 
@@ -310,7 +319,7 @@ def send(
             }
         )
         return
-    out.print(f"sent {sent.message_id} to {escape(sent.to_name)} ({sent.to})")
+    out.print(f"sent {sent.message_id} to {safe(sent.to_name)} ({sent.to})")
 
 
 @app.command()
@@ -333,7 +342,7 @@ def broadcast(
         out.print(f"nobody else in scope {scope}; nothing sent")
         return
     for item in reply.sent:
-        out.print(f"sent {item.message_id} to {escape(item.to_name)} ({item.to})")
+        out.print(f"sent {item.message_id} to {safe(item.to_name)} ({item.to})")
 
 
 def show_message(msg: p.Message, unread: bool = False) -> None:
@@ -342,13 +351,13 @@ def show_message(msg: p.Message, unread: bool = False) -> None:
     # An unread message being shown is read by this very printing: no state to report.
     state = "" if unread else f"  {msg.state}"
     out.print(
-        f"{mark}[bold]{escape(msg.sender_name)}[/] → {escape(msg.recipient_name)}  "
+        f"{mark}[bold]{safe(msg.sender_name)}[/] → {safe(msg.recipient_name)}  "
         f"[dim]{clock(msg.created)}  {msg.id}{reply}{state}"
         + (f" via {msg.delivered_via}" if msg.delivered_via else "")
         + "[/]"
     )
-    for line in msg.text.splitlines() or [""]:
-        out.print(f"  {escape(line)}")
+    for line in msg.text.split("\n"):
+        out.print(f"  {safe(line)}")
 
 
 @app.command()
@@ -423,11 +432,11 @@ def message_status(
                 out.print(f"{item.message_id}: unknown")
             elif item.state == "delivered":
                 out.print(
-                    f"{item.message_id}: delivered to {escape(item.to_name or '?')} "
+                    f"{item.message_id}: delivered to {safe(item.to_name or '?')} "
                     f"{ago(item.delivered_at)} via {item.delivered_via}"
                 )
             else:
-                out.print(f"{item.message_id}: {item.state} for {escape(item.to_name or '?')}")
+                out.print(f"{item.message_id}: {item.state} for {safe(item.to_name or '?')}")
     if any(not item.found for item in items):
         raise typer.Exit(EXIT_FAILED)
 
@@ -472,7 +481,7 @@ def watch(as_json: JsonOpt = False) -> None:
             except DaemonUnreachable as e:
                 # A live view outlasts daemon restarts: say so, wait, pick up again.
                 client.close()
-                err.print(f"[yellow]peersd went away ({escape(str(e))}); waiting for it…[/]")
+                err.print(f"[yellow]peersd went away ({safe(str(e))}); waiting for it…[/]")
                 client = _reconnect()
                 err.print("[green]reconnected[/]")
     except KeyboardInterrupt:
@@ -491,7 +500,7 @@ def _stream(client: Client, as_json: bool) -> None:
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
             sys.stdout.flush()
         else:
-            out.print(f"[dim]{datetime.now():%H:%M:%S}[/] {escape(describe(event))}")
+            out.print(f"[dim]{datetime.now():%H:%M:%S}[/] {safe(describe(event))}")
 
 
 def _reconnect() -> Client:
@@ -561,7 +570,7 @@ def list_orphans(as_json: JsonOpt = False) -> None:
         emit_json([o.to_json() for o in found])
         return
     if note:
-        err.print(f"[dim]{escape(note)}[/]")
+        err.print(f"[dim]{safe(note)}[/]")
     if not found:
         out.print("No orphaned helpers.")
         return
@@ -569,7 +578,7 @@ def list_orphans(as_json: JsonOpt = False) -> None:
     for col in ("PID", "KIND", "AGE", "PEER", "WHY"):
         table.add_column(col, no_wrap=col != "WHY", overflow="fold")
     for o in found:
-        table.add_row(str(o.pid), o.kind, age(o.age), escape(_orphan_peer(o)), escape(o.why))
+        table.add_row(str(o.pid), o.kind, age(o.age), safe(_orphan_peer(o)), safe(o.why))
     out.print(table)
     out.print("[dim]`peers cleanup` ends them (SIGTERM, then SIGKILL after a grace period).[/]")
 
@@ -592,7 +601,7 @@ def cleanup(
 
     found, note = find_orphans()
     if note and not as_json:
-        err.print(f"[dim]{escape(note)}[/]")
+        err.print(f"[dim]{safe(note)}[/]")
     if dry_run:
         if as_json:
             emit_json([{**o.to_json(), "outcome": "would_terminate"} for o in found])
@@ -600,8 +609,8 @@ def cleanup(
             out.print("No orphaned helpers.")
         for o in [] if as_json else found:
             out.print(
-                f"would terminate pid {o.pid} {o.kind} (peer {escape(_orphan_peer(o))}): "
-                f"{escape(o.why)}"
+                f"would terminate pid {o.pid} {o.kind} (peer {safe(_orphan_peer(o))}): "
+                f"{safe(o.why)}"
             )
         return
     actions = orphans.cleanup(found, settings().kill_grace if grace is None else grace)
@@ -612,8 +621,8 @@ def cleanup(
     for a in [] if as_json else actions:
         o = a.orphan
         out.print(
-            f"pid {o.pid} {o.kind} (peer {escape(_orphan_peer(o))}): "
-            f"{a.outcome.replace('_', ' ')}: {escape(a.detail)}"
+            f"pid {o.pid} {o.kind} (peer {safe(_orphan_peer(o))}): "
+            f"{a.outcome.replace('_', ' ')}: {safe(a.detail)}"
         )
     if any(a.outcome in ("still_running", "failed") for a in actions):
         raise typer.Exit(EXIT_FAILED)
@@ -637,13 +646,13 @@ def kill(
         record.pop("id", None)
         emit_json(record)
         raise typer.Exit(code)
-    who = f"{escape(r.name)} ({r.peer_id})"
+    who = f"{safe(r.name)} ({r.peer_id})"
     if r.outcome == "terminated":
-        out.print(f"terminated {who}: {escape(r.detail)}")
+        out.print(f"terminated {who}: {safe(r.detail)}")
     elif r.outcome == "killed":
-        out.print(f"killed {who}: {escape(r.detail)}")
+        out.print(f"killed {who}: {safe(r.detail)}")
     elif r.outcome == "already_gone":
-        out.print(f"{who} was already gone: {escape(r.detail)}")
+        out.print(f"{who} was already gone: {safe(r.detail)}")
     else:
         die(f"{r.detail} (peers kill {r.name} --force)")
     raise typer.Exit(code)
@@ -671,9 +680,7 @@ def audit(
         target = rec.target or "-"
         if rec.target_name:
             target = f"{rec.target_name} ({rec.target})"
-        table.add_row(
-            clock(rec.at), escape(rec.actor), rec.action, escape(target), escape(rec.detail)
-        )
+        table.add_row(clock(rec.at), safe(rec.actor), rec.action, safe(target), safe(rec.detail))
     out.print(table)
 
 
@@ -704,7 +711,7 @@ def daemon_status(as_json: bool) -> None:
         else:
             out.print(f"peersd is not running (socket {s.socket})")
             for note in notes:
-                out.print(f"  {escape(note)}")
+                out.print(f"  {safe(note)}")
         raise typer.Exit(EXIT_FAILED)
     if as_json:
         record = msgspec.to_builtins(st)
@@ -718,9 +725,9 @@ def daemon_status(as_json: bool) -> None:
         return
     queued = st.messages.get("queued", 0) + st.messages.get("leased", 0)
     out.print(f"peersd {st.version} running, pid {st.pid}, up {ago(st.started_at)[:-4]}")
-    out.print(f"  supervised by  {escape(service.supervisor_label(st))}")
+    out.print(f"  supervised by  {safe(service.supervisor_label(st))}")
     for note in notes:
-        out.print(f"  note: {escape(note)}")
+        out.print(f"  note: {safe(note)}")
     out.print(f"  socket         {st.socket}")
     out.print(f"  database       {st.db} (schema v{st.schema})")
     out.print(f"  host           {st.host} ({st.machine_id})")
@@ -872,7 +879,7 @@ def show_report(report: Any, as_json: bool) -> None:
         emit_json(report.to_json())
         return
     for line in report.lines():
-        out.print(escape(line))
+        out.print(safe(line))
 
 
 @install_app.command("claude")
@@ -972,11 +979,10 @@ def doctor(
         colors = {"ok": "green", "warn": "yellow", "fail": "bold red"}
         for c in checks:
             out.print(
-                f"[{colors[c.status]}]{c.status:<4}[/]  [bold]{escape(c.check)}[/]: "
-                f"{escape(c.detail)}"
+                f"[{colors[c.status]}]{c.status:<4}[/]  [bold]{safe(c.check)}[/]: {safe(c.detail)}"
             )
             if c.fix and c.status != "ok":
-                out.print(f"      fix: {escape(c.fix)}")
+                out.print(f"      fix: {safe(c.fix)}")
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(EXIT_FAILED)
 

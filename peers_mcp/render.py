@@ -26,10 +26,14 @@ TOOL_BUDGET = 60000
 _CONTROL = (
     {c: f"\\x{c:02x}" for c in range(32) if c not in (9, 10)}
     | {c: f"\\x{c:02x}" for c in range(127, 160)}
-    | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+    | {c: f"\\u{c:04x}" for c in (0x2028, 0x2029)}
+    | {c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F))}
+    | {c: f"\\u{c:04x}" for c in range(0x2066, 0x206A)}
 )
-"""C0 and C1 control characters but tab and newline, and the Unicode line and paragraph
-separators (some readers take them for line breaks)."""
+"""C0 and C1 control characters but tab and newline; the Unicode line and paragraph
+separators (some readers take them for line breaks); and the bidirectional marks,
+embeddings, overrides and isolates, which make text display in another order than it
+is read (the "Trojan Source" trick)."""
 
 
 def clean(text: str) -> str:

@@ -580,6 +580,22 @@ def test_inbox_peek_then_read(peers: Peers, agent: Callable[..., tuple[Client, p
     assert peers.ok("inbox").out == "No new mail.\n"
 
 
+def test_terminal_control_sequences_from_peers_are_shown_not_obeyed(
+    peers: Peers, agent: Callable[..., tuple[Client, p.Peer]]
+) -> None:
+    """Found here: Rich prints ESC as it is, so a message could clear or restyle the
+    user's terminal (and a bidi override could reorder what they read)."""
+    ca, _ = agent("alpha")
+    ca.request(p.SetSummary, summary="busy\x1b]0;pwned\x07 \u202eevil")
+    me = peers.ok("whoami", "--json").json()["name"]
+    ca.request(p.Send, to=me, text="clear \x1b[2J\x1b[31mred\r over \u2066iso\u2069")
+    for args in (("inbox", "--peek"), ("history",), ("peers",), ("inbox",)):
+        out = peers.ok(*args).out
+        for ch in ("\x1b", "\x07", "\r", "\u202e", "\u2066", "\u2069"):
+            assert ch not in out, (args, out)
+    assert "clear \\x1b[2J\\x1b[31mred\\x0d over \\u2066iso\\u2069" in out
+
+
 def test_inbox_json(peers: Peers, agent: Callable[..., tuple[Client, p.Peer]]) -> None:
     ca, alpha = agent("alpha")
     me = peers.ok("whoami", "--json").json()
