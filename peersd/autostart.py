@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import wire
 from .config import Settings, check_socket_owner, ensure_private_dir, home
 from .errors import DaemonUnreachable
 
@@ -136,23 +137,8 @@ def _supervised_error(settings: Settings, sup: Supervisor) -> DaemonUnreachable:
 
 
 def connect_unix(path: str, timeout: float) -> socket.socket:
-    deadline = time.monotonic() + timeout
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-            return sock
-        except BlockingIOError:
-            # EAGAIN: the daemon's accept queue is full (a burst of clients, or a daemon
-            # busy for a moment). A blocking connect would wait; with a timeout, retry.
-            sock.close()
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.005)
-        except BaseException:
-            sock.close()
-            raise
+    sock: socket.socket = wire.connect_unix(path, timeout, socket.socket)
+    return sock
 
 
 @contextlib.contextmanager

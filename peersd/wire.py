@@ -23,6 +23,7 @@ from . import __version__
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: collections.abc would import the collections package
     from collections.abc import Mapping
+    from typing import Any
 
 PROTOCOL_VERSION = 1
 """Must equal ``protocol.PROTOCOL_VERSION`` (a test checks)."""
@@ -273,6 +274,32 @@ def socket_path(env: "Mapping[str, str] | None" = None, config: str | None = Non
 # --------------------------------------------------------------------------- connection
 
 
+def connect_unix(path: str, timeout: float, factory: "Any" = _socket.socket) -> "Any":
+    """Connect to the daemon's socket, waiting out a full accept queue.
+
+    A burst of clients, or a daemon busy for a moment, fills the listen backlog, and a
+    Unix socket connect then fails at once with EAGAIN instead of waiting: retry until
+    ``timeout``. ``factory`` is ``socket.socket`` for callers that want the full object.
+    """
+    import time  # a built-in module: no cost worth avoiding
+
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = factory(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+        except BaseException:
+            sock.close()
+            raise
+
+
 class WireError(Exception):
     """The daemon could not be reached, hung up, or answered with an error frame."""
 
@@ -351,14 +378,10 @@ class Wire:
             raise WireError(
                 f"socket {path} is owned by uid {st.st_uid}, not by you; refusing it", "forbidden"
             )
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        sock.settimeout(timeout)
         try:
-            sock.connect(path)
+            self.sock = connect_unix(path, timeout)
         except OSError as e:
-            sock.close()
             raise Closed(f"peersd is not running (cannot connect to {path}: {e})") from None
-        self.sock = sock
         hello = {
             "t": "hello",
             "protocol": PROTOCOL_VERSION,

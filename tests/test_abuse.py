@@ -20,6 +20,7 @@ import pytest
 
 from peers_mcp import render
 from peersd import protocol as p
+from peersd import wire
 from peersd.client import Client, session_registration
 from peersd.errors import Code, PeersError
 
@@ -218,6 +219,7 @@ def test_a_burst_of_connections_while_the_daemon_is_busy_all_get_through(daemon)
     path = str(daemon.settings.socket_path)
     queued: list[socket.socket] = []
     late: list[socket.socket | BaseException] = []
+    hooked: list[wire.Wire | BaseException] = []
     os.kill(pid, signal.SIGSTOP)  # busy: accepts nothing for a moment
     try:
         while True:
@@ -238,14 +240,25 @@ def test_a_burst_of_connections_while_the_daemon_is_busy_all_get_through(daemon)
             except BaseException as e:
                 late.append(e)
 
-        t = threading.Thread(target=connect_late)
-        t.start()
+        def hook_late() -> None:  # the hook's own stdlib client waits the same way
+            try:
+                hooked.append(wire.Wire(path, timeout=5.0))
+            except BaseException as e:
+                hooked.append(e)
+
+        threads = [threading.Thread(target=connect_late), threading.Thread(target=hook_late)]
+        for t in threads:
+            t.start()
         time.sleep(0.3)
-        assert not late, "the queue was full: the client must still be waiting"
+        assert not late and not hooked, "the queue was full: the clients must still be waiting"
     finally:
         os.kill(pid, signal.SIGCONT)
-    t.join(10)
+    for t in threads:
+        t.join(10)
     assert len(late) == 1 and isinstance(late[0], socket.socket), late
+    assert len(hooked) == 1 and isinstance(hooked[0], wire.Wire), hooked
+    assert hooked[0].call({"t": "status"})["t"] == "daemon_status"
+    hooked[0].close()
     for s in [*queued[:50], late[0]]:
         s.setblocking(True)
         s.settimeout(10)
