@@ -378,6 +378,14 @@ def test_custom_server_name_and_stale_paths_are_replaced(home: Path, env: dict[s
     assert peers(env, "install", "claude", "--scope", "project").code == 1
 
 
+def test_a_server_name_with_a_trailing_newline_is_refused(home: Path, env: dict[str, str]) -> None:
+    # a regex ending in ``$`` also matches before a final newline: the name must match whole
+    for client in ("claude", "codex"):
+        bad = peers(env, "install", client, "--server-name", "x\n")
+        assert bad.code == 1 and "invalid server name 'x\\n'" in bad.err, bad
+    assert snapshot(home) == {}
+
+
 def test_dry_run_writes_nothing(home: Path, env: dict[str, str], bindir: Path) -> None:
     before = user_setup(home)
     for client in ("claude", "codex"):
@@ -537,6 +545,18 @@ def test_doctor_nothing_installed_daemon_down(home: Path, env: dict[str, str]) -
     (home / ".claude" / "claude-peers.toml").write_text("bogus = 1\n")
     result = checks(peers(env, "doctor", "--json"))
     assert result["config"]["status"] == "fail" and "bogus" in result["config"]["detail"]
+
+
+def test_doctor_reports_an_unreadable_codex_config_instead_of_crashing(
+    home: Path, env: dict[str, str]
+) -> None:
+    (home / ".codex").mkdir()
+    (home / ".codex" / "config.toml").write_bytes(b'model = "\xff\xfe"\n')  # not UTF-8
+    run = peers(env, "doctor", "--json")
+    assert "Traceback" not in run.err, run
+    result = checks(run)
+    codex = result["Codex MCP"]
+    assert codex["status"] == "fail" and "cannot read" in codex["detail"], codex
 
 
 def test_doctor_after_install_with_a_running_daemon(
