@@ -38,6 +38,7 @@ FATAL = frozenset(
         Code.UNSUPPORTED_VERSION,
         Code.FORBIDDEN,
         Code.SHUTTING_DOWN,
+        Code.TOO_MANY_CONNECTIONS,
     }
 )
 """Errors after which the daemon hangs up (sent without a request id)."""

@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     write_buffer_limit: int = 8 * 1024 * 1024
     hello_timeout: float = 10.0
     """Daemon: seconds a new connection has to send its hello (0: no limit)."""
+    max_connections: int = 1000
+    """Daemon: connections served at once; more are refused with ``too_many_connections``."""
     autostart: bool = True
     connect_timeout: float = 5.0
     host_label: str = ""
@@ -204,7 +206,14 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
         raise ConfigError(f"channels must be 'auto', 'on' or 'off', not {s.channels!r}")
     if s.sync not in {"normal", "full"}:
         raise ConfigError(f"sync must be 'normal' or 'full', not {s.sync!r}")
-    for name in ("max_frame", "max_text", "queue_limit", "rate_burst", "write_buffer_limit"):
+    for name in (
+        "max_frame",
+        "max_text",
+        "queue_limit",
+        "rate_burst",
+        "write_buffer_limit",
+        "max_connections",
+    ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, not {getattr(s, name)}")
     for name in (

@@ -79,6 +79,15 @@ class Connection(asyncio.Protocol):
         if self.daemon.stopping:
             self.fail(Code.SHUTTING_DOWN, "peersd is shutting down")
             return
+        limit = self.daemon.settings.max_connections
+        if len(self.daemon.connections) >= limit:
+            log.warning("refused connection (pid %s): %d connections open", self.pid, limit)
+            self.fail(
+                Code.TOO_MANY_CONNECTIONS,
+                f"peersd already serves {limit} connections (max_connections); "
+                "close some or raise the limit",
+            )
+            return
         self.daemon.connections.add(self)
         timeout = self.daemon.settings.hello_timeout
         if timeout > 0:

@@ -28,6 +28,7 @@ class Code:
     QUEUE_FULL = "queue_full"
     STORAGE = "storage_error"
     SHUTTING_DOWN = "shutting_down"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
     INTERNAL = "internal"
     UNREACHABLE = "daemon_unreachable"
     TIMEOUT = "timeout"

@@ -32,6 +32,9 @@ from .store import Store, StoreError
 
 log = logging.getLogger("peersd")
 
+FD_SPARE = 64
+"""Descriptors beyond the connections: the database and its WAL, listeners, /proc reads."""
+
 BACKLOG = 512
 """Connections the kernel queues while the daemon is busy; more get EAGAIN at once."""
 EXIT_OK = 0
@@ -249,6 +252,29 @@ def _supervisor(
     return "manual"
 
 
+def raise_fd_limit(wanted: int) -> None:
+    """Raise the soft open-file limit to ``wanted`` (as far as the hard limit allows), so
+    ``max_connections`` is what ends new connections, not EMFILE in accept."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, e)
+            return
+    if target < wanted:
+        log.warning(
+            "open-file limit is %d (hard limit); max_connections %d may not all fit",
+            target,
+            wanted - FD_SPARE,
+        )
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     """Run the daemon until SIGTERM/SIGINT or a shutdown request; return the exit code."""
     os.umask(0o077)
@@ -258,6 +284,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     except ConfigError as e:
         raise StartupError(str(e)) from None
     adopted_socks = systemd_sockets()
+    raise_fd_limit(settings.max_connections + FD_SPARE)
     lock = InstanceLock(settings.lock_path)
     lock.acquire()
     store: Store | None = None

@@ -270,6 +270,48 @@ def test_a_burst_of_connections_while_the_daemon_is_busy_all_get_through(daemon)
         wait_for(lambda: c.request(p.Status).connections == 1, what="connections closed")
 
 
+def test_connections_past_max_connections_are_refused_clearly(make_daemon, agents):
+    """A cap, so a flood of clients is refused with a reason rather than running the
+    daemon out of descriptors; the clients that are in keep working, and a freed place
+    is taken again. The Python client retries a refused connect by itself."""
+    d = make_daemon(max_connections=6, hello_timeout=0)
+    inside = [raw_connect(d.settings.socket_path, hello=True) for _ in range(5)]
+    for s in inside:
+        assert isinstance(read_frame(s), p.Welcome)
+    with d.client() as c:  # the sixth
+        register(c, agents.spawn().pid, name="inside")
+        assert c.request(p.Status).connections == 6
+        refused = raw_connect(d.settings.socket_path, hello=True)
+        err = read_frame(refused)
+        assert isinstance(err, p.Error) and err.code == Code.TOO_MANY_CONNECTIONS, err
+        assert "already serves 6 connections (max_connections)" in err.message
+        assert read_until_closed(refused)
+        refused.close()
+        with pytest.raises(PeersError) as e:
+            Client(d.settings, autostart=False).connect()
+        assert e.value.code == Code.TOO_MANY_CONNECTIONS
+        assert c.request(p.Whoami).peer.name == "inside"
+        inside.pop().close()
+        wait_for(lambda: c.request(p.Status).connections == 5, what="a place freed")
+        with Client(d.settings, autostart=False) as again:
+            assert again.request(p.Status).connections == 6
+    for s in inside:
+        s.close()
+    assert "refused connection" in d.log() and "6 connections open" in d.log()
+
+
+def test_the_daemon_raises_its_open_file_limit_to_fit_max_connections(make_daemon):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(soft, 1024) + 3000
+    d = make_daemon(max_connections=wanted)
+    daemon_soft, _ = resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= wanted + 64:
+        assert daemon_soft >= wanted + 64, (soft, hard, daemon_soft)
+    else:
+        assert daemon_soft == hard
+        assert "may not all fit" in d.log()
+
+
 def test_connections_that_never_say_hello_are_closed_after_hello_timeout(make_daemon):
     d = make_daemon(hello_timeout=0.5)
     pid = d.proc.pid
