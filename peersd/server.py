@@ -30,6 +30,9 @@ EVENT_KINDS = ("mail", "receipts", "peers", "traffic")
 
 
 class Daemon:
+    """One running daemon: its store (through group commit), its connections and who
+    each acts as, event subscriptions, and the tasks it owns."""
+
     def __init__(
         self,
         settings: Settings,
