@@ -419,7 +419,7 @@ async def _sweep_request(d: Daemon, conn: Connection, r: p.Sweep) -> None:
     try:
         result = await d.housekeeper.sweep()
     except PeersError as e:
-        conn.send(p.Error(id=r.id, code=e.code, message=e.message))
+        conn.send(p.Error.of(e, r.id))
         return
     conn.send(
         p.SweepResult(

@@ -78,7 +78,7 @@ async def _kill(d: Daemon, conn: Connection, r: p.Kill) -> None:
             )
         )
     except PeersError as e:
-        conn.send(p.Error(id=r.id, code=e.code, message=e.message, candidates=e.candidates))
+        conn.send(p.Error.of(e, r.id))
 
 
 def _actor(d: Daemon, conn: Connection) -> str:

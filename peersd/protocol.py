@@ -15,6 +15,8 @@ from typing import Literal
 
 import msgspec
 
+from .errors import PeersError
+
 PROTOCOL_VERSION = 1
 """Bumped on any incompatible change; hello and welcome must agree on it."""
 
@@ -316,6 +318,11 @@ class Error(Frame, tag="error"):
     message: str
     id: int | None = None
     candidates: list[str] = []
+
+    @classmethod
+    def of(cls, e: PeersError, req_id: int | None = None) -> Error:
+        """The frame for a ``PeersError``, answering ``req_id``."""
+        return cls(code=e.code, message=e.message, id=req_id, candidates=e.candidates)
 
 
 class Ok(Frame, tag="ok"):

@@ -233,7 +233,7 @@ class Daemon:
         try:
             op = handler(self, conn, req)
         except PeersError as e:
-            conn.send(p.Error(id=req.id, code=e.code, message=e.message, candidates=e.candidates))
+            conn.send(p.Error.of(e, req.id))
             return
         if asyncio.iscoroutine(op):
             # Work that awaits (the sweep) runs as a task the daemon owns and cancels on stop.
@@ -242,14 +242,7 @@ class Daemon:
 
         def done(result: Any) -> None:
             if isinstance(result, PeersError):
-                conn.send(
-                    p.Error(
-                        id=req.id,
-                        code=result.code,
-                        message=result.message,
-                        candidates=result.candidates,
-                    )
-                )
+                conn.send(p.Error.of(result, req.id))
                 return
             conn.send(result.response)
             for effect in result.effects:
