@@ -189,6 +189,24 @@ def test_list_peers_scopes_and_fields(daemon, agents, tmp_path):
         c.close()
 
 
+def test_list_peers_order_is_active_first_then_by_name_ignoring_case(daemon, agents):
+    clients = [daemon.client() for _ in range(4)]
+    for c, name in zip(clients, ["bravo", "Alpha", "charlie", "Delta"], strict=True):
+        register(c, agents.spawn().pid, name=name)
+    clients[0].request(p.Unregister)  # bravo is gone now
+    with daemon.client() as c:
+        peers = c.request(p.ListPeers, include_gone=True).peers
+        assert [(x.name, x.state) for x in peers] == [
+            ("Alpha", "active"),
+            ("charlie", "active"),
+            ("Delta", "active"),
+            ("bravo", "gone"),
+        ]
+        assert [x.name for x in c.request(p.ListPeers).peers] == ["Alpha", "charlie", "Delta"]
+    for c in clients:
+        c.close()
+
+
 # --------------------------------------------------------------------------- send
 
 
