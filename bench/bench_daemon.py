@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
 from peersd import __version__, identity  # noqa: E402
 from peersd import protocol as p  # noqa: E402
 from peersd.client import Client, session_registration  # noqa: E402
-from peersd.config import Settings, load  # noqa: E402
+from peersd.config import Settings, isolated_env, load  # noqa: E402
 
 PYTHON = sys.executable
 MiB = 1024 * 1024
@@ -218,23 +218,6 @@ def _child_init() -> None:
 # --------------------------------------------------------------------------- daemon
 
 
-def clean_env(home: Path, extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_PEERS_")}
-    for key in (
-        "CLAUDE_CODE_SESSION_ID",
-        "CLAUDE_PROJECT_DIR",
-        "CLAUDECODE",
-        "LISTEN_PID",
-        "LISTEN_FDS",
-        "JOURNAL_STREAM",
-        "INVOCATION_ID",
-    ):
-        env.pop(key, None)
-    env["HOME"] = str(home)
-    env.update(extra)
-    return env
-
-
 DAEMON_ENV = {
     "CLAUDE_PEERS_RATE_PER_SECOND": "0",
     "CLAUDE_PEERS_QUEUE_LIMIT": str(QUEUE_LIMIT),
@@ -245,7 +228,7 @@ class Daemon:
     def __init__(self, cleanup: Cleanup, home: Path, profile: str | None = None) -> None:
         self.cleanup = cleanup
         self.home = home
-        self.env = clean_env(home, DAEMON_ENV)
+        self.env = isolated_env(home, DAEMON_ENV)
         self.settings: Settings = load(env=self.env)
         self.log_path = home / "peersd.log"
         # The daemon runs in the temporary HOME, which is deleted at the end.

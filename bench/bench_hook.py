@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:
 
 from peersd import protocol as p  # noqa: E402
 from peersd.client import Client, session_registration  # noqa: E402
-from peersd.config import load  # noqa: E402
+from peersd.config import isolated_env, load  # noqa: E402
 
 PYTHON = sys.executable
 HOOK = str(Path(PYTHON).parent / "peers-hook")
@@ -97,10 +97,8 @@ def main() -> int:
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="cp-bh-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_PEERS_")}
-    for key in ("CLAUDE_CODE_SESSION_ID", "LISTEN_PID", "LISTEN_FDS", "PYTHONDONTWRITEBYTECODE"):
-        env.pop(key, None)
-    env["HOME"] = str(home)
+    env = isolated_env(home)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # the hook runs from cached bytecode in real use
     settings = load(env=env)
     daemon: subprocess.Popen[bytes] | None = None
     agent: subprocess.Popen[bytes] | None = None

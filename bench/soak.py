@@ -65,7 +65,7 @@ if str(ROOT) not in sys.path:
 
 from peersd import protocol as p  # noqa: E402
 from peersd.client import AsyncClient, Client, session_registration  # noqa: E402
-from peersd.config import Settings, load  # noqa: E402
+from peersd.config import Settings, isolated_env, load  # noqa: E402
 from peersd.errors import Code, PeersError  # noqa: E402
 
 MiB = 1024 * 1024
@@ -169,14 +169,6 @@ class Procs:
         for proc in list(self.agents):
             self.kill_agent(proc)
         shutil.rmtree(self.home, ignore_errors=True)
-
-
-def daemon_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_PEERS_")}
-    for key in ("CLAUDE_CODE_SESSION_ID", "LISTEN_PID", "LISTEN_FDS", "JOURNAL_STREAM"):
-        env.pop(key, None)
-    env["HOME"] = str(home)
-    return env
 
 
 def proc_rss(pid: int) -> float:
@@ -481,7 +473,7 @@ def run(
     """Start a daemon, soak it for ``seconds``, stop everything; the measured Result."""
     procs = Procs()
     try:
-        env = daemon_env(procs.home)
+        env = isolated_env(procs.home)
         settings = load(env=env)
         procs.start_daemon(env)
         assert procs.daemon is not None

@@ -105,6 +105,33 @@ def home(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("HOME") or os.path.expanduser("~"))
 
 
+INHERITED_ELSEWHERE = (
+    "CLAUDE_CODE_SESSION_ID",
+    "CLAUDE_PROJECT_DIR",
+    "CLAUDECODE",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "JOURNAL_STREAM",
+    "INVOCATION_ID",
+)
+"""Variables that tie a process to an agent session or a supervisor's hand-over."""
+
+
+def isolated_env(home_dir: Path | str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment for a separate claude-peers world under ``home_dir``: none of this
+    process's settings, agent session or socket hand-over leaks in. Tests and benchmarks
+    start their own daemon and clients with it."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(ENV_PREFIX) and k not in INHERITED_ELSEWHERE
+    }
+    env["HOME"] = str(home_dir)
+    env.update(extra or {})
+    return env
+
+
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
     return home(env) / ".claude" / "claude-peers.toml"
 

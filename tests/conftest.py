@@ -8,6 +8,7 @@ its own HOME, so socket, database and machine id all live in a throwaway directo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -17,31 +18,69 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from peersd import protocol as p
 from peersd.client import Client, session_registration
-from peersd.config import Settings, load
+from peersd.config import Settings, isolated_env, load
 
 PYTHON = sys.executable
 
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_PEERS_")}
-    for key in (
-        "CLAUDE_CODE_SESSION_ID",
-        "CLAUDE_PROJECT_DIR",
-        "CLAUDECODE",
-        "LISTEN_PID",
-        "LISTEN_FDS",
-        "JOURNAL_STREAM",
-        "INVOCATION_ID",
-    ):
-        env.pop(key, None)
-    env["HOME"] = str(home)
+    return isolated_env(home, extra)
+
+
+# --------------------------------------------------------------------------- the peers CLI
+
+PEERS = [sys.executable, "-m", "peers_cli.app"]
+_NO_TTY_HINTS = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")
+
+
+class Run:
+    """What one ``peers`` invocation did."""
+
+    def __init__(self, done: subprocess.CompletedProcess[str]) -> None:
+        self.code = done.returncode
+        self.out = done.stdout
+        self.err = done.stderr
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def __repr__(self) -> str:
+        return f"<exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}>"
+
+
+def plain_terminal_env(env: dict[str, str], **extra: str) -> dict[str, str]:
+    """No colour or terminal-size hints: the CLI's output is compared as plain text."""
+    env = {k: v for k, v in env.items() if k not in _NO_TTY_HINTS}
     env.update(extra)
     return env
+
+
+def run_peers(
+    env: dict[str, str],
+    *args: str | bytes,
+    input: str | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = 30,
+) -> Run:
+    done = subprocess.run(
+        [*PEERS, *args],
+        env=plain_terminal_env(env),
+        cwd=cwd,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        check=False,
+    )
+    return Run(done)
 
 
 @pytest.fixture
