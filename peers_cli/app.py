@@ -865,12 +865,14 @@ ServerNameOpt = Annotated[
 
 @contextmanager
 def install_errors() -> Iterator[None]:
+    """Errors of the installers (client configs, service units): one line, exit 1."""
     from .install import InstallError
+    from .service import ServiceError
 
     with errors():
         try:
             yield
-        except InstallError as e:
+        except (InstallError, ServiceError) as e:
             die(str(e))
 
 
@@ -918,11 +920,8 @@ def install_service(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> Non
     """Run peersd under systemd --user (socket activation) or launchd (macOS)."""
     from . import service
 
-    with errors():
-        try:
-            report = service.install_service(settings(), dry_run)
-        except service.ServiceError as e:
-            die(str(e))
+    with install_errors():
+        report = service.install_service(settings(), dry_run)
     show_report(report, as_json)
 
 
@@ -931,11 +930,8 @@ def uninstall_service(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> N
     """Stop and remove the systemd user units or the launchd agent of peersd."""
     from . import service
 
-    with errors():
-        try:
-            report = service.uninstall_service(settings(), dry_run)
-        except service.ServiceError as e:
-            die(str(e))
+    with install_errors():
+        report = service.uninstall_service(settings(), dry_run)
     show_report(report, as_json)
 
 

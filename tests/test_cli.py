@@ -17,7 +17,6 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,57 +28,21 @@ import pytest
 from peersd import protocol as p
 from peersd.client import Client
 
-from .conftest import Agents, DaemonProc, clean_env, register
+from .conftest import (
+    PEERS,
+    Agents,
+    DaemonProc,
+    Run,
+    clean_env,
+    plain_terminal_env,
+    register,
+    run_peers,
+)
 
-PEERS = [sys.executable, "-m", "peers_cli.app"]
 MSG_ID = r"m-[0-9a-z]+-\d+"
-_NO_TTY_HINTS = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class Run:
-    """What one ``peers`` invocation did."""
-
-    def __init__(self, done: subprocess.CompletedProcess[str]) -> None:
-        self.code = done.returncode
-        self.out = done.stdout
-        self.err = done.stderr
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def __repr__(self) -> str:
-        return f"<exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}>"
-
-
-def cli_env(env: dict[str, str], **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in env.items() if k not in _NO_TTY_HINTS}
-    env.update(extra)
-    return env
-
-
-def run_peers(
-    env: dict[str, str],
-    *args: str | bytes,
-    input: str | None = None,
-    cwd: Path | str | None = None,
-    timeout: float = 30,
-) -> Run:
-    done = subprocess.run(
-        [*PEERS, *args],
-        env=cli_env(env),
-        cwd=cwd,
-        input=input,
-        stdin=None if input is not None else subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=timeout,
-        check=False,
-    )
-    return Run(done)
 
 
 class Peers:
@@ -232,7 +195,7 @@ def _sigint_default() -> None:
 def start_watch(daemon: DaemonProc, cwd: Path, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [*PEERS, "watch", *args],
-        env=cli_env(daemon.env),
+        env=plain_terminal_env(daemon.env),
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -815,7 +778,7 @@ def test_daemon_run_in_foreground(
     d, peers = offline
     proc = subprocess.Popen(
         [*PEERS, "daemon", "run"],
-        env=cli_env(d.env),
+        env=plain_terminal_env(d.env),
         cwd=desk,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import stat
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -23,9 +22,8 @@ import tomlkit
 
 from peers_cli import install
 
-from .conftest import DaemonProc, clean_env
+from .conftest import DaemonProc, Run, clean_env, run_peers
 
-PEERS = [sys.executable, "-m", "peers_cli.app"]
 BIN = Path(sys.executable).parent
 MCP = str(BIN / "peers-mcp")
 HOOK = str(BIN / "peers-hook")
@@ -129,19 +127,6 @@ with open(path, "w") as f:
 # --------------------------------------------------------------------------- helpers
 
 
-class Run:
-    def __init__(self, done: subprocess.CompletedProcess[str]) -> None:
-        self.code = done.returncode
-        self.out = done.stdout
-        self.err = done.stderr
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def __repr__(self) -> str:
-        return f"<exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}>"
-
-
 @pytest.fixture
 def bindir(home: Path) -> Path:
     path = home / "bin"
@@ -158,16 +143,7 @@ def env(home: Path, bindir: Path) -> dict[str, str]:
 
 
 def peers(env: dict[str, str], *args: str, **extra: str) -> Run:
-    done = subprocess.run(
-        [*PEERS, *args],
-        env={**env, **extra},
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-        check=False,
-    )
-    return Run(done)
+    return run_peers({**env, **extra}, *args, timeout=60)
 
 
 def ok(run: Run, code: int = 0) -> Run:
