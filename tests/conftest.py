@@ -84,6 +84,17 @@ def run_peers(
 
 
 @pytest.fixture
+def agent_bin(tmp_path: Path) -> Path:
+    """A folder with ``claude`` and ``codex``: links to Python, so a process started as
+    one of them is recognised as that agent by its name."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for name in ("claude", "codex"):
+        os.symlink(sys.executable, folder / name)
+    return folder
+
+
+@pytest.fixture
 def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A short temporary HOME (Unix socket paths are limited to 107 bytes)."""
     path = Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))

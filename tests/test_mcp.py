@@ -74,15 +74,6 @@ class Session:
         return (await self.data("whoami"))["peer"]
 
 
-@pytest.fixture
-def agent_bin(tmp_path: Path) -> Path:
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    for name in ("claude", "codex"):
-        os.symlink(sys.executable, folder / name)
-    return folder
-
-
 @asynccontextmanager
 async def mcp_session(
     daemon,

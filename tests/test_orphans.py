@@ -28,25 +28,15 @@ import pytest
 from peersd import protocol as p
 from peersd.orphans import helper_kind
 
-from .conftest import PYTHON, DaemonProc, register
+from .conftest import PEERS, PYTHON, DaemonProc, register
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 PEERS_MCP = str(BIN / "peers-mcp")
 PEERS_HOOK = str(BIN / "peers-hook")
-PEERS = [PYTHON, "-m", "peers_cli.app"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def agent_bin(tmp_path: Path) -> Path:
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    for name in ("claude", "codex"):
-        os.symlink(sys.executable, folder / name)
-    return folder
 
 
 class Started:
