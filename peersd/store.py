@@ -647,7 +647,7 @@ class Store:
             "created, state, expires_at, reply_to) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
             (sender.id, sender.name, recipient.id, recipient.name, text, now, now + ttl, reply_to),
         )
-        recipient.pending += 1
+        # The cached peer only: ``recipient`` may be that very object (broadcast) or a copy.
         self._add_pending(recipient.id, 1)
         return Message(
             id=self.message_id(self.conn.last_insert_rowid()),

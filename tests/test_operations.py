@@ -289,6 +289,10 @@ def test_broadcast_sends_one_message_per_peer_in_scope(daemon, agents, tmp_path)
         assert sorted(item.to for item in result.sent) == sorted(x.id for x in peers[1:])
         assert len({item.message_id for item in result.sent}) == 2
         assert outsider.request(p.Claim).messages == []
+        # Found in review: a broadcast counted each message twice in the unread count.
+        listed = {x.id: x.pending for x in outsider.request(p.ListPeers).peers}
+        assert [listed[x.id] for x in peers[1:]] == [1, 1]
+        assert [c.request(p.Whoami).peer.pending for c in clients[1:]] == [1, 1]
     for c in clients[1:]:
         (m,) = c.request(p.Claim).messages
         assert m.text == "standup in 5"
