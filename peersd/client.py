@@ -279,6 +279,8 @@ class AsyncClient:
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._beat_task: asyncio.Task[None] | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        """``on_reconnect`` running, owned by this client and cancelled on close."""
         self._closing = False
         self.remote = False
 
@@ -304,16 +306,12 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         self._closing = True
-        if self._beat_task is not None:
-            self._beat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beat_task
-            self._beat_task = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._beat_task, self._reconnect_task, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._beat_task = self._reconnect_task = self._task = None
         self._drop("client closed")
 
     @property
@@ -416,7 +414,13 @@ class AsyncClient:
                 self._connected.set()
                 log.info("reconnected to peersd")
                 if self.on_reconnect is not None:
-                    await self.on_reconnect()
+                    # Its own task: the callback may make requests, and only this task,
+                    # back in _pump, reads their answers.
+                    if self._reconnect_task is not None:
+                        self._reconnect_task.cancel()
+                    self._reconnect_task = asyncio.get_running_loop().create_task(
+                        self._after_reconnect(self.on_reconnect)
+                    )
                 return
             except (
                 TimeoutError,
@@ -430,6 +434,14 @@ class AsyncClient:
                 log.info("reconnect failed: %s", e)
                 self._drop("reconnect failed")
                 delay = min(delay * 2, 2.0)
+
+    async def _after_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await callback()
+        except PeersError as e:  # the connection may be gone again: the next reconnect retries
+            log.info("after reconnecting: %s", e)
+        except Exception:
+            log.exception("the reconnect callback failed")
 
     async def _call_now(self, req: p.Request) -> Any:
         """Send on the current connection and read the answer inline (reader not running)."""

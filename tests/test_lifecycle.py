@@ -260,11 +260,17 @@ def test_async_client_reconnects_and_keeps_identity(daemon, agents):
 
     async def scenario() -> None:
         reconnected = asyncio.Event()
+        seen: list[p.Peer] = []
 
         async def on_reconnect() -> None:
+            # A request from the callback, as peers-mcp makes (found in review: its answer
+            # was never read, because the reader waited for the callback to return).
+            seen.append((await c.request(p.Whoami)).peer)
             reconnected.set()
 
-        async with AsyncClient(daemon.settings, autostart=False, on_reconnect=on_reconnect) as c:
+        async with AsyncClient(
+            daemon.settings, autostart=False, timeout=10, on_reconnect=on_reconnect
+        ) as c:
             req = session_registration(daemon.settings, agent.pid, "claude-code", cwd="/tmp")
             req.name = "steady"
             peer = await c.bind(req)
@@ -276,6 +282,7 @@ def test_async_client_reconnects_and_keeps_identity(daemon, agents):
             await asyncio.to_thread(daemon.start)
             await asyncio.wait_for(reconnected.wait(), 15)
             assert c.peer is not None and c.peer.id == peer.id
+            assert [x.id for x in seen] == [peer.id]
             me = await c.request(p.Whoami)
             assert (me.peer.id, me.peer.name) == (peer.id, "steady")
             # subscriptions are replayed: mail pushed after the restart arrives
