@@ -284,10 +284,13 @@ def read_input() -> dict[str, object]:
 
 def attach(opts: Options, log: Log, session_id: object) -> tuple[wire.Wire, dict[str, object]]:
     """Connect (never starting the daemon) and act as this session's peer."""
-    path = os.path.abspath(opts.socket) if opts.socket else wire.socket_path(config=opts.config)
+    if opts.socket:
+        path, token, cafile = os.path.abspath(opts.socket), None, None
+    else:
+        path, token, cafile = wire.locate(config=opts.config)
     # A hub URL has no directory of its own: logs and locks stay in the local run dir.
     log.run_dir = None if path.startswith(("tcp://", "tls://")) else os.path.dirname(path)
-    conn = wire.Wire(path, REQUEST_TIMEOUT, kind="hook")
+    conn = wire.Wire(path, REQUEST_TIMEOUT, kind="hook", token=token, cafile=cafile)
     try:
         req: dict[str, object] = {"t": "attach"}
         if isinstance(session_id, str) and session_id:

@@ -247,10 +247,13 @@ def frame(body: dict[str, object]) -> bytes:
 # --------------------------------------------------------------------------- settings
 
 
-def socket_path(env: "Mapping[str, str] | None" = None, config: str | None = None) -> str:
-    """The daemon socket, resolved as ``peersd.config.load`` resolves it.
+def locate(
+    env: "Mapping[str, str] | None" = None, config: str | None = None
+) -> "tuple[str, str | None, str | None]":
+    """Where the daemon is, resolved as ``peersd.config.load`` resolves it: the socket
+    path or a hub's ``tcp://`` / ``tls://`` URL, with the hub's token and CA file.
 
-    Without a config file (the common case) only ``CLAUDE_PEERS_SOCKET`` and HOME
+    Without a config file (the common case) only ``CLAUDE_PEERS_*`` variables and HOME
     matter, and nothing heavy is imported; with one, ``config.load`` decides.
     """
     env = os.environ if env is None else env
@@ -260,15 +263,28 @@ def socket_path(env: "Mapping[str, str] | None" = None, config: str | None = Non
         from .config import load
 
         settings = load({"config": config}, env=env)
-        return settings.url or settings.socket
-    if env.get("CLAUDE_PEERS_URL"):
-        return env["CLAUDE_PEERS_URL"]  # a hub: tcp://HOST:PORT or tls://HOST:PORT
-    sock = env.get("CLAUDE_PEERS_SOCKET") or os.path.join(
-        home, ".claude", "run", "claude-peers.sock"
-    )
+        url, sock = settings.url, settings.socket
+        token, cafile = settings.token or None, settings.tls_ca or None
+    else:
+        url = env.get("CLAUDE_PEERS_URL", "")
+        sock = env.get("CLAUDE_PEERS_SOCKET") or os.path.join(
+            home, ".claude", "run", "claude-peers.sock"
+        )
+        token = env.get("CLAUDE_PEERS_TOKEN") or None
+        cafile = env.get("CLAUDE_PEERS_TLS_CA") or None
+    url = url.strip()
+    if url.startswith("unix://"):
+        url, sock = "", url[len("unix://") :]
+    if url:
+        return url, token, cafile  # a hub: tcp://HOST:PORT or tls://HOST:PORT
     if sock == "~" or sock.startswith("~/"):
         sock = home + sock[1:]
-    return os.path.abspath(sock)
+    return os.path.abspath(sock), None, None
+
+
+def socket_path(env: "Mapping[str, str] | None" = None, config: str | None = None) -> str:
+    """The daemon's socket path, or a hub's URL (see ``locate``)."""
+    return locate(env, config)[0]
 
 
 # --------------------------------------------------------------------------- connection
@@ -319,7 +335,7 @@ def _error(frame_: dict[str, object]) -> WireError:
     return Closed(message, code) if code == "shutting_down" else WireError(message, code)
 
 
-def _connect_hub(url: str, timeout: float) -> object:
+def _connect_hub(url: str, timeout: float, cafile: str | None) -> object:
     """TCP (and TLS, which costs an ``ssl`` import) to a hub; only in hub mode."""
     import socket  # hub mode only: the local path keeps to _socket
 
@@ -333,7 +349,6 @@ def _connect_hub(url: str, timeout: float) -> object:
     if scheme == "tls":
         import ssl
 
-        cafile = os.environ.get("CLAUDE_PEERS_TLS_CA") or None
         try:
             return ssl.create_default_context(cafile=cafile).wrap_socket(sock, server_hostname=host)
         except (OSError, ssl.SSLError) as e:
@@ -351,14 +366,21 @@ class Wire:
     """
 
     def __init__(
-        self, path: str, timeout: float = 5.0, kind: str = "hook", token: str | None = None
+        self,
+        path: str,
+        timeout: float = 5.0,
+        kind: str = "hook",
+        token: str | None = None,
+        cafile: str | None = None,
     ) -> None:
         self.timeout = timeout
         self.events: list[dict[str, object]] = []
         self._buf = b""
         self._next_id = 0
         if path.startswith(("tcp://", "tls://")):
-            self.sock = _connect_hub(path, timeout)
+            self.sock = _connect_hub(
+                path, timeout, cafile or os.environ.get("CLAUDE_PEERS_TLS_CA") or None
+            )
             hello = {
                 "t": "hello",
                 "protocol": PROTOCOL_VERSION,

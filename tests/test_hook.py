@@ -714,6 +714,9 @@ def test_socket_path_resolves_like_config(tmp_path):
     other.write_text('socket = "/tmp/other.sock"\n')
     env = {"HOME": str(home), "CLAUDE_PEERS_CONFIG": str(other)}
     assert wire.socket_path(env) == "/tmp/other.sock"
+    # a unix:// URL names a socket, as peersd.endpoint reads it
+    env = {"HOME": str(tmp_path), "CLAUDE_PEERS_URL": "unix:///tmp/u.sock"}
+    assert wire.locate(env) == ("/tmp/u.sock", None, None)
 
 
 def test_odd_field_types_exit_0_without_traceback(peers):

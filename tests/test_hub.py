@@ -161,6 +161,40 @@ def test_tls_with_a_self_signed_certificate(make_daemon, agents, tmp_path):
         remote_client(tmp_path / "m3", f"tcp://127.0.0.1:{port}").connect()
 
 
+def test_hook_reaches_a_tls_hub_configured_in_the_config_file_alone(make_daemon, agents, tmp_path):
+    """Found in review: the hook took the hub's token and CA only from the environment,
+    so a hub set up in ~/.claude/claude-peers.toml worked for peers-mcp but not the hook."""
+    import json
+
+    cert, key = _self_signed(tmp_path)
+    d, port = hub(make_daemon, tls_cert=str(cert), tls_key=str(key))
+    url = f"tls://127.0.0.1:{port}"
+    home = tmp_path / "m2"
+    with remote_client(tmp_path / "m1", url, CLAUDE_PEERS_TLS_CA=str(cert)) as a:
+        register_remote(a, agents, "sender", "one-box")
+        with remote_client(home, url, CLAUDE_PEERS_TLS_CA=str(cert)) as b:
+            req = session_registration(b.settings, agents.spawn().pid, "claude-code", cwd="/w")
+            req.name, req.session_id = "receiver", "sess-hub-tls"
+            b.call(req)
+            a.request(p.Send, to="receiver", text="over TLS")
+            (home / ".claude").mkdir(exist_ok=True)
+            (home / ".claude" / "claude-peers.toml").write_text(
+                f'url = "{url}"\ntoken = "{TOKEN}"\ntls_ca = "{cert}"\n'
+            )
+            event = {"hook_event_name": "UserPromptSubmit", "session_id": "sess-hub-tls"}
+            done = subprocess.run(
+                [PYTHON, "-c", "from peers_mcp.hook import main; main()"],
+                input=json.dumps({**event, "cwd": "/w", "prompt": "hi"}),
+                capture_output=True,
+                text=True,
+                env=clean_env(home),
+                timeout=30,
+            )
+            assert done.returncode == 0, done.stderr
+            context = json.loads(done.stdout)["hookSpecificOutput"]["additionalContext"]
+            assert "over TLS" in context
+
+
 def test_hook_and_cli_reach_a_hub(make_daemon, agents, tmp_path):
     d, port = hub(make_daemon)
     url = f"tcp://127.0.0.1:{port}"
