@@ -44,8 +44,6 @@ class GroupCommit:
         self._scheduled = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self.batches = 0
-        self.operations = 0
 
     def submit(self, op: Op, done: Done, savepoint: bool = True) -> None:
         """Run ``op`` in the next batch; ``done`` gets its result or a ``PeersError``.
@@ -104,8 +102,6 @@ class GroupCommit:
                 store.reload()
             except apsw.Error as again:
                 log.error("could not re-read peers after the failed commit: %s", again)
-        self.batches += 1
-        self.operations += len(batch)
         for (_, done, _), result in zip(batch, results, strict=True):
             try:
                 done(result)

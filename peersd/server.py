@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import typing
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
@@ -26,7 +27,7 @@ from .store import Store
 
 log = logging.getLogger("peersd")
 
-EVENT_KINDS = ("mail", "receipts", "peers", "traffic")
+EVENT_KINDS: tuple[str, ...] = typing.get_args(p.EventKind)
 
 
 class Daemon:
@@ -138,12 +139,6 @@ class Daemon:
                 if data is None:
                     data = p.encode(event)
                 conn.write(data)
-
-    def wanted(self, kind: str, peer_id: str | None = None) -> bool:
-        """Whether anyone would receive an event, so none is built for nobody."""
-        if peer_id is None:
-            return bool(self.subscribers[kind])
-        return any(kind in c.kinds for c in self.by_peer.get(peer_id, ()))
 
     def set_kinds(self, conn: Connection, kinds: set[str]) -> None:
         for kind in conn.kinds - kinds:

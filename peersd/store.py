@@ -251,11 +251,6 @@ class Store:
         with self.conn:
             yield
 
-    @contextlib.contextmanager
-    def savepoint(self) -> Iterator[None]:
-        with self.conn:
-            yield
-
     def _one(self, sql: str, args: tuple = ()) -> tuple | None:
         return self.conn.execute(sql, args).fetchone()
 
@@ -673,10 +668,6 @@ class Store:
             f"{recipient.name} already has {queue_limit} undelivered messages; "
             "wait for it to read them",
         )
-
-    def message(self, msg_id: str) -> Message | None:
-        found = self.messages_by_ids([msg_id])
-        return found[0] if found else None
 
     def _seqs(self, ids: list[str]) -> list[int]:
         return [seq for seq in map(self.parse_id, ids) if seq is not None]
