@@ -151,16 +151,9 @@ class Housekeeper:
             found = [o for o in found if (o.pid, o.started) in suspects]
             if not found:
                 return
-            actions = orphans.start(found)
-            deadline = time.monotonic() + self.d.settings.kill_grace
-            while orphans.waiting(actions) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if orphans.waiting(actions):
-                orphans.force(actions)
-                deadline = time.monotonic() + 2.0
-                while orphans.waiting(actions) and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-            orphans.finish(actions)
+            # The signals and the waiting (with /proc reads) run in a worker thread too;
+            # a stop during it waits for at most kill_grace + 2 s.
+            actions = await asyncio.to_thread(orphans.cleanup, found, self.d.settings.kill_grace)
 
             def record() -> None:
                 now = time.time()
