@@ -398,9 +398,6 @@ def run_hook(opts: Options, log: Log) -> int:
             from . import render
 
             text, shown = render.batch(msgs, opts.server_name, client=_client(peer))
-            if not text:
-                release_quietly(conn, msgs)
-                return 0
             write_all(sys.stdout, hook_output(str(event), text))
         except Exception as e:
             log(f"could not show {len(msgs)} message(s): {_describe(e)}")
@@ -577,7 +574,7 @@ class Waiter:
             shown_ids = {m["id"] for m in shown}
             left_out = [str(m["id"]) for m in msgs if m["id"] not in shown_ids]
             fresh = [i for i in left_out if i not in self.announced]
-            if not text or (not shown and not fresh):
+            if not shown and not fresh:
                 # Only long mail already announced: leave it for check_messages, keep waiting.
                 release_quietly(self.conn, msgs)
                 return None
