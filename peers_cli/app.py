@@ -25,7 +25,7 @@ from rich.table import Table
 from peers_mcp.render import clean
 from peersd import __version__, identity
 from peersd import protocol as p
-from peersd.client import Client, session_registration
+from peersd.client import Client, running_status, session_registration, shutdown_and_wait
 from peersd.config import ConfigError, Settings, load
 from peersd.errors import Code, DaemonUnreachable, PeersError
 
@@ -688,11 +688,7 @@ def audit(
 
 
 def _status_or_none() -> p.DaemonStatus | None:
-    try:
-        with Client(settings(), kind="cli", autostart=False, timeout=5) as client:
-            return client.request(p.Status)
-    except DaemonUnreachable:
-        return None
+    return running_status(settings())
 
 
 def daemon_status(as_json: bool) -> None:
@@ -801,17 +797,6 @@ def _run_start(command: str) -> None:
         die(f"`{command}` failed: {(done.stderr or done.stdout).strip()}")
 
 
-def _stopped(pid: int, start: float | None) -> bool:
-    if start is not None:
-        return not identity.is_alive(pid, start)
-    try:  # not a process we can see: go by the socket
-        return _status_or_none() is None
-    except PeersError as e:
-        if e.code == Code.SHUTTING_DOWN:
-            return False
-        raise
-
-
 @daemon_app.command("stop")
 def daemon_stop() -> None:
     """Stop the running peersd cleanly (mail in flight is finished first)."""
@@ -820,13 +805,7 @@ def daemon_stop() -> None:
         if st is None:
             out.print("peersd is not running")
             return
-        start = identity.process_start(st.pid)
-        try:
-            with Client(settings(), kind="cli", autostart=False) as client:
-                client.request(p.Shutdown)
-        except DaemonUnreachable:
-            pass
-        if not _wait(lambda: _stopped(st.pid, start), 10):
+        if not shutdown_and_wait(settings(), st, 10):
             die(f"peersd (pid {st.pid}) did not stop within 10s")
     out.print(f"peersd stopped (was pid {st.pid})")
     if st.supervisor == "systemd":

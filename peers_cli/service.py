@@ -33,7 +33,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,6 @@ from typing import Any
 
 import msgspec
 
-from peersd import identity
 from peersd import protocol as p
 from peersd.autostart import (
     LAUNCHD_LABEL,
@@ -489,14 +487,9 @@ def _local(settings: Settings) -> Settings:
 
 def running_daemon(settings: Settings) -> p.DaemonStatus | None:
     """The local daemon's status, or None when nothing answers (never starts one)."""
-    from peersd.client import Client
-    from peersd.errors import DaemonUnreachable
+    from peersd.client import running_status
 
-    try:
-        with Client(_local(settings), kind="cli", autostart=False, timeout=5) as client:
-            return client.request(p.Status)
-    except DaemonUnreachable:
-        return None
+    return running_status(_local(settings))
 
 
 def _owned_by(st: p.DaemonStatus, manager: str) -> bool:
@@ -507,31 +500,18 @@ def _owned_by(st: p.DaemonStatus, manager: str) -> bool:
 
 def _stop_daemon(settings: Settings, st: p.DaemonStatus) -> None:
     """Ask the daemon to shut down and wait until its process has gone."""
-    from peersd.client import Client
-    from peersd.errors import DaemonUnreachable, PeersError
+    from peersd.client import shutdown_and_wait
+    from peersd.errors import PeersError
 
-    start = identity.process_start(st.pid)
     try:
-        with Client(_local(settings), kind="cli", autostart=False, timeout=10) as client:
-            client.request(p.Shutdown)
-    except DaemonUnreachable:
-        pass
+        stopped = shutdown_and_wait(_local(settings), st, STOP_TIMEOUT)
     except PeersError as e:
         raise ServiceError(f"could not stop peersd (pid {st.pid}): {e}") from None
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        if start is not None:
-            if not identity.is_alive(st.pid, start):
-                return
-        else:
-            with contextlib.suppress(PeersError):
-                if running_daemon(settings) is None:
-                    return
-        time.sleep(0.05)
-    raise ServiceError(
-        f"peersd (pid {st.pid}) did not stop within {STOP_TIMEOUT:g}s; stop it "
-        "(`peers daemon stop`) and run this again"
-    )
+    if not stopped:
+        raise ServiceError(
+            f"peersd (pid {st.pid}) did not stop within {STOP_TIMEOUT:g}s; stop it "
+            "(`peers daemon stop`) and run this again"
+        )
 
 
 def _maybe_stop(settings: Settings, report: ServiceReport) -> None:

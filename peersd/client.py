@@ -511,6 +511,44 @@ class AsyncClient:
             return None
 
 
+def running_status(settings: Settings, timeout: float = 5.0) -> p.DaemonStatus | None:
+    """The daemon's status, or None when nothing answers. Never starts a daemon."""
+    try:
+        with Client(settings, kind="cli", autostart=False, timeout=timeout) as client:
+            return client.request(p.Status)
+    except DaemonUnreachable:
+        return None
+
+
+def shutdown_and_wait(settings: Settings, st: p.DaemonStatus, timeout: float) -> bool:
+    """Ask the daemon that answered ``st`` to stop, then wait; True once it has gone.
+
+    Gone means its process (pid and start time) has exited, or, for a process this
+    user cannot see, that nothing answers on the socket any more. A refused shutdown
+    raises its ``PeersError``.
+    """
+    from . import identity
+
+    start = identity.process_start(st.pid)
+    try:
+        with Client(settings, kind="cli", autostart=False, timeout=10) as client:
+            client.request(p.Shutdown)
+    except DaemonUnreachable:
+        pass
+    deadline = time.monotonic() + timeout
+    while True:
+        if start is not None:
+            if not identity.is_alive(st.pid, start):
+                return True
+        else:
+            with contextlib.suppress(PeersError):  # shutting_down: not gone yet
+                if running_status(settings) is None:
+                    return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
 def session_registration(
     settings: Settings,
     agent_pid: int,
