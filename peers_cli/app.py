@@ -697,7 +697,7 @@ def daemon_status(as_json: bool) -> None:
     s = settings()
     from . import service
 
-    notes = service.status_notes(s, st)
+    notes = [] if as_json else service.status_notes(s, st)  # --json has the service record
     if st is None:
         if as_json:
             record: dict[str, Any] = {"running": False, "socket": s.socket, "db": s.db}
