@@ -44,11 +44,16 @@ def find_agent(start: int | None = None) -> Agent:
         pid = int(override)
         return Agent(pid, classify(pid))
     me = os.getpid() if start is None else start
-    for pid in identity.ancestors(me):
-        kind = classify(pid)
+    return nearest_agent(me) or Agent(identity.parent_pid(me) or os.getppid(), None)
+
+
+def nearest_agent(pid: int) -> Agent | None:
+    """The nearest Claude Code or Codex process among ``pid``'s ancestors, if any."""
+    for ancestor in identity.ancestors(pid):
+        kind = classify(ancestor)
         if kind is not None:
-            return Agent(pid, kind)
-    return Agent(identity.parent_pid(me) or os.getppid(), None)
+            return Agent(ancestor, kind)
+    return None
 
 
 def channel_values(argv: list[str]) -> list[str]:

@@ -269,12 +269,10 @@ def find_helpers(
 
 def _agent_ancestor(pid: int) -> int | None:
     """The nearest Claude Code or Codex process among ``pid``'s ancestors."""
-    from peers_mcp.agent import classify
+    from peers_mcp.agent import nearest_agent
 
-    for ancestor in identity.ancestors(pid):
-        if classify(ancestor) is not None:
-            return ancestor
-    return None
+    agent = nearest_agent(pid)
+    return agent.pid if agent is not None else None
 
 
 def _adopter(ppid: int) -> str | None:
