@@ -7,6 +7,7 @@ daemon cannot be reached.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -120,16 +121,13 @@ def connect(autostart: bool | None = None) -> Client:
 
 def _session_pid() -> int:
     """The process this command speaks for: the shell (or agent) that ran it."""
-    pid = os.getppid()
-    for _ in range(8):
+    first = os.getppid()
+    pid = first
+    for pid in itertools.chain([first], identity.ancestors(first, limit=7)):
         name = identity.process_name(pid)
         if not (name in WRAPPERS or name.startswith("python")):
             return pid
-        parent = identity.parent_pid(pid)
-        if not parent or parent <= 1:
-            return pid
-        pid = parent
-    return pid
+    return pid  # only wrappers up to the top: the outermost one
 
 
 def become_peer(client: Client) -> p.Peer:
