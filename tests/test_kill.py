@@ -18,7 +18,7 @@ from peersd.client import session_registration
 from peersd.errors import Code, PeersError
 
 from .conftest import PYTHON, register
-from .test_mcp import agent_bin, mcp_session  # noqa: F401 - agent_bin is a fixture
+from .test_mcp import mcp_session
 
 PEERS = [PYTHON, "-m", "peers_cli.app"]
 
@@ -143,7 +143,7 @@ def test_agents_may_not_kill_unless_enabled(daemon, agents):
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_mcp_kill_peer_when_enabled(make_daemon, agents, agent_bin, anyio_backend):  # noqa: F811
+async def test_mcp_kill_peer_when_enabled(make_daemon, agents, agent_bin, anyio_backend):
     daemon = make_daemon(kill_enabled=1)
     victim = agents.spawn()
     with daemon.client("codex") as c:
