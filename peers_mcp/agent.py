@@ -8,33 +8,13 @@ only when the agent's own command line turns them on for this server's name.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from peersd import identity
+from peersd.agents import Agent, classify, nearest_agent
+
+__all__ = ["Agent", "channels_enabled", "classify", "find_agent", "nearest_agent"]
 
 CHANNEL_FLAGS = ("--dangerously-load-development-channels", "--channels")
-
-
-@dataclass(frozen=True)
-class Agent:
-    pid: int
-    kind: str | None
-    """"claude-code", "codex", or None when no agent was recognised (the parent is used)."""
-
-
-def classify(pid: int) -> str | None:
-    name = identity.process_name(pid)
-    if name == "claude":
-        return "claude-code"
-    if name == "codex":
-        return "codex"
-    if name in ("node", "bun", "deno"):
-        script = " ".join(identity.process_cmdline(pid)[1:3])
-        if "claude-code" in script or script.endswith("/claude"):
-            return "claude-code"
-        if "@openai/codex" in script or script.endswith("/codex") or "codex.js" in script:
-            return "codex"
-    return None
 
 
 def find_agent(start: int | None = None) -> Agent:
@@ -45,15 +25,6 @@ def find_agent(start: int | None = None) -> Agent:
         return Agent(pid, classify(pid))
     me = os.getpid() if start is None else start
     return nearest_agent(me) or Agent(identity.parent_pid(me) or os.getppid(), None)
-
-
-def nearest_agent(pid: int) -> Agent | None:
-    """The nearest Claude Code or Codex process among ``pid``'s ancestors, if any."""
-    for ancestor in identity.ancestors(pid):
-        kind = classify(ancestor)
-        if kind is not None:
-            return Agent(ancestor, kind)
-    return None
 
 
 def channel_values(argv: list[str]) -> list[str]:

@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import wire
-from .config import Settings, check_socket_owner, ensure_private_dir, home
+from .config import LAUNCHD_LABEL, Settings, check_socket_owner, ensure_private_dir, home
 from .errors import DaemonUnreachable
 
 NOT_LISTENING = (errno.ENOENT, errno.ECONNREFUSED)
 SYSTEMD_SOCKET_UNIT = "claude-peers.socket"
 SYSTEMD_SERVICE_UNIT = "claude-peers.service"
-LAUNCHD_LABEL = "dev.claude-peers.peersd"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from typing import Any
 import msgspec
 
 ENV_PREFIX = "CLAUDE_PEERS_"
+LAUNCHD_LABEL = "dev.claude-peers.peersd"
+"""The launchd job label of the daemon (the service installer and start-up both use it)."""
 
 
 class ConfigError(Exception):

@@ -23,8 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import __version__
-from .autostart import LAUNCHD_LABEL
-from .config import ConfigError, Settings, ensure_private_dir
+from .config import LAUNCHD_LABEL, ConfigError, Settings, ensure_private_dir
 from .connection import Connection
 from .endpoint import host_port, is_loopback
 from .server import Daemon

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from . import identity
+from .agents import nearest_agent
 from .config import ConfigError, Settings, load
 
 ENTRY_POINTS = {"peers-mcp": "peers-mcp", "peers-hook": "peers-hook"}
@@ -269,8 +270,6 @@ def find_helpers(
 
 def _agent_ancestor(pid: int) -> int | None:
     """The nearest Claude Code or Codex process among ``pid``'s ancestors."""
-    from peers_mcp.agent import nearest_agent
-
     agent = nearest_agent(pid)
     return agent.pid if agent is not None else None
 
