@@ -68,8 +68,10 @@ class Housekeeper:
             now = time.time()
             effects: list[Effect] = []
             gone: list[str] = []
-            for peer_id in dead:
-                peer = self.d.store.mark_gone(peer_id, "process exited", now)
+            for peer_id, pid, start in dead:
+                # Only if it is still that process: it may have registered again (a new
+                # helper, a restarted agent) while the check ran in its thread.
+                peer = self.d.store.mark_gone(peer_id, "process exited", now, expect=(pid, start))
                 if peer is not None:
                     gone.append(peer.id)
                     effects.append(functools.partial(self.d.unbind_peer, peer.id))
@@ -107,6 +109,9 @@ class Housekeeper:
                 report = await self.sweep()
             except PeersError as e:
                 log.error("sweep failed: %s", e)
+                continue
+            except Exception:  # a bug: log it and keep sweeping, never end the daemon
+                log.exception("sweep failed")
                 continue
             if report.duration_ms > 100:
                 log.warning("sweep took %.1f ms", report.duration_ms)
@@ -264,9 +269,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _dead_agents(agents: dict[int, tuple[str, float]]) -> list[str]:
+def _dead_agents(agents: dict[int, tuple[str, float]]) -> list[tuple[str, int, float]]:
+    """(peer id, pid, start) of each agent whose process has exited."""
     return [
-        peer_id
+        (peer_id, pid, start)
         for pid, (peer_id, start) in agents.items()
         if not identity.is_alive(pid, start, unknown=True)
     ]

@@ -123,3 +123,43 @@ def test_identity_helpers_match_psutil():
     assert not identity.is_alive(me, psutil.Process(me).create_time() - 100)
     assert identity.process_start(2**22 + 12345) is None
     assert next(iter(identity.ancestors(me))) == os.getppid()
+
+
+def test_a_peer_registered_again_during_the_sweep_stays_active(daemon, agents):
+    """The sweep reads the agents, checks them in a worker thread, then marks the dead ones
+    gone. A peer that registered again meanwhile (its agent restarted: same session, a new
+    live process) must not be marked gone for its old, dead process."""
+    old_agent, new_agent = agents.spawn(), agents.spawn()
+    with daemon.client("claude-code") as c:
+        first = register(c, old_agent.pid, session_id="sess-race", name="phoenix")
+    old_agent.kill()
+    old_agent.wait()
+    again = session_registration(
+        daemon.settings, new_agent.pid, "claude-code", cwd="/tmp", session_id="sess-race"
+    )
+    again.id = 2
+    with daemon.client("claude-code") as c:
+        c.connect()
+        assert c.sock is not None
+        # One write, so the daemon reads both frames at once: the sweep takes its list of
+        # agents first, and the registration is committed while the check runs in its thread.
+        c.sock.sendall(p.encode(p.Sweep(id=1)) + p.encode(again))
+        answers: dict[int, p.Frame] = {}
+        while len(answers) < 2:
+            frame = c._read(time.monotonic() + 10)
+            assert frame is not None, "no answer"
+            assert not isinstance(frame, p.Error), frame
+            answers[frame.id] = frame
+        reg, sweep = answers[2], answers[1]
+        assert isinstance(reg, p.PeerResult) and isinstance(sweep, p.SweepResult)
+        assert (reg.peer.id, reg.peer.agent_pid) == (first.id, new_agent.pid)
+        assert sweep.gone == []
+        me = c.request(p.Whoami).peer
+        assert (me.id, me.state) == (first.id, "active")
+        assert first.id in {x.id for x in c.request(p.ListPeers, include_self=True).peers}
+    # the old process stays dead; the peer is gone only when its new one exits too
+    with daemon.client() as c:
+        assert c.request(p.Sweep).gone == []
+        new_agent.kill()
+        new_agent.wait()
+        assert c.request(p.Sweep).gone == [first.id]
