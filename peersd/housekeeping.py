@@ -2,8 +2,8 @@
 escalation of mail left waiting, and the cleanup of orphaned helpers.
 
 Everything here runs on the daemon's loop; process checks run in worker threads so a
-slow /proc never delays requests. Tasks it starts are owned by the daemon's task set
-and cancelled on stop.
+slow /proc never delays requests. Tasks it starts belong to the daemon's task group:
+cancelled on stop and awaited before the store closes.
 """
 
 from __future__ import annotations
@@ -253,8 +253,10 @@ class Housekeeper:
             log.warning("%s did not finish within %gs; killed it", argv[0], NOTIFY_TIMEOUT)
             return
         except asyncio.CancelledError:
+            # The daemon is stopping; its task group awaits this, so reap the notifier.
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
+            await proc.wait()
             raise
         if proc.returncode:
             why = stderr.decode(errors="replace").strip()[:200]
