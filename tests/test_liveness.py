@@ -163,3 +163,50 @@ def test_a_peer_registered_again_during_the_sweep_stays_active(daemon, agents):
         new_agent.kill()
         new_agent.wait()
         assert c.request(p.Sweep).gone == [first.id]
+
+
+def test_clients_bind_again_when_their_peer_was_marked_gone(daemon, agents):
+    """A peer marked gone while its client lives (a sweep race, a kill, an unregister from
+    another connection) is answered not_registered; the blocking and the asyncio client
+    both register again by themselves and the request succeeds."""
+    import asyncio
+
+    from peersd.client import AsyncClient
+
+    def forget(pid: int) -> None:
+        with daemon.client() as other:
+            other.request(p.Attach, pid=pid)
+            other.request(p.Unregister)
+
+    agent = agents.spawn()
+    with daemon.client("claude-code") as c:
+        req = session_registration(c.settings, agent.pid, "claude-code", cwd="/tmp")
+        req.name = "steady"
+        peer = c.bind(req)
+        forget(agent.pid)
+        me = c.request(p.Whoami).peer
+        assert (me.id, me.name, me.state) == (peer.id, "steady", "active")
+
+    async def scenario() -> None:
+        async with AsyncClient(daemon.settings, kind="codex", autostart=False, timeout=10) as ac:
+            bound = await ac.bind(
+                session_registration(ac.settings, agents.spawn().pid, "codex", cwd="/tmp")
+            )
+            await ac.subscribe(["mail"])
+            assert ac.peer is not None
+            await asyncio.to_thread(forget, ac.peer.agent_pid)
+            # many requests in flight see not_registered at once: all succeed
+            answers = await asyncio.gather(*(ac.request(p.Whoami) for _ in range(20)))
+            assert {(a.peer.id, a.peer.state) for a in answers} == {(bound.id, "active")}
+            # and mail events reach it again
+            with daemon.client() as other:
+                register(other, agents.spawn().pid, name="pinger")
+                mid = other.request(p.Send, to=bound.id, text="ping").message_id
+            while True:
+                ev = await ac.next_event(5)
+                assert ev is not None, "no mail event after binding again"
+                if isinstance(ev, p.MailEvent):
+                    assert ev.message.id == mid
+                    break
+
+    asyncio.run(scenario())
