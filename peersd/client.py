@@ -241,6 +241,8 @@ class Client:
                 continue
             if response is not None and not isinstance(frame, response):
                 raise PeersError(Code.BAD_FRAME, f"unexpected answer {type(frame).__name__}")
+            if isinstance(req, p.Unregister):
+                self.binding = None  # left on purpose: never bind again by itself
             return frame
 
     def request(self, kind: type[p.Request], **fields: Any) -> Any:
@@ -524,6 +526,8 @@ class AsyncClient:
             frame = await self._send(req, wait_connected)
         if isinstance(frame, p.Error):
             _raise(frame)
+        if isinstance(req, p.Unregister):
+            self.binding = None  # left on purpose: never bind again by itself
         return frame
 
     async def _rebind(self, seen: int) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from peersd import identity
 from peersd import protocol as p
 from peersd.client import session_registration
+from peersd.errors import Code, PeersError
 
 from .conftest import register
 
@@ -186,6 +189,10 @@ def test_clients_bind_again_when_their_peer_was_marked_gone(daemon, agents):
         forget(agent.pid)
         me = c.request(p.Whoami).peer
         assert (me.id, me.name, me.state) == (peer.id, "steady", "active")
+        c.request(p.Unregister)  # leaving on purpose is not undone
+        with pytest.raises(PeersError) as info:
+            c.request(p.Whoami)
+        assert info.value.code == Code.NOT_REGISTERED
 
     async def scenario() -> None:
         async with AsyncClient(daemon.settings, kind="codex", autostart=False, timeout=10) as ac:
@@ -198,6 +205,7 @@ def test_clients_bind_again_when_their_peer_was_marked_gone(daemon, agents):
             # many requests in flight see not_registered at once: all succeed
             answers = await asyncio.gather(*(ac.request(p.Whoami) for _ in range(20)))
             assert {(a.peer.id, a.peer.state) for a in answers} == {(bound.id, "active")}
+            assert ac.peer.id == bound.id
             # and mail events reach it again
             with daemon.client() as other:
                 register(other, agents.spawn().pid, name="pinger")
