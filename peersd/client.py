@@ -352,7 +352,7 @@ class AsyncClient:
             tasks = list(self._tasks)
             for task in tasks:
                 task.cancel()
-            # Not return_exceptions=False: one task's error must not leave others unawaited.
+            # return_exceptions: one task's error must not leave the others unawaited.
             await asyncio.gather(*tasks, return_exceptions=True)
             self._tasks.difference_update(tasks)
         self._beat_task = self._reconnect_task = self._task = None
