@@ -137,13 +137,11 @@ def become_peer(client: Client) -> p.Peer:
     peer of its own (client ``cli``) whose mail waits for that terminal.
     """
     try:
-        reply = client.request(p.Attach, session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"))
-        return reply.peer
+        return client.bind(p.Attach(id=0, session_id=os.environ.get("CLAUDE_CODE_SESSION_ID")))
     except PeersError as e:
         if e.code != Code.UNKNOWN_PEER:
             raise
-    reg = session_registration(settings(), _session_pid(), "cli", receive="poll")
-    return client.call(reg).peer
+    return client.bind(session_registration(settings(), _session_pid(), "cli", receive="poll"))
 
 
 def emit_json(value: Any) -> None:

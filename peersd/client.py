@@ -16,7 +16,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import msgspec
@@ -99,6 +99,8 @@ class Client:
         self._next_id = 0
         self._recv_timeout: float | None = None
         self._kernel_timeouts = True
+        self.binding: p.Register | p.Attach | None = None
+        """The request that made this client a peer, made again if the daemon forgets it."""
 
     def __enter__(self) -> Client:
         self.connect()
@@ -194,8 +196,27 @@ class Client:
                 self.sock.settimeout(seconds or None)
             self._recv_timeout = seconds
 
+    def bind(self, req: p.Register | p.Attach) -> p.Peer:
+        """Become a peer (register or attach), and again by itself should the daemon
+        answer ``not_registered`` later (the peer was marked gone, or this is a new
+        connection)."""
+        reply = self.call(req)
+        self.binding = _rebindable(req)
+        return reply.peer
+
     def call(self, req: p.Request, response: type[R] | None = None) -> Any:
         """Send ``req`` and return its answer; events that arrive meanwhile are kept."""
+        try:
+            return self._call(req, response)
+        except PeersError as e:
+            if e.code != Code.NOT_REGISTERED or not _retryable(req, self.binding):
+                raise
+        assert self.binding is not None
+        log.info("peersd answered not_registered: binding again")
+        self._call(self.binding, None)
+        return self._call(req, response)
+
+    def _call(self, req: p.Request, response: type[R] | None) -> Any:
         self.connect()
         self._next_id += 1
         req.id = self._next_id
@@ -220,6 +241,8 @@ class Client:
                 continue
             if response is not None and not isinstance(frame, response):
                 raise PeersError(Code.BAD_FRAME, f"unexpected answer {type(frame).__name__}")
+            if isinstance(req, p.Unregister):
+                self.binding = None  # left on purpose: never bind again by itself
             return frame
 
     def request(self, kind: type[p.Request], **fields: Any) -> Any:
@@ -247,9 +270,11 @@ class AsyncClient:
     """asyncio client for long-lived helpers: many requests in flight, events, reconnects.
 
     ``bind`` remembers the request that made this connection a peer (register or
-    attach) and ``subscribe`` the event kinds; both are replayed after a reconnect.
-    Use as ``async with AsyncClient(...) as c``: the reader task lives exactly as long
-    as the block.
+    attach) and ``subscribe`` the event kinds; both are replayed after a reconnect, and
+    when the daemon answers ``not_registered`` (the peer was marked gone while its
+    helper lives) before the request is tried once more. Use as ``async with
+    AsyncClient(...) as c``: every task it starts (reader, heartbeat, ``on_reconnect``)
+    is owned by the client and cancelled and awaited when the block ends.
     """
 
     def __init__(
@@ -277,21 +302,37 @@ class AsyncClient:
         self._waiting: dict[int, asyncio.Future[p.Frame]] = {}
         self._next_id = 0
         self._connected = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        """Every task this client started and has not yet awaited."""
         self._task: asyncio.Task[None] | None = None
         self._beat_task: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
-        """``on_reconnect`` running, owned by this client and cancelled on close."""
+        """``on_reconnect`` running (a newer reconnect cancels it)."""
+        self._bound = 0
+        """Bumped on every (re)binding: a not_registered answer to a request sent before
+        the last one needs no new binding, only a retry."""
+        self._rebinding = asyncio.Lock()
         self._closing = False
         self.remote = False
 
     async def __aenter__(self) -> AsyncClient:
         await self._open()
         self._connected.set()
-        loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._run())
+        self._task = self._spawn(self._run())
         if self.remote:
-            self._beat_task = loop.create_task(self._beat())
+            self._beat_task = self._spawn(self._beat())
         return self
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a peersd client task failed", exc_info=task.exception())
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
@@ -305,12 +346,15 @@ class AsyncClient:
                     await self.call(p.Heartbeat(id=0))
 
     async def aclose(self) -> None:
+        """Cancel every task of this client and wait for them, then hang up."""
         self._closing = True
-        for task in (self._beat_task, self._reconnect_task, self._task):
-            if task is not None:
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # return_exceptions: one task's error must not leave the others unawaited.
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.difference_update(tasks)
         self._beat_task = self._reconnect_task = self._task = None
         self._drop("client closed")
 
@@ -408,19 +452,15 @@ class AsyncClient:
                 if self.binding is not None:
                     reply = await self._call_now(self.binding)
                     self.peer = reply.peer
+                    self._bound += 1
                 if self.kinds:
                     await self._call_now(p.Subscribe(id=0, kinds=list(self.kinds)))
                 # Only now may callers use the connection: it is the same peer again.
                 self._connected.set()
                 log.info("reconnected to peersd")
-                if self.on_reconnect is not None:
-                    # Its own task: the callback may make requests, and only this task,
-                    # back in _pump, reads their answers.
-                    if self._reconnect_task is not None:
-                        self._reconnect_task.cancel()
-                    self._reconnect_task = asyncio.get_running_loop().create_task(
-                        self._after_reconnect(self.on_reconnect)
-                    )
+                # Its own task: the callback may make requests, and only this task, back
+                # in _pump, reads their answers.
+                self._start_on_reconnect()
                 return
             except (
                 TimeoutError,
@@ -434,6 +474,13 @@ class AsyncClient:
                 log.info("reconnect failed: %s", e)
                 self._drop("reconnect failed")
                 delay = min(delay * 2, 2.0)
+
+    def _start_on_reconnect(self) -> None:
+        if self.on_reconnect is None or self._closing:
+            return
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()  # still owned: awaited on close
+        self._reconnect_task = self._spawn(self._after_reconnect(self.on_reconnect))
 
     async def _after_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -461,7 +508,46 @@ class AsyncClient:
                 return frame
 
     async def call(self, req: p.Request, wait_connected: float | None = None) -> Any:
-        """Send ``req`` and await its answer. Raises ``PeersError`` (incl. unreachable)."""
+        """Send ``req`` and await its answer. Raises ``PeersError`` (incl. unreachable).
+
+        A ``not_registered`` answer while this client is bound means the daemon no
+        longer counts it as its peer (marked gone by the sweep, a kill, an unregister
+        from elsewhere): it binds again, once for every request that saw it, and
+        retries the request once.
+        """
+        bound = self._bound
+        frame = await self._send(req, wait_connected)
+        if (
+            isinstance(frame, p.Error)
+            and frame.code == Code.NOT_REGISTERED
+            and _retryable(req, self.binding)
+        ):
+            await self._rebind(bound)
+            frame = await self._send(req, wait_connected)
+        if isinstance(frame, p.Error):
+            _raise(frame)
+        if isinstance(req, p.Unregister):
+            self.binding = None  # left on purpose: never bind again by itself
+        return frame
+
+    async def _rebind(self, seen: int) -> None:
+        async with self._rebinding:
+            if self._bound != seen or self.binding is None:
+                return  # bound again meanwhile (another request, or a reconnect)
+            log.info("peersd answered not_registered: registering again")
+            for req in (self.binding, p.Subscribe(id=0, kinds=list(self.kinds))):
+                if isinstance(req, p.Subscribe) and not self.kinds:
+                    continue
+                frame = await self._send(req, None)
+                if isinstance(frame, p.Error):
+                    _raise(frame)
+                if isinstance(frame, p.PeerResult):
+                    self.peer = frame.peer
+            self._bound += 1
+        self._start_on_reconnect()  # mail that came while it was gone, as after a reconnect
+
+    async def _send(self, req: p.Request, wait_connected: float | None) -> p.Frame:
+        """Send ``req`` and await its answer frame, an ``Error`` included."""
         if not self._connected.is_set():
             if wait_connected:
                 try:
@@ -483,8 +569,6 @@ class AsyncClient:
             raise PeersError(
                 Code.TIMEOUT, f"peersd did not answer within {self.timeout:g}s"
             ) from None
-        if isinstance(frame, p.Error):
-            _raise(frame)
         return frame
 
     async def request(self, kind: type[p.Request], **fields: Any) -> Any:
@@ -493,10 +577,8 @@ class AsyncClient:
     async def bind(self, req: p.Register | p.Attach) -> p.Peer:
         """Become a peer (register or attach) and remember it for reconnects."""
         reply = await self.call(req)
-        self.binding = req
-        if isinstance(req, p.Register):
-            req.summary = None  # later set_summary calls win after a reconnect
-            req.name = None
+        self.binding = _rebindable(req)
+        self._bound += 1
         self.peer = reply.peer
         return reply.peer
 
@@ -509,6 +591,20 @@ class AsyncClient:
             return await asyncio.wait_for(self.events.get(), timeout)
         except TimeoutError:
             return None
+
+
+def _rebindable(req: p.Register | p.Attach) -> p.Register | p.Attach:
+    """``req`` as it is made again later: a register without the summary and name it
+    set, so a later set_summary or set_name wins."""
+    if isinstance(req, p.Register):
+        req.summary = None
+        req.name = None
+    return req
+
+
+def _retryable(req: p.Request, binding: p.Register | p.Attach | None) -> bool:
+    """Whether a ``not_registered`` answer to ``req`` is worth binding again for."""
+    return binding is not None and not isinstance(req, (p.Register, p.Attach))
 
 
 def running_status(settings: Settings, timeout: float = 5.0) -> p.DaemonStatus | None:

@@ -251,10 +251,11 @@ def send(d: Daemon, conn: Connection, r: p.Send) -> Op:
         recipient = d.store.resolve(r.to, d.machine_id)
         if recipient.id == sender.id:
             raise PeersError(Code.BAD_REQUEST, "you cannot send a message to yourself")
+        # The one queue check (the store does not repeat it), before a rate token is taken.
         if recipient.pending >= s.queue_limit:
             raise d.store.queue_full(recipient, s.queue_limit)
         d.rate_limits.take(me)
-        msg = d.store.send(sender, recipient, r.text, r.reply_to, now, s.message_ttl, s.queue_limit)
+        msg = d.store.send(sender, recipient, r.text, r.reply_to, now, s.message_ttl)
         return Outcome(
             p.Sent(id=r.id, message_id=msg.id, to=recipient.id, to_name=recipient.name),
             d.mail_effects(msg),
@@ -279,7 +280,7 @@ def broadcast(d: Daemon, conn: Connection, r: p.Broadcast) -> Op:
         sent: list[p.SentItem] = []
         effects: list[Effect] = []
         for peer in targets:
-            msg = d.store.send(sender, peer, r.text, None, now, s.message_ttl, s.queue_limit)
+            msg = d.store.send(sender, peer, r.text, None, now, s.message_ttl)
             sent.append(p.SentItem(message_id=msg.id, to=peer.id, to_name=peer.name))
             effects += d.mail_effects(msg)
         skipped = [f"{peer.name}: queue full ({s.queue_limit} unread)" for peer in full]

@@ -2,8 +2,8 @@
 escalation of mail left waiting, and the cleanup of orphaned helpers.
 
 Everything here runs on the daemon's loop; process checks run in worker threads so a
-slow /proc never delays requests. Tasks it starts are owned by the daemon's task set
-and cancelled on stop.
+slow /proc never delays requests. Tasks it starts belong to the daemon's task group:
+cancelled on stop and awaited before the store closes.
 """
 
 from __future__ import annotations
@@ -68,8 +68,10 @@ class Housekeeper:
             now = time.time()
             effects: list[Effect] = []
             gone: list[str] = []
-            for peer_id in dead:
-                peer = self.d.store.mark_gone(peer_id, "process exited", now)
+            for peer_id, pid, start in dead:
+                # Only if it is still that process: it may have registered again (a new
+                # helper, a restarted agent) while the check ran in its thread.
+                peer = self.d.store.mark_gone(peer_id, "process exited", now, expect=(pid, start))
                 if peer is not None:
                     gone.append(peer.id)
                     effects.append(functools.partial(self.d.unbind_peer, peer.id))
@@ -107,6 +109,9 @@ class Housekeeper:
                 report = await self.sweep()
             except PeersError as e:
                 log.error("sweep failed: %s", e)
+                continue
+            except Exception:  # a bug: log it and keep sweeping, never end the daemon
+                log.exception("sweep failed")
                 continue
             if report.duration_ms > 100:
                 log.warning("sweep took %.1f ms", report.duration_ms)
@@ -248,8 +253,10 @@ class Housekeeper:
             log.warning("%s did not finish within %gs; killed it", argv[0], NOTIFY_TIMEOUT)
             return
         except asyncio.CancelledError:
+            # The daemon is stopping; its task group awaits this, so reap the notifier.
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
+            await proc.wait()
             raise
         if proc.returncode:
             why = stderr.decode(errors="replace").strip()[:200]
@@ -264,9 +271,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _dead_agents(agents: dict[int, tuple[str, float]]) -> list[str]:
+def _dead_agents(agents: dict[int, tuple[str, float]]) -> list[tuple[str, int, float]]:
+    """(peer id, pid, start) of each agent whose process has exited."""
     return [
-        peer_id
+        (peer_id, pid, start)
         for pid, (peer_id, start) in agents.items()
         if not identity.is_alive(pid, start, unknown=True)
     ]

@@ -326,17 +326,19 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
         )
         if ready is not None:
             ready.set()
+        # Every task the daemon starts belongs to this group: on stop they are cancelled
+        # and awaited (a kill records its outcome) before the store is closed below.
         async with asyncio.TaskGroup() as tg:
-            sweeper = tg.create_task(daemon.housekeeper.run())
+            daemon.task_group = tg
+            daemon.spawn(daemon.housekeeper.run())
             await daemon.stop_requested.wait()
             log.info("stopping: finishing writes in flight")
             daemon.stopping = True
             server.close()
             if tcp_server is not None:
                 tcp_server.close()
-            sweeper.cancel()
-            for task in list(daemon.tasks):
-                task.cancel()
+            daemon.cancel_tasks()
+        daemon.task_group = None
         await daemon.commit.drained()
         for conn in list(daemon.connections):
             if conn.transport is not None:

@@ -64,7 +64,10 @@ class Daemon:
         self.stop_requested = asyncio.Event()
         self.frame_budget = settings.max_frame - 64 * 1024
         """Bytes of message data one answer may carry and still fit in a frame."""
+        self.task_group: asyncio.TaskGroup | None = None
+        """Owns every task the daemon starts; ``serve`` holds it open for the daemon's life."""
         self.tasks: set[asyncio.Task[None]] = set()
+        """The group's tasks still running, to cancel on stop."""
         self._conn_seq = 0
         self.housekeeper = Housekeeper(self)
 
@@ -72,12 +75,24 @@ class Daemon:
         self._conn_seq += 1
         return self._conn_seq
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run ``coro`` as a task the daemon owns: kept until done, cancelled on stop."""
-        task = self.loop.create_task(coro)
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run ``coro`` in the daemon's task group: cancelled on stop and awaited before
+        the store closes. An error in it is logged and ends only that task. Once the
+        daemon is stopping nothing new starts (None)."""
+        if self.stopping:
+            coro.close()
+            return None
+        if self.task_group is None:
+            coro.close()
+            raise RuntimeError("the daemon's task group is not running")
+        task = self.task_group.create_task(_logged(coro))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+    def cancel_tasks(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
 
     # ------------------------------------------------------------ connections
 
@@ -244,3 +259,11 @@ class Daemon:
                 effect()
 
         self.commit.submit(op, done, type(req) not in SINGLE_STATEMENT)
+
+
+async def _logged(coro: Coroutine[Any, Any, None]) -> None:
+    """A task's own error stays in it: logged, never cancelling its siblings or the daemon."""
+    try:
+        await coro
+    except Exception:
+        log.exception("a daemon task failed")

@@ -521,9 +521,24 @@ class Store:
         inherited = self._inherit(peer_id, peer.machine_id, name)
         return self.require_peer(peer_id), peer.name, inherited
 
-    def mark_gone(self, peer_id: str, reason: str, now: float) -> Peer | None:
+    def mark_gone(
+        self,
+        peer_id: str,
+        reason: str,
+        now: float,
+        expect: tuple[int, float] | None = None,
+    ) -> Peer | None:
+        """Mark an active peer gone; the peer as it was, or None if nothing changed.
+
+        ``expect`` is the (agent pid, start time) the caller found dead: if the peer has
+        registered again since with another process, it lives and is left alone.
+        """
         peer = self.peer(peer_id)
         if peer is None or peer.state == "gone":
+            return None
+        if expect is not None and (
+            peer.agent_pid != expect[0] or abs(peer.agent_start - expect[1]) >= 0.05
+        ):
             return None
         self.conn.execute(
             "UPDATE peers SET state = 'gone', gone_at = ?, gone_reason = ? WHERE id = ?",
@@ -604,11 +619,17 @@ class Store:
         names = sorted({x.name for x in self._peers.values() if x.state == "active"})
         return difflib.get_close_matches(name, names, n=5, cutoff=0.5)
 
-    def audit(self, now: float, actor: str, action: str, target: str | None, detail: str) -> None:
+    def audit(self, now: float, actor: str, action: str, target: str | None, detail: str) -> int:
+        """Record an action; its row, for ``audit_outcome``."""
         self.conn.execute(
             "INSERT INTO audit(at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
             (now, actor, action, target, detail),
         )
+        return self.conn.last_insert_rowid()
+
+    def audit_outcome(self, seq: int, detail: str) -> None:
+        """Replace the detail of a recorded attempt once its outcome is known."""
+        self.conn.execute("UPDATE audit SET detail = ? WHERE seq = ?", (detail, seq))
 
     # ---------------------------------------------------------------- messages
 
@@ -633,10 +654,8 @@ class Store:
         reply_to: str | None,
         now: float,
         ttl: float,
-        queue_limit: int,
     ) -> Message:
-        if recipient.pending >= queue_limit:
-            raise self.queue_full(recipient, queue_limit)
+        """Queue one message; the caller has checked the recipient's queue has room."""
         self.conn.execute(
             "INSERT INTO messages(sender, sender_name, recipient, recipient_name, text, "
             "created, state, expires_at, reply_to) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
@@ -835,9 +854,10 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY m.seq DESC LIMIT ?"
-        args.append(limit)
+        args.append(limit + 1)  # one more than asked: is there a next page at all?
         rows = list(self.conn.execute(sql, args))
-        more = len(rows) == limit
+        more = len(rows) > limit
+        del rows[limit:]
         kept: list[tuple] = []
         spent = 0
         for row in rows:
@@ -987,12 +1007,14 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(limit)
+        args.append(limit + 1)  # one more than asked: is there a next page at all?
         rows = []
         for seq, at, actor, act, target, detail in self.conn.execute(sql, args):
             peer = self._peers.get(target) if target else None
             rows.append((seq, at, actor, act, target, peer.name if peer else None, detail))
-        next_before = rows[-1][0] if len(rows) == limit else None
+        more = len(rows) > limit
+        del rows[limit:]
+        next_before = rows[-1][0] if more else None
         return rows, next_before
 
     def counts(self) -> tuple[int, int, dict[str, int]]:

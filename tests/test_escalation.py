@@ -180,9 +180,9 @@ def test_waiting_queries_only_peers_with_mail(tmp_path):
             req.machine_id = "m"
             req.host = "h"
             peers.append(store.register(req, now).peer)
-        store.send(peers[0], peers[1], "x", None, now - 100, 3600, 10)
-        store.send(peers[0], peers[1], "y", None, now, 3600, 10)
-        store.send(peers[0], peers[2], "z", None, now - 100, 3600, 10)
+        store.send(peers[0], peers[1], "x", None, now - 100, 3600)
+        store.send(peers[0], peers[1], "y", None, now, 3600)
+        store.send(peers[0], peers[2], "z", None, now - 100, 3600)
         store.mark_gone(peers[2].id, "test", now)
         rows = store.waiting(now - 50)
     assert [(r[0], r[1], r[2]) for r in rows] == [(peers[1].id, "n1", 1)]

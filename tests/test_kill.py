@@ -18,7 +18,7 @@ from peersd.client import session_registration
 from peersd.errors import Code, PeersError
 
 from .conftest import PYTHON, register
-from .test_mcp import mcp_session
+from .test_mcp import HERE, mcp_session
 
 PEERS = [PYTHON, "-m", "peers_cli.app"]
 
@@ -44,6 +44,23 @@ def audit(daemon) -> list[dict]:
     done = peers_cli(daemon, "audit", "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def stubborn_process(agents) -> subprocess.Popen:
+    """A process that ignores SIGTERM (ready once it has said so)."""
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-c",
+            "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(600)",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
+    agents.procs.append(proc)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    return proc
 
 
 def test_kill_terminates_a_registered_agent_and_records_it(daemon, agents):
@@ -90,18 +107,7 @@ def test_a_reused_pid_is_not_killed(daemon, agents):
 
 def test_force_kills_an_agent_that_ignores_sigterm(make_daemon, agents):
     daemon = make_daemon(kill_grace=0.3)
-    stubborn = subprocess.Popen(
-        [
-            PYTHON,
-            "-c",
-            "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            "print('ready', flush=True); time.sleep(600)",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-    )
-    agents.procs.append(stubborn)
-    assert stubborn.stdout is not None and stubborn.stdout.readline() == b"ready\n"
+    stubborn = stubborn_process(agents)
     with daemon.client("codex") as c:
         register(c, stubborn.pid, "codex", name="stubborn")
 
@@ -179,3 +185,118 @@ def test_a_hub_client_cannot_kill(make_daemon, agents, tmp_path):
     time.sleep(0.2)
     assert local.poll() is None
     assert "local" in active_names(daemon)
+
+
+def test_peers_kill_inside_an_agent_session_is_that_agent(daemon, agents, agent_bin, tmp_path):
+    """With kill_enabled off, ``peers kill`` run from an agent's shell is refused although
+    its hello says ``cli``: the daemon sees that its process descends from a registered
+    agent. The same command from a terminal outside any agent session may kill."""
+    victim = agents.spawn()
+    with daemon.client("codex") as c:
+        register(c, victim.pid, "codex", name="victim")
+    go = tmp_path / "go"
+    script = f"while [ ! -e {go} ]; do sleep 0.02; done; exec {PYTHON} -m peers_cli.app kill victim"
+    session = subprocess.Popen(
+        [str(agent_bin / "claude"), str(HERE / "fake_agent.py"), "--", "/bin/sh", "-c", script],
+        env=daemon.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    agents.procs.append(session)  # type: ignore[arg-type]
+    with daemon.client("claude-code") as c:
+        register(c, session.pid, name="insider")  # the agent session is a registered peer
+        go.touch()
+        out, err = session.communicate(timeout=30)
+    assert session.returncode == 1, (out, err)
+    assert "runs inside the agent session insider" in err
+    assert "kill_enabled = true" in err and "terminal" in err
+    time.sleep(0.2)
+    assert victim.poll() is None
+    assert "victim" in active_names(daemon)
+    assert audit(daemon) == []  # refused before anything was attempted
+
+    outside = peers_cli(daemon, "kill", "victim")  # a person's terminal: no agent above it
+    assert outside.returncode == 0, outside.stderr
+    assert victim.wait(5) == -15
+
+
+def test_a_cli_connection_attached_as_an_agent_may_not_kill(daemon, agents):
+    agent, victim = agents.spawn(), agents.spawn()
+    with daemon.client("claude-code") as c:
+        register(c, agent.pid, name="agent")
+    with daemon.client("codex") as c:
+        register(c, victim.pid, "codex", name="victim")
+    with daemon.client("cli") as c:
+        c.request(p.Attach, pid=agent.pid)  # acts as the agent, says it is a command line
+        with pytest.raises(PeersError) as info:
+            c.request(p.Kill, target="victim")
+        assert info.value.code == Code.DISABLED
+        assert "acts as the agent session agent" in info.value.message
+    assert victim.poll() is None
+
+
+def test_kill_after_the_sweep_tells_peer_left_once(daemon, agents):
+    agent = agents.spawn()
+    with daemon.client("claude-code") as c:
+        victim = register(c, agent.pid, name="victim")
+    with daemon.client() as watcher:
+        watcher.request(p.Subscribe, kinds=["peers"])
+        agent.kill()
+        agent.wait()
+        assert watcher.request(p.Sweep).gone == [victim.id]
+        done = peers_cli(daemon, "kill", "victim", "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["outcome"] == "already_gone"
+        watcher.request(p.Status)  # the kill's events, if any, are in by now
+        left = []
+        while (ev := watcher.next_event(0.3)) is not None:
+            if isinstance(ev, p.PeerLeft):
+                left.append(ev)
+    assert [(e.peer_id, e.reason) for e in left] == [(victim.id, "process exited")]
+
+
+def test_a_stop_during_the_grace_period_keeps_the_attempt(make_daemon, agents):
+    """The attempt is recorded before the signal; a stop while waiting for the process to
+    exit says so in the record, and the daemon does not wait out the grace period."""
+    daemon = make_daemon(kill_grace=60)
+    stubborn = stubborn_process(agents)
+    with daemon.client("codex") as c:
+        register(c, stubborn.pid, "codex", name="stubborn")
+    killer = subprocess.Popen(
+        [*PEERS, "kill", "stubborn"],
+        env=daemon.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        with daemon.client() as c:
+            while not (records := c.request(p.Audit, limit=10).records):
+                assert time.monotonic() < deadline, "the kill was never recorded"
+                time.sleep(0.05)
+        assert (
+            records[0].detail
+            == f"pid {stubborn.pid}: SIGTERM sent, waiting up to 60s for it to exit"
+        )
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 10
+        killer.wait(10)
+    finally:
+        if killer.poll() is None:
+            killer.kill()
+            killer.wait()
+    log = daemon.log()
+    assert "stopped cleanly" in log
+    for bad in ("Traceback", "was destroyed but it is pending", "could not record"):
+        assert bad not in log, log
+    daemon.start()
+    [record] = audit(daemon)
+    assert (record["action"], record["target_name"]) == ("kill", "stubborn")
+    assert record["detail"] == (
+        f"pid {stubborn.pid}: SIGTERM sent; peersd stopped before the outcome was known"
+    )
+    assert stubborn.poll() is None  # never sent SIGKILL

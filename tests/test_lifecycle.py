@@ -323,3 +323,64 @@ def test_database_is_locked_to_the_daemon(daemon):
     with pytest.raises(apsw.BusyError):
         conn.execute("SELECT count(*) FROM messages").fetchall()
     conn.close()
+
+
+def _clean_stop(log: str) -> None:
+    assert "stopped cleanly" in log, log
+    for bad in ("Traceback", "was destroyed but it is pending", "Exception ignored", "Error"):
+        assert bad not in log, log
+
+
+def test_a_stop_while_a_notifier_runs_ends_and_reaps_it(make_daemon, agents, tmp_path):
+    """Tasks belong to the daemon's task group: on stop the notification task is cancelled
+    and awaited (it kills and reaps its notifier) before the store closes."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    pidfile = tmp_path / "notifier.pid"
+    for name in ("notify-send", "osascript"):
+        script = folder / name
+        script.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 60\n")
+        script.chmod(0o755)
+    daemon = make_daemon(start=False, sweep_interval=0.1, escalate_after=0.2)
+    daemon.env["PATH"] = f"{folder}:{os.environ['PATH']}"
+    daemon.start()
+    with daemon.client() as ca, daemon.client() as cb:
+        register(ca, agents.spawn().pid, name="a")
+        register(cb, agents.spawn().pid, name="b")
+        ca.request(p.Send, to="b", text="nobody reads this")
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, "the notifier never ran"
+        time.sleep(0.05)
+    notifier = int(pidfile.read_text())
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 5
+    _clean_stop(daemon.log())
+    state = Path(f"/proc/{notifier}/stat")
+    if state.exists():  # only a zombie, reparented, may be left for a moment
+        assert state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_a_stop_while_a_sweep_runs_exits_cleanly(daemon, agents):
+    """A sweep still checking processes in its thread when the stop comes is cancelled and
+    awaited; the daemon exits 0 with nothing written after the store closed."""
+    dead = agents.spawn()
+    with daemon.client("claude-code") as c:
+        peer = register(c, dead.pid, name="dead")
+    dead.kill()
+    dead.wait()
+    with daemon.client() as c:
+        c.connect()
+        assert c.sock is not None
+        # One write: the sweep starts its check, then the shutdown is committed.
+        c.sock.sendall(p.encode(p.Sweep(id=1)) + p.encode(p.Shutdown(id=2)))
+        assert daemon.proc is not None
+        assert daemon.proc.wait(10) == 0
+    _clean_stop(daemon.log())
+    daemon.start()
+    with daemon.client() as c:
+        # the sweep's marking was cancelled or committed whole: never half
+        state = {x.id: x.state for x in c.request(p.ListPeers, include_gone=True).peers}
+        assert state[peer.id] in ("active", "gone")
+        assert c.request(p.Sweep).gone in ([], [peer.id])

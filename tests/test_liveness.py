@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from peersd import identity
 from peersd import protocol as p
 from peersd.client import session_registration
+from peersd.errors import Code, PeersError
 
 from .conftest import register
 
@@ -123,3 +126,95 @@ def test_identity_helpers_match_psutil():
     assert not identity.is_alive(me, psutil.Process(me).create_time() - 100)
     assert identity.process_start(2**22 + 12345) is None
     assert next(iter(identity.ancestors(me))) == os.getppid()
+
+
+def test_a_peer_registered_again_during_the_sweep_stays_active(daemon, agents):
+    """The sweep reads the agents, checks them in a worker thread, then marks the dead ones
+    gone. A peer that registered again meanwhile (its agent restarted: same session, a new
+    live process) must not be marked gone for its old, dead process."""
+    old_agent, new_agent = agents.spawn(), agents.spawn()
+    with daemon.client("claude-code") as c:
+        first = register(c, old_agent.pid, session_id="sess-race", name="phoenix")
+    old_agent.kill()
+    old_agent.wait()
+    again = session_registration(
+        daemon.settings, new_agent.pid, "claude-code", cwd="/tmp", session_id="sess-race"
+    )
+    again.id = 2
+    with daemon.client("claude-code") as c:
+        c.connect()
+        assert c.sock is not None
+        # One write, so the daemon reads both frames at once: the sweep takes its list of
+        # agents first, and the registration is committed while the check runs in its thread.
+        c.sock.sendall(p.encode(p.Sweep(id=1)) + p.encode(again))
+        answers: dict[int, p.Frame] = {}
+        while len(answers) < 2:
+            frame = c._read(time.monotonic() + 10)
+            assert frame is not None, "no answer"
+            assert not isinstance(frame, p.Error), frame
+            answers[frame.id] = frame
+        reg, sweep = answers[2], answers[1]
+        assert isinstance(reg, p.PeerResult) and isinstance(sweep, p.SweepResult)
+        assert (reg.peer.id, reg.peer.agent_pid) == (first.id, new_agent.pid)
+        assert sweep.gone == []
+        me = c.request(p.Whoami).peer
+        assert (me.id, me.state) == (first.id, "active")
+        assert first.id in {x.id for x in c.request(p.ListPeers, include_self=True).peers}
+    # the old process stays dead; the peer is gone only when its new one exits too
+    with daemon.client() as c:
+        assert c.request(p.Sweep).gone == []
+        new_agent.kill()
+        new_agent.wait()
+        assert c.request(p.Sweep).gone == [first.id]
+
+
+def test_clients_bind_again_when_their_peer_was_marked_gone(daemon, agents):
+    """A peer marked gone while its client lives (a sweep race, a kill, an unregister from
+    another connection) is answered not_registered; the blocking and the asyncio client
+    both register again by themselves and the request succeeds."""
+    import asyncio
+
+    from peersd.client import AsyncClient
+
+    def forget(pid: int) -> None:
+        with daemon.client() as other:
+            other.request(p.Attach, pid=pid)
+            other.request(p.Unregister)
+
+    agent = agents.spawn()
+    with daemon.client("claude-code") as c:
+        req = session_registration(c.settings, agent.pid, "claude-code", cwd="/tmp")
+        req.name = "steady"
+        peer = c.bind(req)
+        forget(agent.pid)
+        me = c.request(p.Whoami).peer
+        assert (me.id, me.name, me.state) == (peer.id, "steady", "active")
+        c.request(p.Unregister)  # leaving on purpose is not undone
+        with pytest.raises(PeersError) as info:
+            c.request(p.Whoami)
+        assert info.value.code == Code.NOT_REGISTERED
+
+    async def scenario() -> None:
+        async with AsyncClient(daemon.settings, kind="codex", autostart=False, timeout=10) as ac:
+            bound = await ac.bind(
+                session_registration(ac.settings, agents.spawn().pid, "codex", cwd="/tmp")
+            )
+            await ac.subscribe(["mail"])
+            assert ac.peer is not None
+            await asyncio.to_thread(forget, ac.peer.agent_pid)
+            # many requests in flight see not_registered at once: all succeed
+            answers = await asyncio.gather(*(ac.request(p.Whoami) for _ in range(20)))
+            assert {(a.peer.id, a.peer.state) for a in answers} == {(bound.id, "active")}
+            assert ac.peer.id == bound.id
+            # and mail events reach it again
+            with daemon.client() as other:
+                register(other, agents.spawn().pid, name="pinger")
+                mid = other.request(p.Send, to=bound.id, text="ping").message_id
+            while True:
+                ev = await ac.next_event(5)
+                assert ev is not None, "no mail event after binding again"
+                if isinstance(ev, p.MailEvent):
+                    assert ev.message.id == mid
+                    break
+
+    asyncio.run(scenario())

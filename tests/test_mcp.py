@@ -278,6 +278,32 @@ async def test_daemon_restart_keeps_the_session_identity(daemon, agent_bin, agen
         assert "still reachable?" in await s.text("check_messages")
 
 
+async def test_a_session_marked_gone_while_its_helper_lives_recovers_by_itself(
+    daemon, agent_bin, agents
+):
+    """The daemon forgets the session (here an unregister from another connection acting
+    as it; the same as a sweep or kill marking it gone): the helper's next tool call is
+    answered not_registered, registers again and succeeds, and mail reaches it again."""
+    async with mcp_session(daemon, agent_bin) as s:
+        before = await s.whoami()
+        with daemon.client() as c:
+            c.request(p.Attach, pid=before["agent_pid"])
+            c.request(p.Unregister)
+            gone = {x.id: x.state for x in c.request(p.ListPeers, include_gone=True).peers}
+            assert gone[before["id"]] == "gone"
+        after = await s.whoami()  # would fail: "this connection is not registered"
+        assert (after["id"], after["name"], after["state"]) == (
+            before["id"],
+            before["name"],
+            "active",
+        )
+        with daemon.client() as c:
+            register(c, agents.spawn().pid, name="friend")
+            mid = c.request(p.Send, to=before["name"], text="back again?").message_id
+        got = await s.data("wait_for_message", timeout_seconds=5)
+        assert [m["id"] for m in got["messages"]] == [mid]
+
+
 async def test_tool_errors_say_what_was_wrong(daemon, agent_bin):
     async with mcp_session(daemon, agent_bin) as s:
         bad = await s.call("send_message", to="x")

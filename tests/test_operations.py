@@ -560,6 +560,44 @@ def test_history_pages_and_filters(daemon, agents):
         expect_error(Code.BAD_REQUEST, ca.request, p.History, limit=0)
 
 
+def test_history_never_ends_with_an_empty_page(daemon, agents):
+    """When exactly ``limit`` messages are left there is no next page to point to."""
+    with daemon.client() as ca, daemon.client() as cb:
+        register(ca, agents.spawn().pid, name="a")
+        register(cb, agents.spawn().pid, name="b")
+        ids = [ca.request(p.Send, to="b", text=f"m{i}").message_id for i in range(4)]
+        whole = ca.request(p.History, limit=4)
+        assert [m.id for m in whole.messages] == list(reversed(ids))
+        assert whole.next_before is None
+        first = ca.request(p.History, limit=2)
+        assert [m.id for m in first.messages] == [ids[3], ids[2]]
+        last = ca.request(p.History, limit=2, before=first.next_before)
+        assert [m.id for m in last.messages] == [ids[1], ids[0]]
+        assert last.next_before is None
+
+
+def test_audit_never_ends_with_an_empty_page(daemon, agents):
+    """Audit pages as history does: no cursor to an empty page."""
+    with daemon.client("cli") as c:
+        for n in range(3):
+            # a start time that is not the live process's: the kill finds it already gone
+            req = session_registration(c.settings, agents.spawn().pid, "codex", cwd="/tmp")
+            req.agent_start -= 1000.0
+            req.name = f"ghost{n}"
+            with daemon.client("codex") as owner:
+                owner.call(req)
+            assert c.request(p.Kill, target=f"ghost{n}").outcome == "already_gone"
+        whole = c.request(p.Audit, limit=3)
+        assert [r.target_name for r in whole.records] == ["ghost2", "ghost1", "ghost0"]
+        assert whole.next_before is None
+        first = c.request(p.Audit, limit=2)
+        last = c.request(p.Audit, limit=2, before=first.next_before)
+        assert [r.target_name for r in last.records] == ["ghost0"]
+        assert last.next_before is None
+        kills = c.request(p.Audit, limit=3, action="kill")
+        assert len(kills.records) == 3 and kills.next_before is None
+
+
 def test_status_counts(pair):
     ca, a, cb, b = pair
     ca.request(p.Send, to="beta", text="x")
