@@ -22,7 +22,7 @@ def register(store: Store, pid: int, name: str | None = None, cwd: str = "/src/a
 
 def send(store: Store, a: p.Peer, b: p.Peer, text: str = "hi", now: float = 1000.0, ttl=DAY):
     with store.transaction():
-        return store.send(a, b, text, None, now, ttl, 1000)
+        return store.send(a, b, text, None, now, ttl)
 
 
 def test_names_come_from_the_directory_and_stay_unique_ignoring_case(store):
@@ -122,6 +122,15 @@ def test_history_pages_cover_everything_once(store):
         if before is None:
             break
     assert seen == list(reversed(ids))
+
+
+def test_a_page_that_ends_exactly_at_the_last_row_has_no_cursor(store):
+    a, b = register(store, 1).peer, register(store, 2).peer
+    for i in range(4):
+        send(store, a, b, str(i))
+    first, before = store.history(a.id, None, 2, None, None, "any")
+    second, after = store.history(a.id, None, 2, before, None, "any")
+    assert (len(first), len(second), after) == (2, 2, None)
 
 
 def test_resolve_suggests_close_names(store):
