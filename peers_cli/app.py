@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from peers_mcp.render import clean
+from peers_mcp import delivery
+from peers_mcp.render import clean, detag
 from peersd import __version__, identity
 from peersd import protocol as p
 from peersd.client import Client, running_status, session_registration, shutdown_and_wait
@@ -353,7 +354,8 @@ def show_message(msg: p.Message, unread: bool = False) -> None:
         + "[/]"
     )
     for line in msg.text.split("\n"):
-        out.print(f"  {safe(line)}")
+        # detag: an agent may run this in its shell, and the output reaches its model
+        out.print(f"  {safe(detag(line))}")
 
 
 @app.command()
@@ -371,18 +373,51 @@ def inbox(
             # History pages newest first; show the oldest, which is what a read claims.
             page = client.request(p.History, limit=1000, state="queued", direction="in")
             msgs = list(reversed(page.messages))[:limit]
-        else:
-            msgs = client.request(p.Claim, limit=limit).messages
-        if as_json:
-            emit_json(msgs)
-        elif not msgs:
-            out.print("No new mail.")
-        else:
-            for msg in msgs:
-                show_message(msg, unread=True)
-        sys.stdout.flush()
-        if msgs and not peek:
-            client.request(p.Ack, message_ids=[m.id for m in msgs], via="cli")
+            show_messages(msgs, as_json)
+            return
+
+        def show(plan: delivery.Plan) -> None:
+            show_messages(plan.shown, as_json)
+
+        # The one delivery routine: a terminal has no budget, so all that is claimed is
+        # printed whole, flushed, and then acknowledged.
+        try:
+            plan = delivery.deliver(
+                InboxMailbox(client), show, "cli", limit, budget=None, rendered=False
+            )
+        except delivery.Unsettled as e:
+            if not e.acked:
+                raise e.cause from None  # printed but not acknowledged: it comes again
+            plan = e.plan  # only the rest is not released: its leases run out
+        if plan is None:
+            show_messages([], as_json)
+
+
+class InboxMailbox:
+    """This shell's mail through the blocking client, for ``delivery.deliver``."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def claim(self, limit: int, filters: dict[str, Any]) -> list[p.Message]:
+        return self.client.request(p.Claim, limit=limit, **filters).messages
+
+    def ack(self, ids: list[str], via: str) -> None:
+        self.client.request(p.Ack, message_ids=ids, via=via)
+
+    def release(self, ids: list[str]) -> None:
+        self.client.request(p.Release, message_ids=ids)
+
+
+def show_messages(msgs: list[p.Message], as_json: bool) -> None:
+    if as_json:
+        emit_json(msgs)
+    elif not msgs:
+        out.print("No new mail.")
+    else:
+        for msg in msgs:
+            show_message(msg, unread=True)
+    sys.stdout.flush()
 
 
 @app.command()

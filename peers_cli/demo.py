@@ -71,23 +71,23 @@ async def _conversation(settings: Settings, out: Console) -> None:
                 f"[cyan]→[/] {me_a.name} asks {me_b.name}: {question!r}  "
                 f"[dim](stored as {sent.message_id})[/]"
             )
-            event = await _next(bob, p.MailEvent)
+            # The event is a doorbell: the receiver claims the mail it announces.
+            await _next(bob, p.MailEvent)
+            (got,) = (await bob.request(p.Claim)).messages
             pushed_ms = (time.perf_counter() - started) * 1000
-            out.print(
-                f"[cyan]←[/] {me_b.name} got it pushed in {pushed_ms:.2f} ms: "
-                f"{event.message.text!r}"
-            )
-            await bob.request(p.Ack, message_ids=[event.message.id], via="wait")
+            out.print(f"[cyan]←[/] {me_b.name} got it pushed in {pushed_ms:.2f} ms: {got.text!r}")
+            await bob.request(p.Ack, message_ids=[got.id], via="wait")
             receipt = await _next(alice, p.ReceiptEvent)
             out.print(f"[green]✓[/] {me_a.name} is told it was delivered (via {receipt.via})")
 
             answer = "8080, and the admin UI is on 8081."
             await bob.request(p.Send, to=me_a.name, text=answer, reply_to=sent.message_id)
-            reply = await _next(alice, p.MailEvent)
-            await alice.request(p.Ack, message_ids=[reply.message.id], via="wait")
+            await _next(alice, p.MailEvent)
+            (reply,) = (await alice.request(p.Claim)).messages
+            await alice.request(p.Ack, message_ids=[reply.id], via="wait")
             out.print(
                 f"[cyan]←[/] {me_a.name} gets the answer (reply to "
-                f"{reply.message.reply_to}): {reply.message.text!r}"
+                f"{reply.reply_to}): {reply.text!r}"
             )
             await alice.request(p.Unregister)
             await bob.request(p.Unregister)

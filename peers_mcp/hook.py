@@ -2,11 +2,13 @@
 
 It reads the hook's JSON from stdin, finds this session's peer (``Attach`` with the
 hook's ``session_id``; the daemon falls back to the hook process's ancestry, which
-reaches the agent), leases the queued mail (``Claim``), renders it with
-``peers_mcp.render.batch`` and prints it, flushes, and only then acknowledges exactly
-the messages shown in full (``Ack`` via "hook"). What did not fit is released at once
-and stays queued; a hook killed between claim and acknowledgement leaves its lease to
-run out, and the mail is delivered again.
+reaches the agent) and, when it has mail, runs the one delivery routine
+(``peers_mcp.delivery.deliver``): lease the queued mail (``Claim``), render what fits
+in ``render.HOOK_BUDGET`` characters (a message too long for it is shown cut, with the
+``check_messages`` call that reads on), print it, flush, and only then acknowledge
+exactly the messages shown (``Ack`` via "hook") and release the rest at once. A hook
+killed between claim and acknowledgement leaves its lease to run out, and the mail is
+delivered again.
 
 Output per ``hook_event_name``:
 
@@ -24,31 +26,30 @@ dir is the socket's directory; the file is created 0600 and rotated at 1 MiB). T
 session is never broken and the mail waits.
 
 ``peers-hook --wait`` is the idle wake, for an async Stop hook with ``asyncRewake``:
-it attaches, subscribes to mail events and blocks on the socket until mail for this
-session arrives (or delivers at once if some is queued), then writes the rendered
-mail to stderr, flushes, acknowledges (via "wake") and exits 2, which makes Claude
+it attaches, subscribes to mail events (doorbells) and blocks on the socket until mail
+for this session arrives (or delivers at once if some is queued), then runs the same
+delivery routine, writing to stderr (via "wake"), and exits 2, which makes Claude
 Code wake the idle session with it. One waiter per session (an flock on
 ``<run dir>/peers-hook-wait.<peer id>.lock``; a second one exits 0 at once). It exits
 0 without output when the session's agent process is gone (checked every
 ``--check-interval`` seconds), when the daemon goes away and does not come back
 within ``--reconnect-window`` seconds, or after ``--max-wait`` seconds (default one
-hour) so the next Stop re-arms it. Mail too long to show in full is announced once
-per waiter lock ("call check_messages"), so an unread long message cannot wake the
-session over and over. A waiter that starts before ``peers-mcp`` has registered its
-session (Claude Code connects MCP servers in the background, so a quick first turn can
-end first) waits up to ``REGISTER_WINDOW`` seconds for the registration. In a Claude
-Code session in print mode (``claude -p``) it exits 0 at once: that process ends with
-its turn and has no idle time to wake from; it would wait about 30 s for the waiter
-before exiting and drop what the waiter shows then, so mail arriving after the last
-turn would be marked read unseen. It waits queued for the next session instead.
+hour) so the next Stop re-arms it. A waiter that starts before ``peers-mcp`` has
+registered its session (Claude Code connects MCP servers in the background, so a quick
+first turn can end first) waits up to ``REGISTER_WINDOW`` seconds for the registration.
+In a Claude Code session in print mode (``claude -p``) it exits 0 at once: that process
+ends with its turn and has no idle time to wake from; it would wait about 30 s for the
+waiter before exiting and drop what the waiter shows then, so mail arriving after the
+last turn would be marked read unseen. It waits queued for the next session instead.
 
 Speed: this runs after every tool call. The no-mail path imports only ``peersd.wire``
 (a client built on the C modules ``_socket`` and ``_struct``; no asyncio, msgspec or
 ``peersd.protocol``) and ``_json`` (the json package would import ``re``), answers in
-one round trip when the peer has nothing pending, loads ``render`` only when there is
-mail, and as a command ends with ``os._exit`` after flushing (interpreter teardown costs
-about 2 ms). The pip-generated ``peers-hook`` wrapper itself imports ``re`` (~6 ms, as
-much as the rest of the hook together); a hook command of the form
+one round trip when the peer has nothing pending, loads ``delivery`` and ``render``
+only when there is mail, and as a command ends with ``os._exit`` after flushing
+(interpreter teardown costs about 2 ms). The pip-generated ``peers-hook`` wrapper
+itself imports ``re`` (~6 ms, as much as the rest of the hook together); a hook
+command of the form
 ``<venv>/bin/python -c "from peers_mcp.hook import main; main()"`` avoids that.
 
 Options: ``--wait``, ``--server-name NAME`` (the MCP server's name in the client's
@@ -86,7 +87,6 @@ LOG_NAME = "peers-hook.log"
 LOG_LIMIT = 1024 * 1024
 PAUSE_ENV = "CLAUDE_PEERS_TEST_HOOK_PAUSE_BEFORE_ACK"
 SERVER_NAME = "claude-peers"  # = render.SERVER_NAME, without importing render
-ANNOUNCED_KEEP = 200
 
 USAGE = """\
 usage: peers-hook [--wait] [--server-name NAME] [--socket PATH] [--config FILE]
@@ -304,31 +304,26 @@ def attach(opts: Options, log: Log, session_id: object) -> tuple[wire.Wire, dict
     return conn, peer
 
 
-def claim(conn: wire.Wire) -> list[dict[str, object]]:
-    msgs = conn.call({"t": "claim", "limit": CLAIM_LIMIT})["messages"]
-    if not isinstance(msgs, list):
-        raise wire.WireError("claim answered without a message list", "bad_frame")
-    return [wire.message(m) for m in msgs]
+class Mailbox:
+    """This session's mail over a ``wire.Wire``, for ``delivery.deliver``."""
 
+    __slots__ = ("conn",)
 
-def settle(
-    conn: wire.Wire, msgs: list[dict[str, object]], shown: list[dict[str, object]], via: str
-) -> None:
-    """Acknowledge exactly ``shown``; give the rest of ``msgs`` back to the queue."""
-    shown_ids = [m["id"] for m in shown]
-    rest = [m["id"] for m in msgs if m["id"] not in shown_ids]
-    if shown_ids:
-        conn.call({"t": "ack", "message_ids": shown_ids, "via": via})
-    if rest:
-        conn.call({"t": "release", "message_ids": rest})
+    def __init__(self, conn: wire.Wire) -> None:
+        self.conn = conn
 
+    def claim(self, limit: int, filters: dict[str, object]) -> list[dict[str, object]]:
+        msgs = self.conn.call({"t": "claim", "limit": limit, **filters})["messages"]
+        if not isinstance(msgs, list):
+            raise wire.WireError("claim answered without a message list", "bad_frame")
+        return [wire.message(m) for m in msgs]
 
-def release_quietly(conn: wire.Wire, msgs: list[dict[str, object]]) -> None:
-    try:
-        if msgs and conn.sock is not None:
-            conn.call({"t": "release", "message_ids": [m["id"] for m in msgs]})
-    except Exception:
-        pass
+    def ack(self, ids: list[str], via: str) -> None:
+        self.conn.call({"t": "ack", "message_ids": ids, "via": via})
+
+    def release(self, ids: list[str]) -> None:
+        if self.conn.sock is not None:
+            self.conn.call({"t": "release", "message_ids": ids})
 
 
 def pause_before_ack() -> None:
@@ -385,30 +380,28 @@ def run_hook(opts: Options, log: Log) -> int:
             log(_describe(e))  # at SessionStart the session's server has not registered yet
         return 0
     with conn:
-        try:
-            if not peer.get("pending"):
-                return 0
-            msgs = claim(conn)
-        except Exception as e:
-            log(_describe(e))
-            return 0
-        if not msgs:
+        if not peer.get("pending"):
             return 0
         try:
-            from . import render
+            from . import delivery, render
 
-            text, shown = render.batch(msgs, opts.server_name, client=_client(peer))
-            write_all(sys.stdout, hook_output(str(event), text))
+            def show(plan: delivery.Plan) -> None:
+                write_all(sys.stdout, hook_output(str(event), plan.text))
+                pause_before_ack()
+
+            delivery.deliver(
+                Mailbox(conn),
+                show,
+                "hook",
+                CLAIM_LIMIT,
+                budget=render.HOOK_BUDGET,
+                server=opts.server_name,
+                client=_client(peer),
+            )
         except Exception as e:
-            log(f"could not show {len(msgs)} message(s): {_describe(e)}")
-            release_quietly(conn, msgs)
-            return 0
-        try:
-            pause_before_ack()
-            settle(conn, msgs, shown, "hook")
-        except Exception as e:
-            # Shown but not acknowledged: the lease runs out and the mail comes again.
-            log(f"showed {len(shown)} message(s) but could not acknowledge: {_describe(e)}")
+            # Not shown: released. Shown but not acknowledged: the lease runs out and
+            # the mail comes again.
+            log(_describe(e))
     return 0
 
 
@@ -449,7 +442,6 @@ class Waiter:
         self.peer: dict[str, object] = {}
         self.lock_fd: int | None = None
         self.lock_path = ""
-        self.announced: list[str] = []
 
     def run(self) -> int:
         from peersd import identity
@@ -499,9 +491,7 @@ class Waiter:
                 if event is None:
                     continue
                 if event.get("t") == "ev_mail":
-                    msg = event.get("message")
-                    if isinstance(msg, dict) and msg.get("id") not in self.announced:
-                        need_claim = True
+                    need_claim = True  # a doorbell: the mail itself is claimed
         except Exception as e:
             self.log(f"--wait: {_describe(e)}")
             return 0
@@ -547,50 +537,34 @@ class Waiter:
             return False
         self.lock_fd = fd
         self.lock_path = path
-        raw = os.pread(fd, 65536, 0)
-        self.announced = raw.decode("ascii", "replace").split()
         return True
-
-    def remember(self, ids: list[str]) -> None:
-        """Too-long mail announced once per session, kept in the lock file we hold."""
-        self.announced = (self.announced + [i for i in ids if i not in self.announced])[
-            -ANNOUNCED_KEEP:
-        ]
-        if self.lock_fd is not None:
-            data = "".join(i + "\n" for i in self.announced).encode()
-            os.ftruncate(self.lock_fd, 0)
-            os.pwrite(self.lock_fd, data, 0)
 
     def deliver(self) -> int | None:
         """Claim and show what is waiting: 2 once shown, None to keep waiting."""
-        assert self.conn is not None
-        msgs = claim(self.conn)
-        if not msgs:
-            return None
-        try:
-            from . import render
+        from . import delivery, render
 
-            text, shown = render.batch(msgs, self.opts.server_name, client=_client(self.peer))
-            shown_ids = {m["id"] for m in shown}
-            left_out = [str(m["id"]) for m in msgs if m["id"] not in shown_ids]
-            fresh = [i for i in left_out if i not in self.announced]
-            if not shown and not fresh:
-                # Only long mail already announced: leave it for check_messages, keep waiting.
-                release_quietly(self.conn, msgs)
-                return None
-            write_all(sys.stderr, text + "\n")
-        except Exception:
-            release_quietly(self.conn, msgs)
-            raise
-        try:
+        assert self.conn is not None
+
+        def show(plan: delivery.Plan) -> None:
+            write_all(sys.stderr, plan.text + "\n")
             pause_before_ack()
-            settle(self.conn, msgs, shown, "wake")
-        except Exception as e:
-            # Not acknowledged: exit 0 so the text is not shown; the mail comes again.
-            self.log(f"--wait: could not acknowledge {len(shown)} message(s): {_describe(e)}")
-            return 0
-        self.remember(left_out)
-        return 2
+
+        try:
+            plan = delivery.deliver(
+                Mailbox(self.conn),
+                show,
+                "wake",
+                CLAIM_LIMIT,
+                budget=render.HOOK_BUDGET,
+                server=self.opts.server_name,
+                client=_client(self.peer),
+            )
+        except delivery.Unsettled as e:
+            self.log(f"--wait: {e}")
+            # Acknowledged (only the rest's release failed): wake with it. Not
+            # acknowledged: exit 0 so the text is not shown; the mail comes again.
+            return 2 if e.acked else 0
+        return 2 if plan is not None and plan.shown else None
 
     def reconnect(self, deadline: float, agent_pid: int, agent_start: float) -> bool:
         """The daemon went away: wait up to the reconnect window for it to come back."""

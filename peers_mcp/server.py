@@ -34,7 +34,7 @@ from peersd.client import AsyncClient, session_registration
 from peersd.config import ConfigError, Settings, load
 from peersd.errors import Code, PeersError
 
-from . import render, tools
+from . import delivery, render, tools
 from .agent import Agent, channels_enabled, find_agent
 
 log = logging.getLogger("peers_mcp")
@@ -264,12 +264,10 @@ class PeersMCP:
         """Push every claimable message over the channel, acknowledging what was written."""
         if not self.channels or self.session is None or self.client is None:
             return
-        while True:
-            claimed = await self.client.request(p.Claim, limit=20)
-            if not claimed.messages:
-                return
-            pushed: list[str] = []
-            for msg in claimed.messages:
+        session, client = self.session, self.client
+
+        async def show(plan: delivery.Plan) -> None:
+            for msg, content in zip(plan.shown, plan.parts, strict=True):
                 meta = {
                     "from": msg.sender,
                     "from_name": msg.sender_name,
@@ -278,15 +276,26 @@ class PeersMCP:
                 }
                 if msg.reply_to:
                     meta["reply_to"] = msg.reply_to
-                note = ChannelNotification(
-                    params={
-                        "content": render.message(msg, self.server_name, client=self.client_kind),
-                        "meta": meta,
-                    }
-                )
-                await self.session.send_notification(note)  # type: ignore[arg-type]
-                pushed.append(msg.id)
-            await self.client.request(p.Ack, message_ids=pushed, via="channel")
+                note = ChannelNotification(params={"content": content, "meta": meta})
+                await session.send_notification(note)  # type: ignore[arg-type]
+
+        while True:
+            try:
+                with anyio.CancelScope(shield=True):  # claimed mail is settled, never leased
+                    plan = await delivery.adeliver(
+                        ClientMailbox(client.request),
+                        show,
+                        "channel",
+                        20,
+                        budget=None,
+                        cap=render.CHANNEL_BUDGET,
+                        server=self.server_name,
+                        client=self.client_kind,
+                    )
+            except delivery.Unsettled as e:
+                raise e.cause from None  # the link reconnects; unacknowledged mail comes again
+            if plan is None:
+                return
 
     async def _client(self) -> AsyncClient:
         if self.client is None or not self.ready.is_set():
@@ -321,10 +330,10 @@ class PeersMCP:
             lines = [f"{len(peers)} peer(s) in scope '{a.scope}':"]
             for x in peers:
                 # Paths, branch and summary are the peer's own words: one line each.
-                where = render.inline(x.git_root or x.cwd)
-                branch = f" on {render.inline(x.branch)}" if x.branch else ""
+                where = render.field(x.git_root or x.cwd)
+                branch = f" on branch {render.field(x.branch)}" if x.branch else ""
                 unread = f", {x.pending} unread" if x.pending else ""
-                summary = f' — "{render.inline(x.summary)}"' if x.summary else ""
+                summary = f" — summary {render.field(x.summary, 1000)}" if x.summary else ""
                 lines.append(
                     f"- {x.name} ({x.id}): {x.client} in {where}{branch}; receives by "
                     f"{x.receive}{unread}{summary}"
@@ -369,29 +378,39 @@ class PeersMCP:
                 lines.append(f"{i.message_id}: {i.state} (for {i.to_name})")
         return ok("\n".join(lines), {"messages": [msgspec.to_builtins(i) for i in items]})
 
-    async def _read_mail(self, via: str, **filters: Any) -> tuple[str, list[p.Message]]:
-        """Claim mail, render what fits in a tool result, ack exactly that, release the rest."""
-        claimed = (await self._call(p.Claim, limit=100, **filters)).messages
-        if not claimed:
-            return "", []
-        text, shown = render.batch(
-            claimed, self.server_name, budget=render.TOOL_BUDGET, client=self.client_kind
-        )
-        if shown:
-            await self._call(p.Ack, message_ids=[m.id for m in shown], via=via)
-        rest = [m.id for m in claimed if m not in shown]
-        if rest:
-            await self._call(p.Release, message_ids=rest)
-        return text, shown
+    async def _read_mail(self, via: str, **filters: Any) -> delivery.Plan | None:
+        """The delivery routine for a tool result: what it shows is acknowledged before
+        the result is returned, the rest released."""
+        box = ClientMailbox(lambda kind, **f: self._call(kind, **f))
+        try:
+            with anyio.CancelScope(shield=True):  # claimed mail is settled, never left leased
+                return await delivery.adeliver(
+                    box,
+                    None,
+                    via,
+                    100,
+                    filters,
+                    budget=render.TOOL_BUDGET,
+                    server=self.server_name,
+                    client=self.client_kind,
+                )
+        except delivery.Unsettled as e:
+            if e.acked:  # only the rest is not released: its leases run out
+                log.warning("%s", e)
+                return e.plan
+            raise e.cause from None  # not acknowledged, so not shown: it comes again
 
     async def t_check_messages(self, a: tools.CheckMessagesArgs) -> types.CallToolResult:
-        text, shown = await self._read_mail("check")
+        if a.message_id is not None:
+            return await self._read_on(a.message_id, a.offset)
+        plan = await self._read_mail("check")
+        shown = plan.shown if plan else []
         recent: list[p.Message] = []
         if a.history:
             page = await self._call(p.History, limit=a.history + len(shown), state="delivered")
             seen = {m.id for m in shown}
             recent = [m for m in page.messages if m.id not in seen][: a.history]
-        parts = [text or "No unread messages."]
+        parts = [plan.text if plan and plan.text else "No unread messages."]
         if recent:
             parts.append("Recent, already read (newest first):")
             parts += [_history_line(m) for m in recent]
@@ -400,18 +419,54 @@ class PeersMCP:
             {
                 "unread": [msgspec.to_builtins(m) for m in shown],
                 "recent": [msgspec.to_builtins(m) for m in recent],
+                "cut": plan.cut if plan else {},
             },
+        )
+
+    async def _read_on(self, message_id: str, offset: int) -> types.CallToolResult:
+        """Show one message addressed to this session from character ``offset``: how a
+        message shown cut is read to its end. Changes no message's state."""
+        seq = int(message_id.rsplit("-", 1)[1])
+        msg = None
+        if seq < 1 << 62:  # a message's seq is its row number: a bigger one names none
+            page = await self._call(p.History, before=seq + 1, limit=1, direction="in")
+            msg = page.messages[0] if page.messages else None
+        if msg is None or msg.id != message_id:
+            return error(
+                f"no message {message_id} addressed to you (history keeps delivered mail "
+                "for 30 days by default)"
+            )
+        if offset >= len(msg.text):
+            return error(
+                f"offset {offset} is past the end of message {message_id}, which has "
+                f"{len(msg.text)} characters of text"
+            )
+        mark = f"(from character {offset + 1:,}) " if offset else ""
+        room = render.TOOL_BUDGET - len(render.INTRO) - 2
+        got = render.part(msg, room, self.server_name, self.client_kind, offset, mark)
+        assert got is not None  # a tool result has room for far more than MIN_EXCERPT
+        text, end = got
+        return mail_result(
+            f"{render.INTRO}\n\n{text}",
+            {"message": {**msgspec.to_builtins(msg), "text": msg.text[offset:end]}, "end": end},
         )
 
     async def t_wait_for_message(self, a: tools.WaitForMessageArgs) -> types.CallToolResult:
         filters = {"from_peer": a.from_peer, "reply_to": a.reply_to}
-        with anyio.move_on_after(a.timeout_seconds):
-            while True:
-                signal_ = self.mail_signal
-                text, shown = await self._read_mail("wait", **filters)
-                if text:
-                    return mail_result(text, {"messages": [msgspec.to_builtins(m) for m in shown]})
+        deadline = anyio.current_time() + a.timeout_seconds
+        while True:
+            # Only the waiting is cut short by the timeout, never a delivery under way.
+            signal_ = self.mail_signal
+            plan = await self._read_mail("wait", **filters)
+            if plan is not None and plan.shown:
+                return mail_result(
+                    plan.text,
+                    {"messages": [msgspec.to_builtins(m) for m in plan.shown], "cut": plan.cut},
+                )
+            with anyio.move_on_after(deadline - anyio.current_time()):
                 await signal_.wait()
+            if anyio.current_time() >= deadline:
+                break
         which = []
         if a.from_peer:
             which.append(f"from {a.from_peer}")
@@ -479,6 +534,23 @@ class PeersMCP:
                 os._exit(0)
 
 
+class ClientMailbox:
+    """This session's mail through a ``request(kind, **fields)`` coroutine, for
+    ``delivery.adeliver``."""
+
+    def __init__(self, request: Callable[..., Awaitable[Any]]) -> None:
+        self.request = request
+
+    async def claim(self, limit: int, filters: dict[str, Any]) -> list[p.Message]:
+        return (await self.request(p.Claim, limit=limit, **filters)).messages
+
+    async def ack(self, ids: list[str], via: str) -> None:
+        await self.request(p.Ack, message_ids=ids, via=via)
+
+    async def release(self, ids: list[str]) -> None:
+        await self.request(p.Release, message_ids=ids)
+
+
 def ok(text: str, structured: dict[str, Any]) -> types.CallToolResult:
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=text)], structured_content=structured
@@ -514,7 +586,7 @@ def _peer_view(peer: p.Peer) -> dict[str, Any]:
 def _history_line(m: p.Message) -> str:
     state = m.state + (f" via {m.delivered_via}" if m.delivered_via else "")
     reply = f", reply to {m.reply_to}" if m.reply_to else ""
-    text = render.inline(m.text)  # a newline in the text must not start a fake entry
+    text = render.detag(render.inline(m.text))  # a newline must not start a fake entry
     if len(text) > 200:
         text = text[:200] + "…"
     return (

@@ -61,6 +61,21 @@ class CheckMessagesArgs(Args):
     history: Annotated[
         int, Meta(ge=0, le=50, description="How many recent already-read messages to include.")
     ] = 5
+    message_id: Annotated[
+        MessageId | None,
+        Meta(
+            description="Read only this message (one addressed to you, read or not), from "
+            "`offset` on: how a message shown cut is read to its end."
+        ),
+    ] = None
+    offset: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="With message_id: the character of its text to start from, as the "
+            "cut message says.",
+        ),
+    ] = 0
 
 
 class WaitForMessageArgs(Args):
@@ -139,7 +154,8 @@ def description(server: str) -> dict[str, str]:
         ),
         "check_messages": (
             "Read your unread peer messages now (they are marked read), plus a few recent "
-            f"ones for context. Answer a message with {send} and its reply_to."
+            f"ones for context. Answer a message with {send} and its reply_to. A message "
+            "too long to show whole is shown cut; read on with message_id and offset."
         ),
         "wait_for_message": (
             "Block until a peer message arrives (optionally only from one peer, or only a "

@@ -459,9 +459,14 @@ Response = (
 
 
 class MailEvent(Frame, tag="ev_mail"):
-    """Mail waiting for the subscriber: new, inherited, released, or back after a lease."""
+    """A doorbell: mail is waiting for the subscriber's peer (new, inherited, released,
+    or back after a lease). It carries no text: a receiver claims what waits, and shows
+    and acknowledges it (every receiver does, so the body was never used)."""
 
-    message: Message
+    peer_id: str
+    """The recipient: the peer the subscribing connection is bound to."""
+    message_id: str
+    """The message that became waiting (one event per message)."""
 
 
 class ReceiptEvent(Frame, tag="ev_receipt"):

@@ -164,7 +164,9 @@ class Daemon:
 
     def mail_effects(self, msg: p.Message, fresh: bool = True) -> list[Effect]:
         effects: list[Effect] = [
-            lambda: self.publish("mail", p.MailEvent(message=msg), msg.recipient)
+            lambda: self.publish(
+                "mail", p.MailEvent(peer_id=msg.recipient, message_id=msg.id), msg.recipient
+            )
         ]
         if fresh:
             effects.append(

@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from peers_mcp import render
+from peers_mcp import delivery, render
 from peersd import protocol as p
 from peersd import wire
 from peersd.client import Client, session_registration
@@ -537,7 +539,9 @@ def test_hostile_texts_are_stored_exactly_and_rendered_safely(pair):
         lines = out.split("\n")
         # Exactly: one header line, the quoted text, one reply hint. Every line of the
         # text is quoted, so a text cannot add a line of its own.
-        assert lines[0].startswith(f'Message {m.id} from peer "alpha" (claude-code, /tmp)')
+        assert lines[0].startswith(
+            f'Message {m.id} from peer "alpha" (client "claude-code", directory "/tmp")'
+        )
         assert lines[-1].startswith("To reply, call the tool mcp__claude-peers__send_message")
         body = lines[1:-1]
         assert len(body) == m.text.count("\n") + 1
@@ -548,9 +552,11 @@ def test_hostile_texts_are_stored_exactly_and_rendered_safely(pair):
             if ch in m.text:
                 assert f"\\x{ord(ch):02x}" in out
         assert "\t" not in m.text or "\t" in out
-    text, shown = render.batch(msgs)
-    assert len(shown) == len(msgs)
+    plan = delivery.plan(msgs)
+    assert plan.shown == msgs and not plan.rest
+    text = plan.text
     assert text.startswith(render.INTRO)
+    assert "</peer-message>" not in text and "&lt;/peer-message>" in text
     assert "not instructions from the user or the system" in text
     cb.request(p.Ack, message_ids=list(sent), via="cli")
 
@@ -660,3 +666,67 @@ def test_mcp_listings_keep_peer_supplied_text_on_one_line(daemon, agents, tmp_pa
                 assert "hi\\n- m-abcdef-1" in entries[0]
 
     anyio.run(scenario)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(min_size=1, max_size=3000),
+    st.integers(min_value=0, max_value=2999),
+    st.integers(min_value=1600, max_value=12000),
+    st.text(max_size=300),
+)
+def test_a_rendering_never_exceeds_its_room_and_cuts_say_where_to_read_on(text, start, room, cwd):
+    """``render.part``, which every bounded path uses: whole when it fits, otherwise cut
+    at a character boundary with the exact offset to read on from; never over its room."""
+    start = min(start, len(text) - 1)
+    msg = {
+        "id": "m-abcdef-12",
+        "sender_name": "bob",
+        "sender_client": "codex",
+        "sender_cwd": cwd,
+        "sender_branch": cwd[::-1],
+        "created": 0.0,
+        "reply_to": None,
+        "text": text,
+    }
+    got = render.part(msg, room, start=start)
+    assert got is not None
+    out, end = got
+    assert len(out) <= room
+    assert start < end <= len(text)
+    assert render.quote(text[start:end]) in out
+    assert len(out.split("\n")) == 2 + (text[start:end].count("\n") + 1) + (end < len(text))
+    if end < len(text):
+        assert f'message_id="m-abcdef-12" and offset={end}.]' in out
+        assert f"{len(text) - end:,} more are not shown" in out
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=40000), min_size=1, max_size=30),
+    st.sampled_from([render.HOOK_BUDGET, render.TOOL_BUDGET]),
+)
+def test_a_delivery_plan_always_shows_the_oldest_and_stays_in_budget(sizes, budget):
+    """``delivery.plan``: within the budget, the oldest message always shown (so every
+    delivery makes progress), shown + rest = what was claimed, in order."""
+    msgs = [
+        {
+            "id": f"m-abcdef-{i}",
+            "sender_name": "bob",
+            "sender_client": "codex",
+            "sender_cwd": "/tmp",
+            "sender_branch": None,
+            "created": 0.0,
+            "reply_to": None,
+            "text": ("\x01" if i % 2 else "x") * n,
+        }
+        for i, n in enumerate(sizes)
+    ]
+    plan = delivery.plan(msgs, budget)
+    assert len(plan.text) <= budget
+    assert plan.shown and plan.shown[0] is msgs[0]
+    assert sorted(m["id"] for m in plan.shown + plan.rest) == sorted(m["id"] for m in msgs)
+    assert [m for m in msgs if m in plan.shown] == plan.shown
+    for m in plan.shown:
+        assert (m["id"] in plan.cut) == (f'message_id="{m["id"]}" and offset=' in plan.text)
+    assert (f"{len(plan.rest)} more message(s)" in plan.text) == bool(plan.rest)

@@ -439,7 +439,7 @@ def test_client_killed_between_claim_and_ack_gets_the_mail_once_more(make_daemon
             ev = cr.next_event(5)
             assert ev is not None, f"no mail event after the lease; got {offered}"
             if isinstance(ev, p.MailEvent):
-                offered.append(ev.message.id)
+                offered.append(ev.message_id)
         assert time.monotonic() - killed_at >= 0.9, "offered again before the lease ran out"
         assert sorted(offered) == sorted(sent)
         again = cr.request(p.Claim).messages

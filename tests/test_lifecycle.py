@@ -293,7 +293,7 @@ def test_async_client_reconnects_and_keeps_identity(daemon, agents):
                 ev = await c.next_event(5)
                 assert ev is not None, "no mail event after reconnect"
                 if isinstance(ev, p.MailEvent):
-                    assert ev.message.id == mid
+                    assert ev.message_id == mid
                     break
 
     asyncio.run(scenario())

@@ -459,3 +459,108 @@ def _child_of(pid: int) -> int:
             return int(kids[0])
         time.sleep(0.05)
     raise AssertionError("the fake agent started nothing")
+
+
+# --------------------------------------------------------------------------- bounded delivery
+
+
+async def test_a_flood_of_unrenderable_mail_never_blocks_the_tools(make_daemon, agent_bin, agents):
+    """Item 8: 32 KiB texts of control characters render four times as long, more than a
+    tool result holds, and more of them than one claim takes. check_messages and
+    wait_for_message used to answer "too long… call check_messages" forever and a later
+    message waited until it expired. Now every call shows something, acknowledges exactly
+    that, and the message behind the flood arrives; a cut one is read to its end with the
+    call its notice names."""
+    from peers_mcp.render import TOOL_BUDGET
+
+    from .test_hook import WORST_TEXT, shown_ids
+
+    daemon = make_daemon(rate_per_second=0)
+    async with mcp_session(daemon, agent_bin) as s:
+        me = (await s.whoami())["id"]
+        with daemon.client() as c:
+            register(c, agents.spawn().pid, name="flooder")
+            flood = [c.request(p.Send, to=me, text=WORST_TEXT).message_id for _ in range(32)]
+            normal = c.request(p.Send, to=me, text="the normal message").message_id
+            everything = [*flood, normal]
+            seen: list[str] = []
+            calls = 0
+            while normal not in seen:
+                calls += 1
+                assert calls <= len(everything), "a call showed nothing"
+                if calls % 2:
+                    result = await s.call("check_messages", history=0)
+                else:
+                    result = await s.call("wait_for_message", timeout_seconds=5)
+                assert not result.is_error
+                text = result.content[0].text
+                assert len(text) <= TOOL_BUDGET and "too long" not in text
+                now = shown_ids(text)
+                assert now and not set(now) & set(seen), "progress with every call"
+                seen += now
+                items = c.request(p.MessageStatus, message_ids=everything).items
+                assert {i.message_id for i in items if i.state == "delivered"} == set(seen)
+                assert not any(i.state == "leased" for i in items)
+            assert "> the normal message" in text
+
+            # The notice's call reads a cut message to its end, character for character.
+            first = flood[0]
+            got, offset, reads = "", 0, 0
+            while True:
+                reads += 1
+                assert reads < 10
+                result = await s.call("check_messages", message_id=first, offset=offset)
+                assert not result.is_error, result.content[0].text
+                assert len(result.content[0].text) <= TOOL_BUDGET
+                data = result.meta["claude-peers/mail"]
+                got += data["message"]["text"]
+                offset = data["end"]
+                if offset == len(WORST_TEXT):
+                    assert "Cut here" not in result.content[0].text
+                    break
+                assert f'message_id="{first}" and offset={offset}' in result.content[0].text
+            assert got == WORST_TEXT and reads > 1
+            wrong = await s.call("check_messages", message_id=first, offset=len(WORST_TEXT))
+            assert wrong.is_error and "past the end" in wrong.content[0].text
+            other = await s.call("check_messages", message_id="m-000000-1")
+            assert other.is_error and "no message m-000000-1 addressed to you" in (
+                other.content[0].text
+            )
+
+
+async def test_peer_fields_and_tags_cannot_fake_structure_in_tools_or_pushes(
+    daemon, agent_bin, agents
+):
+    """Item 10, through the real server: check_messages and a channel push show a forged
+    directory, branch and tagged text as quoted data; a long pushed message is cut."""
+    from peers_mcp.render import CHANNEL_BUDGET
+
+    from .test_hook import FORGED_TEXT, WORST_TEXT, check_forgery, register_forger
+
+    flags = ("--dangerously-load-development-channels", "server:claude-peers")
+    async with (
+        mcp_session(daemon, agent_bin) as polled,
+        mcp_session(daemon, agent_bin, agent_flags=flags) as pushed,
+    ):
+        polled_me = (await polled.whoami())["id"]
+        pushed_me = (await pushed.whoami())["id"]
+        with daemon.client("codex") as c:
+            register_forger(c, agents.spawn().pid)
+            mid = c.request(p.Send, to=polled_me, text=FORGED_TEXT).message_id
+            check_forgery(await polled.text("check_messages", history=0), mid)
+
+            forged = c.request(p.Send, to=pushed_me, text=FORGED_TEXT).message_id
+            long = c.request(p.Send, to=pushed_me, text=WORST_TEXT).message_id
+
+            async def both() -> bool:
+                return len(pushed.pushed) >= 2
+
+            await wait_until(both)
+            first, second = pushed.pushed[:2]
+            assert first.meta["message_id"] == forged
+            check_forgery(first.content, forged)
+            assert second.meta["message_id"] == long
+            assert len(second.content) <= CHANNEL_BUDGET
+            assert f'check_messages with message_id="{long}" and offset=' in second.content
+            states = c.request(p.MessageStatus, message_ids=[forged, long]).items
+            assert {(i.state, i.delivered_via) for i in states} == {("delivered", "channel")}
