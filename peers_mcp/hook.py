@@ -44,7 +44,7 @@ turn would be marked read unseen. It waits queued for the next session instead.
 
 Speed: this runs after every tool call. The no-mail path imports only ``peersd.wire``
 (a client built on the C modules ``_socket`` and ``_struct``; no asyncio, msgspec or
-``peersd.protocol``) and ``_json`` (the json package would import ``re``), answers in
+``peersd.protocol``), ``peersd.errors`` (the error codes, no imports) and ``_json`` (the json package would import ``re``), answers in
 one round trip when the peer has nothing pending, loads ``render`` only when there is
 mail, and as a command ends with ``os._exit`` after flushing (interpreter teardown costs
 about 2 ms). The pip-generated ``peers-hook`` wrapper itself imports ``re`` (~6 ms, as
@@ -66,6 +66,7 @@ import sys
 import time
 
 from peersd import __version__, wire
+from peersd.errors import Code
 
 try:  # the C half of the json package, without the package (and the ``re`` it imports)
     import _json
@@ -297,7 +298,7 @@ def attach(opts: Options, log: Log, session_id: object) -> tuple[wire.Wire, dict
             req["session_id"] = session_id
         peer = conn.call(req)["peer"]
         if not isinstance(peer, dict):
-            raise wire.WireError("attach answered without a peer", "bad_frame")
+            raise wire.WireError("attach answered without a peer", Code.BAD_FRAME)
     except BaseException:
         conn.close()
         raise
@@ -307,7 +308,7 @@ def attach(opts: Options, log: Log, session_id: object) -> tuple[wire.Wire, dict
 def claim(conn: wire.Wire) -> list[dict[str, object]]:
     msgs = conn.call({"t": "claim", "limit": CLAIM_LIMIT})["messages"]
     if not isinstance(msgs, list):
-        raise wire.WireError("claim answered without a message list", "bad_frame")
+        raise wire.WireError("claim answered without a message list", Code.BAD_FRAME)
     return [wire.message(m) for m in msgs]
 
 
@@ -381,7 +382,7 @@ def run_hook(opts: Options, log: Log) -> int:
     try:
         conn, peer = attach(opts, log, session_id)
     except Exception as e:
-        if not (event == "SessionStart" and getattr(e, "code", "") == "unknown_peer"):
+        if not (event == "SessionStart" and getattr(e, "code", "") == Code.UNKNOWN_PEER):
             log(_describe(e))  # at SessionStart the session's server has not registered yet
         return 0
     with conn:
@@ -520,7 +521,7 @@ class Waiter:
             try:
                 return attach(self.opts, self.log, self.session_id)
             except wire.WireError as e:
-                if e.code != "unknown_peer" or time.monotonic() >= deadline:
+                if e.code != Code.UNKNOWN_PEER or time.monotonic() >= deadline:
                     raise
             time.sleep(0.25)
 

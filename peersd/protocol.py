@@ -10,12 +10,15 @@ arrive on the same stream. ``docs/protocol.md`` is the prose version of this fil
 
 from __future__ import annotations
 
+import re
 import struct
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
-from .errors import PeersError
+from .errors import CODES, Code, PeersError
 
 PROTOCOL_VERSION = 1
 """Bumped on any incompatible change; hello and welcome must agree on it."""
@@ -29,6 +32,125 @@ ReceiveMode = Literal["push", "hook", "poll"]
 DeliveryPath = Literal["channel", "hook", "wake", "wait", "check", "cli"]
 MessageState = Literal["queued", "leased", "delivered", "expired"]
 EventKind = Literal["mail", "receipts", "peers", "traffic"]
+
+
+# --------------------------------------------------------------------------- rules
+# Every rule a request field obeys is written here once, as a constrained type: the
+# decoder refuses a value that breaks one (a typed error naming the field and the rule,
+# see ``invalid_request``), the MCP tool schemas are built from the same types, and
+# ``config`` uses them for the settings that feed them. docs/protocol.md §11 lists them.
+
+
+def _whole(body: str) -> str:
+    """A pattern for the whole string, the same in Python and in JSON Schema.
+
+    msgspec tests a pattern with ``re.search``, whose ``$`` also matches before a final
+    newline ("alice\\n" would pass); ``(?!\\n)`` rules that out. In ECMA-262 regexes (what
+    JSON Schema validators use) ``$`` is the end already and the look-ahead is a no-op.
+    """
+    return f"^(?:{body})$(?!\\n)"
+
+
+PeerName = Annotated[
+    str,
+    Meta(
+        pattern=_whole(r"(?![pP]-[0-9a-fA-F]{8}$)[A-Za-z0-9_-]{1,32}"),
+        description="a peer name: 1-32 letters, digits, '-' or '_', "
+        "not shaped like a peer id (p- and 8 hex digits)",
+    ),
+]
+PeerId = Annotated[
+    str,
+    Meta(pattern=_whole(r"p-[0-9a-f]{8}"), description="a peer id: p- and 8 hex digits"),
+]
+MessageId = Annotated[
+    str,
+    Meta(
+        pattern=_whole(r"m-([0-9a-f]{6})-([0-9]{1,18})"),
+        description="a message id: m-, 6 hex digits, - and a number (e.g. m-1a2b3c-42)",
+    ),
+]
+PeerRef = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=300,
+        description='A peer: its name (e.g. "api"), name@host, or id (e.g. "p-1a2b3c4d").',
+    ),
+]
+"""What ``resolve`` accepts: a name, ``name@host`` (a host label is at most 255) or an id."""
+MessageIds = Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=1000)]
+"""Ids to look up or settle: one that is malformed (or foreign) names no message of ours,
+which the answer says (``found: false``, ``unknown_message``) rather than the decoder."""
+Summary = Annotated[str, Meta(max_length=1000)]
+Limit = Annotated[int, Meta(ge=1, le=1000)]
+"""How many items one page or claim may ask for."""
+LeaseSeconds = Annotated[float, Meta(gt=0, le=3600)]
+Pid = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+EpochSeconds = Annotated[float, Meta(ge=0, le=1e11)]
+"""A point in time, finite (SQLite would store NaN as NULL)."""
+Seq = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+"""A row number (paging cursor), within SQLite's integer range."""
+# Free text a peer describes itself with: bounded so one peer cannot flood every listing
+# and mail header. Paths get PATH_MAX; the rest what real values need, with room.
+PathText = Annotated[str, Meta(max_length=4096)]
+Branch = Annotated[str, Meta(max_length=256)]
+HostLabel = Annotated[str, Meta(max_length=255)]
+Tty = Annotated[str, Meta(max_length=64)]
+SessionId = Annotated[str, Meta(max_length=256)]
+MachineId = Annotated[str, Meta(max_length=128)]
+ShortText = Annotated[str, Meta(max_length=64)]
+"""Versions, client kinds, audit actions."""
+Token = Annotated[str, Meta(max_length=1024)]
+
+if TYPE_CHECKING:
+    ErrorCode = str
+else:
+    ErrorCode = Literal[CODES]
+    """Every code in ``errors.Code``: a daemon that sends another fails the client's decode."""
+
+_PATTERNS: list[tuple[str, str, str]] = [
+    (
+        f"Expected `str` matching regex {t.__metadata__[0].pattern!r}",
+        t.__metadata__[0].description,
+        code,
+    )
+    for t, code in (
+        (PeerName, Code.INVALID_NAME),
+        (PeerId, Code.BAD_REQUEST),
+        (MessageId, Code.BAD_REQUEST),
+    )
+]
+
+
+def explain(e: msgspec.ValidationError) -> tuple[str, str]:
+    """The error code and message for a value that broke a rule: msgspec's message,
+    naming the field, with any of our regexes replaced by the rule in words. A bad name
+    is ``invalid_name`` and a string over its length ``too_large``, as before the rules
+    moved into types."""
+    message = str(e)
+    for regex, rule, code in _PATTERNS:
+        if regex in message:
+            return code, message.replace(regex, "Expected " + rule)
+    if message.startswith("Expected `str` of length <="):
+        return Code.TOO_LARGE, message
+    return Code.BAD_REQUEST, message
+
+
+def invalid_request(e: msgspec.ValidationError) -> PeersError:
+    """The error for a frame that does not decode as a valid request."""
+    code, message = explain(e)
+    return PeersError(code, f"invalid request: {message}")
+
+
+def _matcher(t: Any) -> Callable[[str], re.Match[str] | None]:
+    """The decoder's own test of a patterned type, for values that did not pass through it."""
+    return re.compile(t.__metadata__[0].pattern).search
+
+
+match_peer_id = _matcher(PeerId)
+match_message_id = _matcher(MessageId)
+"""Groups 1 and 2: the database tag and the row."""
 
 
 class Frame(msgspec.Struct, tag_field="t", forbid_unknown_fields=False, omit_defaults=True):
@@ -109,9 +231,9 @@ class MessageStatusItem(msgspec.Struct, omit_defaults=True):
 
 class Hello(Frame, tag="hello"):
     protocol: int
-    client_version: str
-    client_kind: str = "other"
-    token: str | None = None
+    client_version: ShortText
+    client_kind: ShortText = "other"
+    token: Token | None = None
     """Required over TCP when the daemon has a token; never sent over the local socket."""
 
 
@@ -124,27 +246,27 @@ class Request(Frame):
 class Register(Request, tag="register"):
     """Become (or become again) the peer for one agent session."""
 
-    agent_pid: int
-    agent_start: float
+    agent_pid: Pid
+    agent_start: EpochSeconds
     client: ClientKind = "other"
-    helper_pid: int | None = None
-    session_id: str | None = None
-    cwd: str = ""
-    git_root: str | None = None
-    branch: str | None = None
-    tty: str | None = None
-    machine_id: str = ""
-    host: str = ""
-    summary: str | None = None
-    name: str | None = None
+    helper_pid: Pid | None = None
+    session_id: SessionId | None = None
+    cwd: PathText = ""
+    git_root: PathText | None = None
+    branch: Branch | None = None
+    tty: Tty | None = None
+    machine_id: MachineId = ""
+    host: HostLabel = ""
+    summary: Summary | None = None
+    name: PeerName | None = None
     receive: ReceiveMode = "poll"
 
 
 class Attach(Request, tag="attach"):
     """Act as an already-registered peer: by session id, else by the caller's ancestry."""
 
-    session_id: str | None = None
-    pid: int | None = None
+    session_id: SessionId | None = None
+    pid: Pid | None = None
 
 
 class Heartbeat(Request, tag="heartbeat"):
@@ -156,11 +278,11 @@ class Unregister(Request, tag="unregister"):
 
 
 class SetSummary(Request, tag="set_summary"):
-    summary: str
+    summary: Summary
 
 
 class SetName(Request, tag="set_name"):
-    name: str
+    name: PeerName
 
 
 class Whoami(Request, tag="whoami"):
@@ -174,9 +296,10 @@ class ListPeers(Request, tag="list_peers"):
 
 
 class Send(Request, tag="send"):
-    to: str
+    to: PeerRef
     text: str
-    reply_to: str | None = None
+    """At most ``max_text`` UTF-8 bytes: a setting, so the handler checks it."""
+    reply_to: MessageId | None = None
 
 
 class Broadcast(Request, tag="broadcast"):
@@ -185,35 +308,35 @@ class Broadcast(Request, tag="broadcast"):
 
 
 class MessageStatus(Request, tag="message_status"):
-    message_ids: list[str]
+    message_ids: MessageIds
 
 
 class Claim(Request, tag="claim"):
     """Lease up to ``limit`` of my queued messages for one delivery attempt."""
 
-    limit: int = 50
-    lease_seconds: float | None = None
-    from_peer: str | None = None
-    reply_to: str | None = None
+    limit: Limit = 50
+    lease_seconds: LeaseSeconds | None = None
+    from_peer: PeerRef | None = None
+    reply_to: MessageId | None = None
 
 
 class Ack(Request, tag="ack"):
     """The messages were put in front of the reader: mark exactly these delivered."""
 
-    message_ids: list[str]
+    message_ids: Annotated[MessageIds, Meta(min_length=1)]
     via: DeliveryPath
 
 
 class Release(Request, tag="release"):
     """Give leased messages back to the queue without delivering them."""
 
-    message_ids: list[str]
+    message_ids: MessageIds
 
 
 class History(Request, tag="history"):
-    peer: str | None = None
-    limit: int = 50
-    before: int | None = None
+    peer: PeerRef | None = None
+    limit: Limit = 50
+    before: Seq | None = None
     mine: bool = True
     state: MessageState | None = None
     direction: Literal["any", "in", "out"] = "any"
@@ -238,16 +361,16 @@ class Sweep(Request, tag="sweep"):
 class Kill(Request, tag="kill"):
     """Terminate a peer's agent process (only if pid, start time and uid still match)."""
 
-    target: str
+    target: PeerRef
     force: bool = False
 
 
 class Audit(Request, tag="audit"):
     """Recent audit records (kills, orphan cleanups), newest first."""
 
-    limit: int = 50
-    before: int | None = None
-    action: str | None = None
+    limit: Limit = 50
+    before: Seq | None = None
+    action: ShortText | None = None
 
 
 REQUEST_TYPES: tuple[type[Request], ...] = (
@@ -314,7 +437,7 @@ class Welcome(Frame, tag="welcome"):
 class Error(Frame, tag="error"):
     """A typed failure. ``id`` is None when the frame could not be tied to a request."""
 
-    code: str
+    code: ErrorCode
     message: str
     id: int | None = None
     candidates: list[str] = []
