@@ -44,7 +44,7 @@ turn would be marked read unseen. It waits queued for the next session instead.
 
 Speed: this runs after every tool call. The no-mail path imports only ``peersd.wire``
 (a client built on the C modules ``_socket`` and ``_struct``; no asyncio, msgspec or
-``peersd.protocol``), ``peersd.errors`` (the error codes, no imports) and ``_json`` (the json package would import ``re``), answers in
+``peersd.protocol``) and ``_json`` (the json package would import ``re``), answers in
 one round trip when the peer has nothing pending, loads ``render`` only when there is
 mail, and as a command ends with ``os._exit`` after flushing (interpreter teardown costs
 about 2 ms). The pip-generated ``peers-hook`` wrapper itself imports ``re`` (~6 ms, as
