@@ -3,7 +3,8 @@
 Names and descriptions are the contract with the models. Descriptions say what comes
 back, what the scopes mean, and that replies go through this server's send_message
 (models otherwise reach for a built-in messaging tool and the reply is lost). Names, ids
-and lengths are the protocol's own types, so a schema never admits what the daemon refuses.
+and lengths are the protocol's own types (``peersd.rules``), so a schema never admits
+what the daemon refuses.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from peersd import protocol as p
+from peersd import rules
 
 
 def _rule(t: Any) -> str:
@@ -22,7 +23,7 @@ def _rule(t: Any) -> str:
     return text[0].upper() + text[1:]
 
 
-PeerRef = p.PeerRef
+PeerRef = rules.PeerRef
 Scope = Annotated[
     Literal["machine", "directory", "repo"],
     Meta(
@@ -31,7 +32,7 @@ Scope = Annotated[
     ),
 ]
 Text = Annotated[str, Meta(min_length=1, description="The message text (up to 32 KiB).")]
-MessageId = Annotated[p.MessageId, Meta(description=_rule(p.MessageId) + ".")]
+MessageId = Annotated[rules.MessageId, Meta(description=_rule(rules.MessageId) + ".")]
 
 
 class Args(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -86,13 +87,15 @@ class MessageHistoryArgs(Args):
 
 class SetSummaryArgs(Args):
     summary: Annotated[
-        p.Summary,
+        rules.Summary,
         Meta(description="One or two sentences on what you are working on, shown to peers."),
     ]
 
 
 class SetNameArgs(Args):
-    name: Annotated[p.PeerName, Meta(description=f"{_rule(p.PeerName)}; unique on this machine.")]
+    name: Annotated[
+        rules.PeerName, Meta(description=f"{_rule(rules.PeerName)}; unique on this machine.")
+    ]
 
 
 class WhoamiArgs(Args):
@@ -187,4 +190,4 @@ def parse(name: str, arguments: dict[str, Any] | None) -> Args:
     try:
         return msgspec.convert(arguments or {}, TOOLS[name])
     except msgspec.ValidationError as e:
-        raise msgspec.ValidationError(p.explain(e)[1]) from None
+        raise msgspec.ValidationError(rules.explain(e)[1]) from None

@@ -18,7 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from .errors import ConfigError as ConfigError  # still importable from here
-from .protocol import HostLabel, LeaseSeconds, Token
+from .rules import HostLabel, LeaseSeconds, Token
 
 ENV_PREFIX = "CLAUDE_PEERS_"
 PositiveInt = Annotated[int, Meta(gt=0)]

@@ -23,14 +23,8 @@ import msgspec
 
 from .errors import Code, PeersError
 from .errors import StoreError as StoreError  # still importable from here
-from .protocol import (
-    Message,
-    MessageStatusItem,
-    Peer,
-    Register,
-    match_message_id,
-    match_peer_id,
-)
+from .protocol import Message, MessageStatusItem, Peer, Register
+from .rules import match_message_id, match_peer_id
 
 UNDELIVERED = ("queued", "leased")
 MESSAGE_OVERHEAD = 1024

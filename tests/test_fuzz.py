@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peersd import protocol as p
-from peersd import wire
+from peersd import rules, wire
 from peersd.errors import CODES, Code, PeersError
 
 from .conftest import DaemonProc, register
@@ -299,7 +299,7 @@ def test_every_request_shape_round_trips(data, cls):
     try:
         frame = p.client_decoder.decode(msgspec.msgpack.encode(body))
     except msgspec.ValidationError as e:
-        error = p.invalid_request(e)
+        error = rules.invalid_request(e)
         assert error.code in {Code.BAD_REQUEST, Code.INVALID_NAME, Code.TOO_LARGE}
         assert " - at `$." in error.message and "regex" not in error.message, error.message
         return

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peersd import config, protocol, store, wire
+from peersd import config, protocol, rules, store, wire
 from peersd import protocol as p
 from peersd.client import session_registration
 from peersd.errors import CODES, ClaudePeersError, Code, PeersError
@@ -315,12 +315,12 @@ def test_patterns_match_whole_strings_only():
     """Python's ``$`` matches before a final newline: the patterns must not let one through."""
     for value in ("alice\n", "\nalice", "alice\r", "p-0123abcd", "P-0123ABCD", "", "a" * 33):
         with pytest.raises(msgspec.ValidationError):
-            msgspec.convert(value, p.PeerName)
+            msgspec.convert(value, rules.PeerName)
     for value in ("alice", "a" * 32, "p-0123abc", "p-0123abcde", "peer-0123abcd"):
-        assert msgspec.convert(value, p.PeerName) == value
-    assert p.match_message_id("m-abcdef-12\n") is None
-    assert p.match_message_id("m-abcdef-12").groups() == ("abcdef", "12")
-    assert p.match_peer_id("p-0123abcd\n") is None and p.match_peer_id("p-0123abcd")
+        assert msgspec.convert(value, rules.PeerName) == value
+    assert rules.match_message_id("m-abcdef-12\n") is None
+    assert rules.match_message_id("m-abcdef-12").groups() == ("abcdef", "12")
+    assert rules.match_peer_id("p-0123abcd\n") is None and rules.match_peer_id("p-0123abcd")
 
 
 # --------------------------------------------------------------------------- one vocabulary
