@@ -19,7 +19,7 @@ from peersd import rules
 
 def _rule(t: Any) -> str:
     """The rule a protocol type states in words, capitalised for a schema."""
-    text: str = t.__metadata__[0].description
+    text = rules.meta(t).description or ""
     return text[0].upper() + text[1:]
 
 

@@ -88,18 +88,22 @@ else:
     ErrorCode = Literal[CODES]
     """Every code in ``errors.Code``: a daemon that sends another fails the client's decode."""
 
+
+def meta(t: Any) -> Meta:
+    """The constraints of a type defined here (``Annotated[base, Meta(...)]``)."""
+    found: Meta = t.__metadata__[0]
+    return found
+
+
 _PATTERNS: list[tuple[str, str, str]] = [
-    (
-        f"Expected `str` matching regex {t.__metadata__[0].pattern!r}",
-        t.__metadata__[0].description,
-        code,
-    )
+    (f"Expected `str` matching regex {meta(t).pattern!r}", meta(t).description or "", code)
     for t, code in (
         (PeerName, Code.INVALID_NAME),
         (PeerId, Code.BAD_REQUEST),
         (MessageId, Code.BAD_REQUEST),
     )
 ]
+"""msgspec's words for each of our patterns -> (the rule in words, the error code)."""
 
 
 def explain(e: msgspec.ValidationError) -> tuple[str, str]:
@@ -124,7 +128,7 @@ def invalid_request(e: msgspec.ValidationError) -> PeersError:
 
 def _matcher(t: Any) -> Callable[[str], re.Match[str] | None]:
     """The decoder's own test of a patterned type, for values that did not pass through it."""
-    return re.compile(t.__metadata__[0].pattern).search
+    return re.compile(meta(t).pattern or "").search
 
 
 match_peer_id = _matcher(PeerId)
