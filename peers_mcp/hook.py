@@ -67,6 +67,7 @@ import sys
 import time
 
 from peersd import __version__, wire
+from peersd.errors import Code
 
 try:  # the C half of the json package, without the package (and the ``re`` it imports)
     import _json
@@ -297,7 +298,7 @@ def attach(opts: Options, log: Log, session_id: object) -> tuple[wire.Wire, dict
             req["session_id"] = session_id
         peer = conn.call(req)["peer"]
         if not isinstance(peer, dict):
-            raise wire.WireError("attach answered without a peer", "bad_frame")
+            raise wire.WireError("attach answered without a peer", Code.BAD_FRAME)
     except BaseException:
         conn.close()
         raise
@@ -315,7 +316,7 @@ class Mailbox:
     def claim(self, limit: int, filters: dict[str, object]) -> list[dict[str, object]]:
         msgs = self.conn.call({"t": "claim", "limit": limit, **filters})["messages"]
         if not isinstance(msgs, list):
-            raise wire.WireError("claim answered without a message list", "bad_frame")
+            raise wire.WireError("claim answered without a message list", Code.BAD_FRAME)
         return [wire.message(m) for m in msgs]
 
     def ack(self, ids: list[str], via: str) -> None:
@@ -376,7 +377,7 @@ def run_hook(opts: Options, log: Log) -> int:
     try:
         conn, peer = attach(opts, log, session_id)
     except Exception as e:
-        if not (event == "SessionStart" and getattr(e, "code", "") == "unknown_peer"):
+        if not (event == "SessionStart" and getattr(e, "code", "") == Code.UNKNOWN_PEER):
             log(_describe(e))  # at SessionStart the session's server has not registered yet
         return 0
     with conn:
@@ -510,7 +511,7 @@ class Waiter:
             try:
                 return attach(self.opts, self.log, self.session_id)
             except wire.WireError as e:
-                if e.code != "unknown_peer" or time.monotonic() >= deadline:
+                if e.code != Code.UNKNOWN_PEER or time.monotonic() >= deadline:
                     raise
             time.sleep(0.25)
 

@@ -2,7 +2,9 @@
 
 Names and descriptions are the contract with the models. Descriptions say what comes
 back, what the scopes mean, and that replies go through this server's send_message
-(models otherwise reach for a built-in messaging tool and the reply is lost).
+(models otherwise reach for a built-in messaging tool and the reply is lost). Names, ids
+and lengths are the protocol's own types (``peersd.rules``), so a schema never admits
+what the daemon refuses.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-PeerRef = Annotated[
-    str,
-    Meta(
-        min_length=1,
-        max_length=200,
-        description='A peer: its name (e.g. "api"), name@host, or id (e.g. "p-1a2b3c4d").',
-    ),
-]
+from peersd import rules
+
+
+def _rule(t: Any) -> str:
+    """The rule a protocol type states in words, capitalised for a schema."""
+    text = rules.meta(t).description or ""
+    return text[0].upper() + text[1:]
+
+
+PeerRef = rules.PeerRef
 Scope = Annotated[
     Literal["machine", "directory", "repo"],
     Meta(
@@ -28,7 +32,7 @@ Scope = Annotated[
     ),
 ]
 Text = Annotated[str, Meta(min_length=1, description="The message text (up to 32 KiB).")]
-MessageId = Annotated[str, Meta(pattern=r"^m-[0-9a-f]{6}-[0-9]+$", description="A message id.")]
+MessageId = Annotated[rules.MessageId, Meta(description=_rule(rules.MessageId) + ".")]
 
 
 class Args(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -84,7 +88,7 @@ class WaitForMessageArgs(Args):
         Meta(gt=0, le=600, description="Give up after this many seconds (default 45)."),
     ] = 45.0
     from_peer: Annotated[
-        str | None, Meta(description="Only a message from this peer (name or id).")
+        PeerRef | None, Meta(description="Only a message from this peer (name or id).")
     ] = None
     reply_to: Annotated[MessageId | None, Meta(description="Only a reply to this message id.")] = (
         None
@@ -92,27 +96,20 @@ class WaitForMessageArgs(Args):
 
 
 class MessageHistoryArgs(Args):
-    peer: Annotated[str | None, Meta(description="Only messages to or from this peer.")] = None
+    peer: Annotated[PeerRef | None, Meta(description="Only messages to or from this peer.")] = None
     limit: Annotated[int, Meta(ge=1, le=200)] = 20
 
 
 class SetSummaryArgs(Args):
     summary: Annotated[
-        str,
-        Meta(
-            max_length=1000,
-            description="One or two sentences on what you are working on, shown to peers.",
-        ),
+        rules.Summary,
+        Meta(description="One or two sentences on what you are working on, shown to peers."),
     ]
 
 
 class SetNameArgs(Args):
     name: Annotated[
-        str,
-        Meta(
-            pattern=r"^[A-Za-z0-9_-]{1,32}$",
-            description="1-32 letters, digits, '-' or '_'; unique on this machine.",
-        ),
+        rules.PeerName, Meta(description=f"{_rule(rules.PeerName)}; unique on this machine.")
     ]
 
 
@@ -205,5 +202,8 @@ def input_schema(args: type[Args]) -> dict[str, Any]:
 
 
 def parse(name: str, arguments: dict[str, Any] | None) -> Args:
-    """Validated arguments; msgspec's error names the field that is wrong."""
-    return msgspec.convert(arguments or {}, TOOLS[name])
+    """Validated arguments; the error names the field that is wrong and the rule."""
+    try:
+        return msgspec.convert(arguments or {}, TOOLS[name])
+    except msgspec.ValidationError as e:
+        raise msgspec.ValidationError(rules.explain(e)[1]) from None

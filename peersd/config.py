@@ -12,17 +12,21 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
+
+from .errors import ConfigError as ConfigError  # still importable from here
+from .rules import HostLabel, LeaseSeconds, Token
 
 ENV_PREFIX = "CLAUDE_PEERS_"
 LAUNCHD_LABEL = "dev.claude-peers.peersd"
 """The launchd job label of the daemon (the service installer and start-up both use it)."""
-
-
-class ConfigError(Exception):
-    """A setting, file or directory is unusable; the message says which and why."""
+PositiveInt = Annotated[int, Meta(gt=0)]
+Positive = Annotated[float, Meta(gt=0)]
+ZeroOrMore = Annotated[float, Meta(ge=0)]
+"""A duration or rate where 0 means off (no limit)."""
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -33,34 +37,34 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     config: str = ""
     log_level: str = "info"
     log_file: str = ""
-    max_frame: int = 1024 * 1024
-    max_text: int = 32 * 1024
-    lease_seconds: float = 30.0
-    message_ttl: float = 7 * 24 * 3600.0
-    history_retention: float = 30 * 24 * 3600.0
-    gone_retention: float = 30 * 24 * 3600.0
-    queue_limit: int = 1000
-    rate_per_second: float = 50.0
-    rate_burst: int = 500
-    sweep_interval: float = 5.0
-    remote_timeout: float = 60.0
-    write_buffer_limit: int = 8 * 1024 * 1024
-    hello_timeout: float = 10.0
+    max_frame: PositiveInt = 1024 * 1024
+    max_text: PositiveInt = 32 * 1024
+    lease_seconds: LeaseSeconds = 30.0
+    message_ttl: Positive = 7 * 24 * 3600.0
+    history_retention: Positive = 30 * 24 * 3600.0
+    gone_retention: Positive = 30 * 24 * 3600.0
+    queue_limit: PositiveInt = 1000
+    rate_per_second: ZeroOrMore = 50.0
+    rate_burst: PositiveInt = 500
+    sweep_interval: Positive = 5.0
+    remote_timeout: Positive = 60.0
+    write_buffer_limit: PositiveInt = 8 * 1024 * 1024
+    hello_timeout: ZeroOrMore = 10.0
     """Daemon: seconds a new connection has to send its hello (0: no limit)."""
-    max_connections: int = 1000
+    max_connections: PositiveInt = 1000
     """Daemon: connections served at once; more are refused with ``too_many_connections``."""
     autostart: bool = True
-    connect_timeout: float = 5.0
-    host_label: str = ""
+    connect_timeout: Positive = 5.0
+    host_label: HostLabel = ""
     sync: str = "normal"
     channels: str = "auto"
     kill_enabled: bool = False
-    kill_grace: float = 5.0
+    kill_grace: Positive = 5.0
     orphan_cleanup: bool = True
     """Daemon: end our orphaned helpers (peers-mcp, peers-hook --wait) on a timer."""
-    orphan_interval: float = 60.0
+    orphan_interval: Positive = 60.0
     """Daemon: seconds between orphan scans."""
-    escalate_after: float = 90.0
+    escalate_after: ZeroOrMore = 90.0
     """Daemon: notify the desktop when mail waits this long (seconds; 0 disables)."""
     tcp: str = ""
     """Daemon: also listen on HOST:PORT (hub mode)."""
@@ -68,11 +72,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Daemon: allow a loopback TCP listener without a token."""
     url: str = ""
     """Clients: reach a hub at tcp://HOST:PORT or tls://HOST:PORT instead of the socket."""
-    token: str = ""
+    token: Token = ""
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""
-    heartbeat_interval: float = 15.0
+    heartbeat_interval: Positive = 15.0
 
     @property
     def socket_path(self) -> Path:
@@ -201,7 +205,10 @@ def load(
         field = _field_of(str(e))
         where = sources.get(field, "settings") if field else "settings"
         hint = f" (env {ENV_PREFIX}{field.upper()})" if field and where == "environment" else ""
-        raise ConfigError(f"invalid setting in {where}{hint}: {e}") from None
+        value = repr(merged.get(field))
+        got = "" if field not in merged or field == "token" else f", not {value[:40]}"
+        got += "…" if got and len(value) > 40 else ""
+        raise ConfigError(f"invalid setting in {where}{hint}: {e}{got}") from None
     return _finish(settings, home(env))
 
 
@@ -235,41 +242,11 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
         raise ConfigError(f"channels must be 'auto', 'on' or 'off', not {s.channels!r}")
     if s.sync not in {"normal", "full"}:
         raise ConfigError(f"sync must be 'normal' or 'full', not {s.sync!r}")
-    for name in (
-        "max_frame",
-        "max_text",
-        "queue_limit",
-        "rate_burst",
-        "write_buffer_limit",
-        "max_connections",
-    ):
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"{name} must be positive, not {getattr(s, name)}")
-    for name in (
-        "lease_seconds",
-        "message_ttl",
-        "sweep_interval",
-        "connect_timeout",
-        "history_retention",
-        "gone_retention",
-        "remote_timeout",
-        "kill_grace",
-        "heartbeat_interval",
-        "orphan_interval",
-    ):
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"{name} must be positive, not {getattr(s, name)}")
     if s.max_frame < s.max_text + 64 * 1024:
         raise ConfigError(
             f"max_frame ({s.max_frame}) must exceed max_text ({s.max_text}) by at least 65536 "
             "bytes, so one message always fits in a frame"
         )
-    if s.escalate_after < 0:
-        raise ConfigError("escalate_after must be 0 (off) or a number of seconds")
-    if s.rate_per_second < 0:
-        raise ConfigError("rate_per_second must be 0 (no limit) or positive")
-    if s.hello_timeout < 0:
-        raise ConfigError("hello_timeout must be 0 (no limit) or a number of seconds")
     if len(s.socket.encode()) > 107:
         raise ConfigError(
             f"socket path {s.socket} is {len(s.socket.encode())} bytes; Unix sockets allow 107"

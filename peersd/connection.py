@@ -20,6 +20,7 @@ import msgspec
 from . import __version__
 from . import protocol as p
 from .errors import Code
+from .rules import invalid_request
 
 if TYPE_CHECKING:
     from .server import Daemon
@@ -127,7 +128,7 @@ class Connection(asyncio.Protocol):
             frame = p.client_decoder.decode(body)
         except msgspec.ValidationError as e:
             req_id = _request_id(body)
-            self.send(p.Error(code=Code.BAD_REQUEST, message=f"invalid request: {e}", id=req_id))
+            self.send(p.Error.of(invalid_request(e), req_id))
             return
         except (msgspec.DecodeError, UnicodeDecodeError) as e:
             # msgspec reports a string that is not UTF-8 as a UnicodeDecodeError.

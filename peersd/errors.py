@@ -1,40 +1,57 @@
-"""Typed failures shared by the daemon and its clients.
+"""Typed failures shared by the daemon and its clients: one root, one set of codes.
 
 A ``PeersError`` raised anywhere in request handling becomes an ``Error`` frame
 (code + human message); the client library raises it again on the other side, so
-callers catch one exception type with a stable ``code`` to branch on.
+callers catch one exception type with a stable ``code`` to branch on. Every exception
+the project raises on purpose derives from ``ClaudePeersError``.
+
+Imports nothing: ``peersd.wire``, the hook's stdlib-only client, takes its codes from here.
 """
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only (never evaluated): typing is too heavy for the hook
+    from typing import Final
+
 
 class Code:
-    """Every error code that appears on the wire."""
+    """Every error code that appears on the wire (docs/protocol.md §15 says when)."""
 
-    BAD_REQUEST = "bad_request"
-    BAD_FRAME = "bad_frame"
-    FRAME_TOO_LARGE = "frame_too_large"
-    UNSUPPORTED_VERSION = "unsupported_version"
-    HELLO_REQUIRED = "hello_required"
-    FORBIDDEN = "forbidden"
-    DISABLED = "disabled"
-    NOT_REGISTERED = "not_registered"
-    UNKNOWN_PEER = "unknown_peer"
-    UNKNOWN_MESSAGE = "unknown_message"
-    INVALID_NAME = "invalid_name"
-    NAME_TAKEN = "name_taken"
-    TOO_LARGE = "too_large"
-    RATE_LIMITED = "rate_limited"
-    QUEUE_FULL = "queue_full"
-    STORAGE = "storage_error"
-    SHUTTING_DOWN = "shutting_down"
-    TOO_MANY_CONNECTIONS = "too_many_connections"
-    INTERNAL = "internal"
-    UNREACHABLE = "daemon_unreachable"
-    TIMEOUT = "timeout"
+    BAD_REQUEST: Final = "bad_request"
+    BAD_FRAME: Final = "bad_frame"
+    FRAME_TOO_LARGE: Final = "frame_too_large"
+    UNSUPPORTED_VERSION: Final = "unsupported_version"
+    HELLO_REQUIRED: Final = "hello_required"
+    FORBIDDEN: Final = "forbidden"
+    DISABLED: Final = "disabled"
+    NOT_REGISTERED: Final = "not_registered"
+    UNKNOWN_PEER: Final = "unknown_peer"
+    UNKNOWN_MESSAGE: Final = "unknown_message"
+    INVALID_NAME: Final = "invalid_name"
+    NAME_TAKEN: Final = "name_taken"
+    TOO_LARGE: Final = "too_large"
+    RATE_LIMITED: Final = "rate_limited"
+    QUEUE_FULL: Final = "queue_full"
+    STORAGE: Final = "storage_error"
+    SHUTTING_DOWN: Final = "shutting_down"
+    TOO_MANY_CONNECTIONS: Final = "too_many_connections"
+    INTERNAL: Final = "internal"
+    UNREACHABLE: Final = "daemon_unreachable"
+    TIMEOUT: Final = "timeout"
 
 
-class PeersError(Exception):
+CODES: tuple[str, ...] = tuple(v for k, v in vars(Code).items() if k.isupper())
+"""The whole vocabulary; ``protocol.ErrorCode`` is the Literal of exactly these."""
+
+
+class ClaudePeersError(Exception):
+    """Root of every exception claude-peers raises on purpose."""
+
+
+class PeersError(ClaudePeersError):
+    """A failure with a wire code: an ``Error`` frame, or the client's view of one."""
+
     def __init__(self, code: str, message: str, candidates: list[str] | None = None) -> None:
         super().__init__(message)
         self.code = code
@@ -48,3 +65,11 @@ class PeersError(Exception):
 class DaemonUnreachable(PeersError):
     def __init__(self, message: str) -> None:
         super().__init__(Code.UNREACHABLE, message)
+
+
+class ConfigError(ClaudePeersError):
+    """A setting, file or directory is unusable; the message says which and why."""
+
+
+class StoreError(ClaudePeersError):
+    """The database cannot be opened or used; the message says what to do."""

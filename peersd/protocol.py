@@ -5,17 +5,40 @@ msgspec Structs in three tagged unions (field ``t``): what a client sends
 (``ClientFrame``: the hello plus every request), what the daemon answers
 (``Response``) and what it pushes unasked (``Event``). Requests carry an ``id`` the
 answer repeats, so one connection can have many requests in flight while events
-arrive on the same stream. ``docs/protocol.md`` is the prose version of this file.
+arrive on the same stream. ``docs/protocol.md`` is the prose version of this file. The
+rules a field's value obeys are its type, from ``rules``.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
 from .errors import PeersError
+from .rules import (
+    Branch,
+    EpochSeconds,
+    ErrorCode,
+    HostLabel,
+    LeaseSeconds,
+    Limit,
+    MachineId,
+    MessageId,
+    MessageIds,
+    PathText,
+    PeerName,
+    PeerRef,
+    Pid,
+    Seq,
+    SessionId,
+    ShortText,
+    Summary,
+    Token,
+    Tty,
+)
 
 PROTOCOL_VERSION = 1
 """Bumped on any incompatible change; hello and welcome must agree on it."""
@@ -109,9 +132,9 @@ class MessageStatusItem(msgspec.Struct, omit_defaults=True):
 
 class Hello(Frame, tag="hello"):
     protocol: int
-    client_version: str
-    client_kind: str = "other"
-    token: str | None = None
+    client_version: ShortText
+    client_kind: ShortText = "other"
+    token: Token | None = None
     """Required over TCP when the daemon has a token; never sent over the local socket."""
 
 
@@ -124,27 +147,27 @@ class Request(Frame):
 class Register(Request, tag="register"):
     """Become (or become again) the peer for one agent session."""
 
-    agent_pid: int
-    agent_start: float
+    agent_pid: Pid
+    agent_start: EpochSeconds
     client: ClientKind = "other"
-    helper_pid: int | None = None
-    session_id: str | None = None
-    cwd: str = ""
-    git_root: str | None = None
-    branch: str | None = None
-    tty: str | None = None
-    machine_id: str = ""
-    host: str = ""
-    summary: str | None = None
-    name: str | None = None
+    helper_pid: Pid | None = None
+    session_id: SessionId | None = None
+    cwd: PathText = ""
+    git_root: PathText | None = None
+    branch: Branch | None = None
+    tty: Tty | None = None
+    machine_id: MachineId = ""
+    host: HostLabel = ""
+    summary: Summary | None = None
+    name: PeerName | None = None
     receive: ReceiveMode = "poll"
 
 
 class Attach(Request, tag="attach"):
     """Act as an already-registered peer: by session id, else by the caller's ancestry."""
 
-    session_id: str | None = None
-    pid: int | None = None
+    session_id: SessionId | None = None
+    pid: Pid | None = None
 
 
 class Heartbeat(Request, tag="heartbeat"):
@@ -156,11 +179,11 @@ class Unregister(Request, tag="unregister"):
 
 
 class SetSummary(Request, tag="set_summary"):
-    summary: str
+    summary: Summary
 
 
 class SetName(Request, tag="set_name"):
-    name: str
+    name: PeerName
 
 
 class Whoami(Request, tag="whoami"):
@@ -174,9 +197,10 @@ class ListPeers(Request, tag="list_peers"):
 
 
 class Send(Request, tag="send"):
-    to: str
+    to: PeerRef
     text: str
-    reply_to: str | None = None
+    """At most ``max_text`` UTF-8 bytes: a setting, so the handler checks it."""
+    reply_to: MessageId | None = None
 
 
 class Broadcast(Request, tag="broadcast"):
@@ -185,35 +209,35 @@ class Broadcast(Request, tag="broadcast"):
 
 
 class MessageStatus(Request, tag="message_status"):
-    message_ids: list[str]
+    message_ids: MessageIds
 
 
 class Claim(Request, tag="claim"):
     """Lease up to ``limit`` of my queued messages for one delivery attempt."""
 
-    limit: int = 50
-    lease_seconds: float | None = None
-    from_peer: str | None = None
-    reply_to: str | None = None
+    limit: Limit = 50
+    lease_seconds: LeaseSeconds | None = None
+    from_peer: PeerRef | None = None
+    reply_to: MessageId | None = None
 
 
 class Ack(Request, tag="ack"):
     """The messages were put in front of the reader: mark exactly these delivered."""
 
-    message_ids: list[str]
+    message_ids: Annotated[MessageIds, Meta(min_length=1)]
     via: DeliveryPath
 
 
 class Release(Request, tag="release"):
     """Give leased messages back to the queue without delivering them."""
 
-    message_ids: list[str]
+    message_ids: MessageIds
 
 
 class History(Request, tag="history"):
-    peer: str | None = None
-    limit: int = 50
-    before: int | None = None
+    peer: PeerRef | None = None
+    limit: Limit = 50
+    before: Seq | None = None
     mine: bool = True
     state: MessageState | None = None
     direction: Literal["any", "in", "out"] = "any"
@@ -238,16 +262,16 @@ class Sweep(Request, tag="sweep"):
 class Kill(Request, tag="kill"):
     """Terminate a peer's agent process (only if pid, start time and uid still match)."""
 
-    target: str
+    target: PeerRef
     force: bool = False
 
 
 class Audit(Request, tag="audit"):
     """Recent audit records (kills, orphan cleanups), newest first."""
 
-    limit: int = 50
-    before: int | None = None
-    action: str | None = None
+    limit: Limit = 50
+    before: Seq | None = None
+    action: ShortText | None = None
 
 
 REQUEST_TYPES: tuple[type[Request], ...] = (
@@ -314,7 +338,7 @@ class Welcome(Frame, tag="welcome"):
 class Error(Frame, tag="error"):
     """A typed failure. ``id`` is None when the frame could not be tied to a request."""
 
-    code: str
+    code: ErrorCode
     message: str
     id: int | None = None
     candidates: list[str] = []

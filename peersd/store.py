@@ -22,12 +22,10 @@ import apsw
 import msgspec
 
 from .errors import Code, PeersError
+from .errors import StoreError as StoreError  # still importable from here
 from .protocol import Message, MessageStatusItem, Peer, Register
+from .rules import match_message_id, match_peer_id
 
-# \Z, not $: "$" also matches before a final newline, which let "alice\n" be a name.
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
-PEER_ID_RE = re.compile(r"^p-[0-9a-f]{8}\Z")
-MESSAGE_ID_RE = re.compile(r"^m-([0-9a-f]{6})-([0-9]{1,18})\Z")
 UNDELIVERED = ("queued", "leased")
 MESSAGE_OVERHEAD = 1024
 """Bytes a message costs in a frame beside its text (names, ids, paths), a safe bound."""
@@ -110,10 +108,6 @@ MESSAGE_COLUMNS = """m.seq, m.sender, m.sender_name, m.recipient, m.recipient_na
 MESSAGE_FROM = "messages m LEFT JOIN peers s ON s.id = m.sender"
 
 
-class StoreError(Exception):
-    """The database cannot be opened or used; the message says what to do."""
-
-
 @dataclass
 class Registration:
     peer: Peer
@@ -140,16 +134,6 @@ def sanitize_name(raw: str) -> str:
     """Turn a directory name into a valid peer name."""
     cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", raw).strip("-_")[:28]
     return cleaned or "peer"
-
-
-def check_name(name: str) -> None:
-    if not NAME_RE.match(name):
-        raise PeersError(
-            Code.INVALID_NAME,
-            f"invalid name {name!r}: use 1-32 letters, digits, '-' or '_'",
-        )
-    if PEER_ID_RE.match(name.lower()):
-        raise PeersError(Code.INVALID_NAME, f"invalid name {name!r}: it looks like a peer id")
 
 
 class Store:
@@ -368,7 +352,7 @@ class Store:
 
     def _free_name(self, machine_id: str, base: str, own_id: str | None = None) -> str:
         base = sanitize_name(base)
-        if PEER_ID_RE.match(base.lower()):
+        if match_peer_id(base.lower()):
             base = "peer-" + base[2:]
         candidate = base
         n = 1
@@ -448,8 +432,7 @@ class Store:
             peer = self.require_peer(existing.id)
             renamed = existing.name if existing.name != peer.name else None
             return Registration(peer, existing.state == "gone", inherited, renamed)
-        if r.name:
-            check_name(r.name)
+        if r.name:  # valid: ``protocol.PeerName`` checked it when the request was decoded
             if self._name_holder(r.machine_id, r.name):
                 raise PeersError(Code.NAME_TAKEN, f"the name {r.name!r} is taken by another peer")
             name = r.name
@@ -496,15 +479,14 @@ class Store:
             cached.last_seen = now
 
     def set_summary(self, peer_id: str, summary: str) -> Peer:
-        if len(summary) > 1000:
-            raise PeersError(Code.TOO_LARGE, f"summary is {len(summary)} characters; max 1000")
         self.conn.execute("UPDATE peers SET summary = ? WHERE id = ?", (summary, peer_id))
         self._refresh(peer_id)
         return self.require_peer(peer_id)
 
     def set_name(self, peer_id: str, name: str) -> tuple[Peer, str, list[int]]:
-        """Return (peer, old name, messages inherited from gone holders of the name)."""
-        check_name(name)
+        """Return (peer, old name, messages inherited from gone holders of the name).
+
+        ``name`` is a valid ``protocol.PeerName`` (the decoder checked it)."""
         peer = self.require_peer(peer_id)
         holder = self._name_holder(peer.machine_id, name)
         if holder is not None and holder != peer_id:
@@ -587,7 +569,7 @@ class Store:
         target = target.strip()
         if not target:
             raise PeersError(Code.BAD_REQUEST, "recipient is empty")
-        if PEER_ID_RE.match(target):
+        if match_peer_id(target):
             peer = self.peer(target)
             if peer is not None:
                 return peer
@@ -638,7 +620,7 @@ class Store:
 
     def parse_id(self, msg_id: str) -> int | None:
         """The row of a message id issued by this database, or None."""
-        m = MESSAGE_ID_RE.match(msg_id)
+        m = match_message_id(msg_id)
         if m is None or m.group(1) != self.tag:
             return None
         return int(m.group(2))

@@ -7,7 +7,8 @@ module therefore speaks the same framed protocol with nothing but the standard
 library's C-level pieces: a small msgpack codec for the plain values the protocol
 uses (maps, arrays, strings, integers, floats, booleans, nil, binary), requests
 written as dicts following the tags and field names of ``protocol.py`` exactly, and
-answers decoded untyped (dicts with a ``"t"`` tag).
+answers decoded untyped (dicts with a ``"t"`` tag). Error codes come from ``errors``,
+which imports nothing.
 
 It never starts the daemon: a hook that finds nothing listening leaves the mail
 waiting. ``socket_path`` resolves the socket like ``config.load`` does, importing
@@ -19,6 +20,7 @@ import _struct
 import os
 
 from . import __version__
+from .errors import ClaudePeersError, Code
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: collections.abc would import the collections package
@@ -316,10 +318,10 @@ def connect_unix(path: str, timeout: float, factory: "Any" = _socket.socket) -> 
             raise
 
 
-class WireError(Exception):
+class WireError(ClaudePeersError):
     """The daemon could not be reached, hung up, or answered with an error frame."""
 
-    def __init__(self, message: str, code: str = "daemon_unreachable") -> None:
+    def __init__(self, message: str, code: str = Code.UNREACHABLE) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -332,7 +334,7 @@ class Closed(WireError):
 def _error(frame_: dict[str, object]) -> WireError:
     """The exception for an error frame; a daemon that is stopping counts as gone."""
     code, message = str(frame_.get("code")), str(frame_.get("message"))
-    return Closed(message, code) if code == "shutting_down" else WireError(message, code)
+    return Closed(message, code) if code == Code.SHUTTING_DOWN else WireError(message, code)
 
 
 def _connect_hub(url: str, timeout: float, cafile: str | None) -> object:
@@ -398,7 +400,8 @@ class Wire:
             raise Closed(f"cannot use {path}: {e.strerror}") from None
         if st.st_uid != os.getuid():
             raise WireError(
-                f"socket {path} is owned by uid {st.st_uid}, not by you; refusing it", "forbidden"
+                f"socket {path} is owned by uid {st.st_uid}, not by you; refusing it",
+                Code.FORBIDDEN,
             )
         try:
             self.sock = connect_unix(path, timeout)
@@ -444,7 +447,7 @@ class Wire:
                 raise _error(welcome)
             if welcome.get("t") != "welcome":
                 self.close()
-                raise WireError(f"expected a welcome, got {welcome.get('t')!r}", "bad_frame")
+                raise WireError(f"expected a welcome, got {welcome.get('t')!r}", Code.BAD_FRAME)
             return
         self._sendall(data)
 
@@ -465,17 +468,19 @@ class Wire:
                 size = int.from_bytes(buf[:4], "big")
                 if size > MAX_FRAME:
                     self.close()
-                    raise WireError(f"frame of {size} bytes from peersd", "frame_too_large")
+                    raise WireError(f"frame of {size} bytes from peersd", Code.FRAME_TOO_LARGE)
                 if len(buf) >= 4 + size:
                     body, self._buf = buf[4 : 4 + size], buf[4 + size :]
                     try:
                         result = unpackb(body)
                     except CodecError as e:
                         self.close()
-                        raise WireError(f"undecodable frame from peersd: {e}", "bad_frame") from e
+                        raise WireError(
+                            f"undecodable frame from peersd: {e}", Code.BAD_FRAME
+                        ) from e
                     if not isinstance(result, dict):
                         self.close()
-                        raise WireError("frame from peersd is not a map", "bad_frame")
+                        raise WireError("frame from peersd is not a map", Code.BAD_FRAME)
                     return result  # type: ignore[return-value]
             if self.sock is None:
                 raise Closed("not connected to peersd")

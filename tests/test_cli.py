@@ -443,7 +443,7 @@ def test_send_json_and_reply_to(peers: Peers, agent: Callable[..., tuple[Client,
     assert (msg.id, msg.reply_to, msg.text) == (sent["message_id"], question, "noon")
 
     line = peers.fails(1, "send", "alpha", "x", "--reply-to", "bogus")
-    assert "'bogus' is not a message id" in line
+    assert "Expected a message id" in line and "`$.reply_to`" in line
 
 
 def test_send_reads_standard_input(peers: Peers, agent: Callable[..., tuple[Client, p.Peer]]):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from peersd import protocol as p
-from peersd.config import ConfigError, ensure_private_dir, load
+from peersd.config import ConfigError, Settings, ensure_private_dir, load
 
 
 def test_defaults_come_from_home_alone(tmp_path):
@@ -44,7 +45,14 @@ def test_default_config_file_is_read(tmp_path):
     ("env", "words"),
     [
         ({"CLAUDE_PEERS_LEASE_SECONDS": "soon"}, ["lease_seconds", "environment"]),
-        ({"CLAUDE_PEERS_QUEUE_LIMIT": "0"}, ["queue_limit", "positive"]),
+        ({"CLAUDE_PEERS_QUEUE_LIMIT": "0"}, ["$.queue_limit", "CLAUDE_PEERS_QUEUE_LIMIT", ">= 1"]),
+        ({"CLAUDE_PEERS_KILL_GRACE": "nan"}, ["$.kill_grace", "> 0.0", "'nan'"]),
+        ({"CLAUDE_PEERS_ESCALATE_AFTER": "-1"}, ["$.escalate_after", ">= 0.0", "'-1'"]),
+        # The rules the protocol's types set: a lease a claim could not ask for, a host
+        # label a register could not carry.
+        ({"CLAUDE_PEERS_LEASE_SECONDS": "7200"}, ["$.lease_seconds", "<= 3600.0", "'7200'"]),
+        ({"CLAUDE_PEERS_HOST_LABEL": "h" * 256}, ["$.host_label", "length <= 255"]),
+        ({"CLAUDE_PEERS_TOKEN": "t" * 1025}, ["$.token", "length <= 1024"]),
         ({"CLAUDE_PEERS_SYNC": "sometimes"}, ["sync"]),
         ({"CLAUDE_PEERS_LOG_LEVEL": "chatty"}, ["log_level"]),
         ({"CLAUDE_PEERS_SOCKET": "/tmp/" + "x" * 120}, ["107"]),
@@ -56,6 +64,17 @@ def test_bad_values_name_the_setting(tmp_path, env, words):
         load(env={"HOME": str(tmp_path), **env})
     for word in words:
         assert word in str(info.value)
+    assert "t" * 40 not in str(info.value)  # a token is never echoed
+
+
+def test_every_numeric_setting_has_its_rule_in_its_type():
+    """No bare int or float is left for ``_finish`` to check by hand."""
+    bare = [
+        f.name
+        for f in msgspec.structs.fields(Settings)
+        if f.type in (int, float)  # an Annotated type carries its Meta constraints
+    ]
+    assert bare == []
 
 
 def test_bad_config_files(tmp_path):

@@ -39,8 +39,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peersd import protocol as p
-from peersd import wire
-from peersd.errors import Code, PeersError
+from peersd import rules, wire
+from peersd.errors import CODES, Code, PeersError
 
 from .conftest import DaemonProc, register
 
@@ -51,7 +51,7 @@ FUZZ_SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-KNOWN_CODES = {v for k, v in vars(Code).items() if k.isupper()} - {Code.INTERNAL, Code.STORAGE}
+KNOWN_CODES = set(CODES) - {Code.INTERNAL, Code.STORAGE}
 """What a fuzzed request may be refused with: any typed error but a bug or a storage fault."""
 EXPECTED: dict[type[p.Request], type[p.Frame]] = {
     p.Register: p.PeerResult,
@@ -142,6 +142,9 @@ FIELD_HINTS: dict[str, st.SearchStrategy[typing.Any]] = {
 def for_type(tp: typing.Any, name: str) -> st.SearchStrategy[typing.Any]:
     """Values of the field's declared type, biased to edges and live values."""
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:  # a constrained type: values either side of its bounds too
+        base, *metas = typing.get_args(tp)
+        return st.one_of(for_type(base, name), *(near_bounds(base, m) for m in metas))
     if origin in (typing.Union, types.UnionType):
         return st.one_of(*(for_type(arg, name) for arg in typing.get_args(tp)))
     if tp is type(None):
@@ -163,6 +166,20 @@ def for_type(tp: typing.Any, name: str) -> st.SearchStrategy[typing.Any]:
     if tp is str:
         return TEXT
     raise AssertionError(f"no strategy for {tp!r} ({name})")  # a new field type: add one
+
+
+def near_bounds(base: typing.Any, meta: msgspec.Meta) -> st.SearchStrategy[typing.Any]:
+    """Values at and just past a ``Meta``'s limits, which the decoder must refuse cleanly."""
+    edges: list[st.SearchStrategy[typing.Any]] = []
+    if base is int and meta.ge is not None and meta.le is not None:
+        edges.append(st.integers(meta.ge - 1, meta.le + 1))
+    if base is float and meta.le is not None:
+        low = meta.ge if meta.ge is not None else meta.gt
+        edges.append(st.floats(low, meta.le * 1.01) | st.sampled_from([low, meta.le]))
+    if base is str and meta.max_length is not None:
+        n = meta.max_length
+        edges.append(st.builds(str.__mul__, UTF8_CHAR, st.integers(max(n - 1, 0), n + 1)))
+    return st.one_of(*edges) if edges else st.nothing()
 
 
 @st.composite
@@ -276,8 +293,16 @@ def test_wire_codec_refuses_deep_nesting_with_its_own_error():
 @given(data=st.data(), cls=st.sampled_from(p.REQUEST_TYPES))
 @settings(max_examples=300, deadline=None)
 def test_every_request_shape_round_trips(data, cls):
+    """A well-typed body decodes and round-trips, or breaks a rule of its field's type and
+    is refused with a known code and a message that names the field."""
     body = data.draw(request_body(cls))
-    frame = p.client_decoder.decode(msgspec.msgpack.encode(body))
+    try:
+        frame = p.client_decoder.decode(msgspec.msgpack.encode(body))
+    except msgspec.ValidationError as e:
+        error = rules.invalid_request(e)
+        assert error.code in {Code.BAD_REQUEST, Code.INVALID_NAME, Code.TOO_LARGE}
+        assert " - at `$." in error.message and "regex" not in error.message, error.message
+        return
     assert type(frame) is cls
     again = p.client_decoder.decode(p.encode(frame)[4:])
     assert msgspec.structs.asdict(again) == msgspec.structs.asdict(frame) or _has_nan(body)

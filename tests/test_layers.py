@@ -2,7 +2,7 @@
 layers below it. Checked on the source (every import statement, including those inside
 functions), so a lazy import cannot hide a dependency the wrong way.
 
-    base      errors, protocol, config, identity, agents, endpoint, orphans
+    base      errors, rules, protocol, config, identity, agents, endpoint, orphans
     store     store, commit                         (base)
     daemon    server, connection, handlers, ...     (base, store)
     client    client, autostart, wire               (base)
@@ -25,6 +25,7 @@ LAYERS: dict[str, set[str]] = {
     "base": {
         "peersd",
         "peersd.errors",
+        "peersd.rules",
         "peersd.protocol",
         "peersd.config",
         "peersd.identity",

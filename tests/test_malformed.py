@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import struct
+from pathlib import Path
 
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from peersd import config, protocol, rules, store, wire
 from peersd import protocol as p
+from peersd.client import session_registration
+from peersd.errors import CODES, ClaudePeersError, Code, PeersError
 
 from .conftest import register
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def raw(daemon, hello: bool = True) -> socket.socket:
@@ -203,3 +210,143 @@ def test_fuzz_request_shaped_maps(daemon, body):
     assert reply is not None and isinstance(reply, p.Frame)
     s.close()
     still_serving(daemon)
+
+
+# --------------------------------------------------------------------------- rules in types
+
+RULES = [
+    # (request, the field it breaks, code, words the message must hold)
+    (p.SetName(id=0, name="alice\n"), "name", Code.INVALID_NAME, "letters, digits, '-' or '_'"),
+    (p.SetName(id=0, name="P-0123ABCD"), "name", Code.INVALID_NAME, "not shaped like a peer id"),
+    (p.SetName(id=0, name="x" * 33), "name", Code.INVALID_NAME, "1-32 letters"),
+    (p.SetSummary(id=0, summary="y" * 1001), "summary", Code.TOO_LARGE, "length <= 1000"),
+    (p.Send(id=0, to="x" * 301, text="hi"), "to", Code.TOO_LARGE, "length <= 300"),
+    (p.Send(id=0, to="x", text="hi", reply_to="m-abcdef-1\n"), "reply_to", Code.BAD_REQUEST,
+     "Expected a message id"),
+    (p.Claim(id=0, limit=0), "limit", Code.BAD_REQUEST, ">= 1"),
+    (p.Claim(id=0, lease_seconds=3601), "lease_seconds", Code.BAD_REQUEST, "<= 3600"),
+    (p.Claim(id=0, lease_seconds=0), "lease_seconds", Code.BAD_REQUEST, "> 0"),
+    (p.History(id=0, limit=1001), "limit", Code.BAD_REQUEST, "<= 1000"),
+    (p.History(id=0, before=-1), "before", Code.BAD_REQUEST, ">= 0"),
+    (p.Audit(id=0, limit=0), "limit", Code.BAD_REQUEST, ">= 1"),
+    (p.Ack(id=0, message_ids=[], via="cli"), "message_ids", Code.BAD_REQUEST, "length >= 1"),
+    (p.MessageStatus(id=0, message_ids=["m-abcdef-1"] * 1001), "message_ids", Code.BAD_REQUEST,
+     "length <= 1000"),
+    (p.Kill(id=0, target=""), "target", Code.BAD_REQUEST, "length >= 1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("req", "field", "code", "words"), RULES, ids=[f"{type(r[0]).__name__}.{r[1]}" for r in RULES]
+)
+def test_a_broken_rule_is_refused_naming_the_field_and_the_rule(pair, req, field, code, words):
+    """The rules live in the protocol's types: the decoder refuses, before any handler."""
+    ca, a, *_ = pair
+    with pytest.raises(PeersError) as err:
+        ca.call(req)
+    assert err.value.code == code, err.value.message
+    assert f"at `$.{field}" in err.value.message and words in err.value.message, err.value
+    assert "regex" not in err.value.message  # the rule in words, not the pattern
+    assert ca.request(p.Whoami).peer.name == a.name  # nothing changed
+
+
+REGISTER_FIELDS = [
+    # (field, a value one past its limit)
+    ("cwd", "/" + "c" * 4096),
+    ("git_root", "/" + "g" * 4096),
+    ("branch", "b" * 257),
+    ("host", "h" * 256),
+    ("tty", "/dev/" + "t" * 60),
+    ("session_id", "s" * 257),
+    ("machine_id", "m" * 129),
+    ("summary", "y" * 1001),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), REGISTER_FIELDS, ids=[f for f, _ in REGISTER_FIELDS])
+def test_free_text_of_a_peer_is_bounded(daemon, agents, field, value):
+    with daemon.client() as c:
+        req = session_registration(c.settings, agents.spawn().pid, "claude-code", cwd="/tmp")
+        setattr(req, field, value)
+        with pytest.raises(PeersError) as err:
+            c.call(req)
+        assert err.value.code == Code.TOO_LARGE
+        assert f"at `$.{field}`" in err.value.message and "length <=" in err.value.message
+        setattr(req, field, value[:-1])  # at the limit: accepted
+        assert c.call(req).peer.id
+
+
+def test_a_100_kb_cwd_is_refused_and_nothing_is_stored(daemon, agents):
+    """One peer must not flood every listing and mail header with its working directory."""
+    with daemon.client() as c:
+        before = c.request(p.Status).peers_active
+        req = session_registration(c.settings, agents.spawn().pid, "claude-code", cwd="/tmp")
+        req.cwd = "/" + "x" * 100_000
+        with pytest.raises(PeersError) as err:
+            c.call(req)
+        assert err.value.code == Code.TOO_LARGE and "`$.cwd`" in err.value.message
+        assert c.request(p.Status).peers_active == before
+        assert all(len(x.cwd) < 4096 for x in c.request(p.ListPeers, include_gone=True).peers)
+        with pytest.raises(PeersError) as err:
+            c.request(p.Whoami)
+        assert err.value.code == Code.NOT_REGISTERED  # the connection was not bound either
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("agent_pid", -1, ">= 0"),
+        ("agent_start", math.nan, ">= 0"),
+        ("agent_start", math.inf, "<= 1"),
+        ("helper_pid", 2**31, "<= 2147483647"),
+    ],
+)
+def test_numbers_of_a_registration_are_checked(daemon, agents, field, value, words):
+    with daemon.client() as c:
+        req = session_registration(c.settings, agents.spawn().pid, "claude-code", cwd="/tmp")
+        setattr(req, field, value)
+        with pytest.raises(PeersError) as err:
+            c.call(req)
+        assert err.value.code == Code.BAD_REQUEST
+        assert f"at `$.{field}`" in err.value.message and words in err.value.message
+
+
+def test_patterns_match_whole_strings_only():
+    """Python's ``$`` matches before a final newline: the patterns must not let one through."""
+    for value in ("alice\n", "\nalice", "alice\r", "p-0123abcd", "P-0123ABCD", "", "a" * 33):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.convert(value, rules.PeerName)
+    for value in ("alice", "a" * 32, "p-0123abc", "p-0123abcde", "peer-0123abcd"):
+        assert msgspec.convert(value, rules.PeerName) == value
+    assert rules.match_message_id("m-abcdef-12\n") is None
+    assert rules.match_message_id("m-abcdef-12").groups() == ("abcdef", "12")
+    assert rules.match_peer_id("p-0123abcd\n") is None and rules.match_peer_id("p-0123abcd")
+
+
+# --------------------------------------------------------------------------- one vocabulary
+
+
+def test_error_codes_are_one_vocabulary_checked_on_the_wire():
+    for code in CODES:
+        frame = p.server_decoder.decode(
+            msgspec.msgpack.encode({"t": "error", "code": code, "message": "m"})
+        )
+        assert isinstance(frame, p.Error) and frame.code == code
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.code"):
+        p.server_decoder.decode(
+            msgspec.msgpack.encode({"t": "error", "code": "bad_requst", "message": "m"})
+        )
+    assert len(set(CODES)) == len(CODES) == len([k for k in vars(Code) if k.isupper()])
+
+
+def test_every_failure_we_raise_shares_one_root():
+    for cls in (PeersError, config.ConfigError, store.StoreError, wire.WireError, wire.Closed):
+        assert issubclass(cls, ClaudePeersError), cls
+    assert issubclass(protocol.PeersError, ClaudePeersError)
+
+
+def test_the_hook_client_imports_the_codes_instead_of_spelling_them():
+    for path in ("peersd/wire.py", "peers_mcp/hook.py"):
+        source = (ROOT / path).read_text()
+        spelled = [code for code in CODES if f'"{code}"' in source or f"'{code}'" in source]
+        assert spelled == [], f"{path} spells {spelled}: use peersd.errors.Code"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import jsonschema
 import mcp_types as types
 import pytest
 from mcp.client.extension import NotificationBinding
@@ -335,6 +337,66 @@ async def test_tool_errors_say_what_was_wrong(daemon, agent_bin):
         ]
         send = next(t for t in tools if t.name == "send_message")
         assert "reply" in send.description and send.input_schema["required"] == ["to", "message"]
+
+
+SCHEMA_CASES = [
+    # (tool, arguments, whether the daemon would take them)
+    ("set_name", {"name": "alice"}, True),
+    ("set_name", {"name": "alice\n"}, False),
+    ("set_name", {"name": "\nalice"}, False),
+    ("set_name", {"name": "p-0123abcd"}, False),
+    ("set_name", {"name": "x" * 33}, False),
+    ("send_message", {"to": "x", "message": "m", "reply_to": "m-abcdef-1"}, True),
+    ("send_message", {"to": "x", "message": "m", "reply_to": "m-abcdef-1\n"}, False),
+    ("send_message", {"to": "x" * 301, "message": "m"}, False),
+    ("set_summary", {"summary": "y" * 1001}, False),
+    ("message_status", {"message_ids": ["m-abcdef-1\n"]}, False),
+]
+
+
+def _ecma_verdicts(schemas: dict[str, Any]) -> list[bool] | None:
+    """Each case judged by JavaScript's RegExp, as JSON Schema validators in the clients do."""
+    node = shutil.which("node")
+    if node is None:
+        return None
+    script = """
+    const [schemas, cases] = JSON.parse(require("fs").readFileSync(0, "utf8"));
+    const ok = (s, v) => s.anyOf ? s.anyOf.some((x) => ok(x, v))
+      : s.type === "null" ? v === null
+      : s.type === "array" ? v.length <= (s.maxItems ?? Infinity) && v.every((x) => ok(s.items, x))
+      : typeof v === "string" && v.length <= (s.maxLength ?? Infinity)
+        && (!s.pattern || new RegExp(s.pattern, "u").test(v));
+    const verdicts = cases.map(([tool, args]) =>
+      Object.entries(args).every(([k, v]) => ok(schemas[tool].properties[k], v)));
+    console.log(JSON.stringify(verdicts));
+    """
+    cases = [[tool, args] for tool, args, _ in SCHEMA_CASES]
+    done = subprocess.run(
+        [node, "-e", script], input=json.dumps([schemas, cases]), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+async def test_tool_schemas_refuse_what_the_daemon_refuses(daemon, agent_bin):
+    """The schemas the server lists are the protocol's own rules: a JSON Schema validator
+    (Python's, and JavaScript's regexes where node is installed) refuses exactly what the
+    daemon would, and a call that breaks one is refused by the server, naming the rule."""
+    async with mcp_session(daemon, agent_bin) as s:
+        schemas = {t.name: t.input_schema for t in (await s.s.list_tools()).tools}
+        for tool, args, good in SCHEMA_CASES:
+            errors = list(jsonschema.Draft202012Validator(schemas[tool]).iter_errors(args))
+            assert (not errors) is good, (tool, args, errors)
+        ecma = _ecma_verdicts(schemas)
+        if ecma is not None:
+            assert ecma == [good for *_, good in SCHEMA_CASES]
+        before = await s.whoami()
+        bad = await s.call("set_name", name="alice\n")
+        text = bad.content[0].text
+        assert bad.is_error and text.startswith("invalid arguments for set_name"), text
+        assert "`$.name`" in text and "1-32 letters, digits, '-' or '_'" in text, text
+        assert "regex" not in text
+        assert (await s.whoami())["name"] == before["name"]
 
 
 async def test_history_and_broadcast(daemon, agent_bin, tmp_path):
