@@ -409,6 +409,40 @@ def test_refuses_broken_files_and_missing_scripts(
         install.find_script("peers-mcp")
 
 
+@pytest.mark.parametrize(
+    "client, target",
+    [
+        ("claude", ".claude/settings.json"),
+        ("claude", ".claude.json"),
+        ("codex", ".codex/config.toml"),
+    ],
+)
+def test_a_read_only_file_is_refused_not_replaced(
+    home: Path, env: dict[str, str], client: str, target: str
+) -> None:
+    """Found: ``peers install claude`` rewrote a settings.json its owner had made 0444 (the
+    rename replaced it, and as root nothing even looked). Now the mode bits themselves are
+    read, and the whole plan stops before any file is written, install and uninstall."""
+    before = user_setup(home)
+    path = home / target
+    path.chmod(0o444)
+    for args in (("install", client), ("install", client, "--dry-run")):
+        run = peers(env, *args)
+        assert run.code == 1, run
+        assert f"{path} is read-only (mode 444), so nothing was changed" in run.err, run
+        assert f"chmod u+w {path}" in run.err
+    assert snapshot(home) == before and backups(home) == []
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+
+    path.chmod(0o644)
+    ok(peers(env, "install", client))
+    installed = snapshot(home)
+    path.chmod(0o444)
+    run = peers(env, "uninstall", client)
+    assert run.code == 1 and f"{path} is read-only" in run.err, run
+    assert snapshot(home) == installed
+
+
 # --------------------------------------------------------------------------- Codex
 
 
