@@ -207,6 +207,8 @@ def machine_id(state_dir: Path) -> str:
         value = (raw or b"").decode("utf-8", "replace").strip()
         if not value:
             raise ConfigError(f"machine-id file {path} is empty; remove it") from None
+    except OSError as e:
+        raise ConfigError(f"cannot write machine-id file {path}: {e.strerror}") from None
     return value
 
 
