@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from .config import ConfigError, ensure_own_dir, read_private_file, write_private_file
+
 _LINUX = sys.platform.startswith("linux")
 _boot_time: float | None = None
 _clock_ticks: int | None = None
@@ -184,24 +186,29 @@ def process_uid(pid: int) -> int | None:
 
 
 def machine_id(state_dir: Path) -> str:
-    """A stable id for this machine, persisted on first use."""
+    """A stable id for this machine, persisted on first use beside the database.
+
+    Raises ConfigError when the directory or the file could be another user's doing (a
+    shared directory, a link, a file of another uid or one others may write), never
+    writing through a planted name; the message says what to do.
+    """
     path = state_dir / "claude-peers.machine-id"
-    try:
-        value = path.read_text().strip()
-        if value:
-            return value
-    except FileNotFoundError:
-        pass
+    ensure_own_dir(state_dir, "db")
+    raw = read_private_file(path, "machine-id file", limit=256)
+    value = (raw or b"").decode("utf-8", "replace").strip()
+    if value:
+        return value
     value = str(uuid.uuid4())
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(value + "\n")
     try:
-        os.link(tmp, path)  # first writer wins even when two processes race
-    except FileExistsError:
-        value = path.read_text().strip()
-    finally:
-        tmp.unlink(missing_ok=True)
+        # An empty file of ours is filled in; otherwise the first writer wins.
+        write_private_file(path, f"{value}\n".encode(), replace=raw is not None)
+    except FileExistsError:  # another process made it meanwhile: its id is the id
+        raw = read_private_file(path, "machine-id file", limit=256)
+        value = (raw or b"").decode("utf-8", "replace").strip()
+        if not value:
+            raise ConfigError(f"machine-id file {path} is empty; remove it") from None
+    except OSError as e:
+        raise ConfigError(f"cannot write machine-id file {path}: {e.strerror}") from None
     return value
 
 

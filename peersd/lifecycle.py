@@ -298,16 +298,17 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
             bound_path = settings.socket_path
         try:
             store = Store(settings.db_path, settings.sync)
-        except StoreError as e:
+            # Reads (or makes) the machine-id file beside the database: refused like it.
+            daemon = Daemon(
+                settings,
+                store,
+                loop,
+                socket_path=_socket_name(sock) or settings.socket,
+                supervisor=_supervisor(bool(adopted_socks)),
+                adopted=bool(adopted_socks),
+            )
+        except (StoreError, ConfigError) as e:
             raise StartupError(str(e)) from None
-        daemon = Daemon(
-            settings,
-            store,
-            loop,
-            socket_path=_socket_name(sock) or settings.socket,
-            supervisor=_supervisor(bool(adopted_socks)),
-            adopted=bool(adopted_socks),
-        )
         # TCP first: once the local socket answers, everything is up.
         tcp_server = await _tcp_listener(settings, daemon, loop)
         # asyncio listens again, with a backlog of 100 unless told otherwise.

@@ -21,6 +21,7 @@ from pathlib import Path
 import apsw
 import msgspec
 
+from .config import ConfigError, ensure_own_dir, open_own_file
 from .errors import Code, PeersError
 from .errors import StoreError as StoreError  # still importable from here
 from .protocol import Message, MessageStatusItem, Peer, Register
@@ -151,11 +152,20 @@ class Store:
 
     @staticmethod
     def _open(path: Path, sync: str) -> apsw.Connection:
+        # Only we may add files to the directory; a file left from before (or a link of
+        # our own) is still never followed, nor used when another uid owns it: SQLite would
+        # write our mail into it, or roll a planted journal into the database.
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            os.chmod(path, 0o600)
+            ensure_own_dir(path.parent, "db")
+            fd = open_own_file(path, "database", create=True)
+            if fd is not None:
+                os.close(fd)
+            for suffix in ("-wal", "-shm", "-journal"):
+                fd = open_own_file(Path(f"{path}{suffix}"), "database file")
+                if fd is not None:
+                    os.close(fd)
+        except ConfigError as e:
+            raise StoreError(str(e)) from None
         except OSError as e:
             raise StoreError(f"cannot open database {path}: {e.strerror}") from None
         try:
@@ -201,9 +211,6 @@ class Store:
             raise StoreError(f"cannot open database {path}") from None
         except apsw.Error as e:
             raise StoreError(f"database {path}: {e}") from None
-        for suffix in ("-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(str(path) + suffix, 0o600)
         return conn
 
     def _migrate(self) -> None:

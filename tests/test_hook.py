@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -555,26 +556,72 @@ def check_forgery(text: str, mid: str) -> None:
     ]
 
 
-def test_hook_imports_stay_light(peers):
-    """The no-mail path must not pull in asyncio, msgspec, typing or the protocol Structs."""
+ROOT = Path(__file__).resolve().parent.parent
+INSTALLS = ("this venv", "wheel", "plain editable")
+
+
+@pytest.fixture(scope="module")
+def installs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The interpreter of the project as installed each way users do it, pip's defaults:
+    ``pip install .`` and ``pip install -e .``, each into a bare venv of its own, from a
+    copy of the sources (a build must not leave ``build/`` or egg-info in the tree)."""
+    base = tmp_path_factory.mktemp("installs")
+    src = base / "src"
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", ".*cache", ".hypothesis", "build", "dist", "*.egg-info"
+        ),
+    )
+    pythons = {"this venv": PYTHON}
+    for name, flags in (("wheel", []), ("plain editable", ["-e"])):
+        venv = base / name.replace(" ", "-")
+        subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+        python = str(venv / "bin" / "python")
+        done = subprocess.run(
+            [PYTHON, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps",
+             "--disable-pip-version-check", *flags, str(src)],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert done.returncode == 0, f"pip install {' '.join(flags)} failed:\n{done.stderr}"
+        pythons[name] = python
+    return pythons
+
+
+@pytest.mark.parametrize("install", INSTALLS)
+def test_hook_imports_stay_light(peers, installs, install, tmp_path):
+    """The no-mail path must not pull in asyncio, msgspec, typing or the protocol Structs,
+    however claude-peers was installed. Found: with a plain ``pip install -e .`` setuptools
+    put an import-hook finder in a .pth, which every Python start ran, importing pathlib,
+    re, fnmatch, contextlib, urllib… (about 25 ms of imports, more than the hook itself).
+    ``package-dir`` in pyproject.toml makes that install a plain path entry instead."""
     code = (
         "import sys\nfrom peers_mcp import hook\nrc = hook.main([])\n"
+        "print(hook.__file__, file=sys.stderr)\n"
         "print(' '.join(sorted(sys.modules)), file=sys.stderr)\nsys.exit(rc)\n"
     )
     done = subprocess.run(
-        [PYTHON, "-c", code],
+        [installs[install], "-c", code],
         input=json.dumps(claude_input("PostToolUse")).encode(),
         capture_output=True,
         env=hook_env(peers.daemon),
+        cwd=tmp_path,  # not the checkout: its peers_mcp would shadow the install
         timeout=15,
     )
-    assert (done.returncode, done.stdout) == (0, b"")
-    modules = set(done.stderr.decode().split())
+    assert (done.returncode, done.stdout) == (0, b""), done.stderr.decode()
+    where, names = done.stderr.decode().splitlines()
+    if install == "wheel":
+        assert "site-packages" in where, where
+    elif install == "plain editable":
+        assert "site-packages" not in where and not where.startswith(str(ROOT)), where
+    modules = set(names.split())
     assert "peersd.wire" in modules
     heavy = {
         "asyncio", "msgspec", "typing", "peersd.protocol", "peersd.client", "peersd.server",
         "peersd.config", "peersd.identity", "peers_mcp.render", "mcp", "pydantic", "psutil",
         "typer", "rich", "argparse", "tomllib", "json", "re", "collections", "contextlib",
+        "pathlib", "importlib.util",
     }  # fmt: skip
     assert modules & heavy == set()
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import socket
 import stat
 import sys
 import tomllib
@@ -409,6 +411,40 @@ def test_refuses_broken_files_and_missing_scripts(
         install.find_script("peers-mcp")
 
 
+@pytest.mark.parametrize(
+    "client, target",
+    [
+        ("claude", ".claude/settings.json"),
+        ("claude", ".claude.json"),
+        ("codex", ".codex/config.toml"),
+    ],
+)
+def test_a_read_only_file_is_refused_not_replaced(
+    home: Path, env: dict[str, str], client: str, target: str
+) -> None:
+    """Found: ``peers install claude`` rewrote a settings.json its owner had made 0444 (the
+    rename replaced it, and as root nothing even looked). Now the mode bits themselves are
+    read, and the whole plan stops before any file is written, install and uninstall."""
+    before = user_setup(home)
+    path = home / target
+    path.chmod(0o444)
+    for args in (("install", client), ("install", client, "--dry-run")):
+        run = peers(env, *args)
+        assert run.code == 1, run
+        assert f"{path} is read-only (mode 444), so nothing was changed" in run.err, run
+        assert f"chmod u+w {path}" in run.err
+    assert snapshot(home) == before and backups(home) == []
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+
+    path.chmod(0o644)
+    ok(peers(env, "install", client))
+    installed = snapshot(home)
+    path.chmod(0o444)
+    run = peers(env, "uninstall", client)
+    assert run.code == 1 and f"{path} is read-only" in run.err, run
+    assert snapshot(home) == installed
+
+
 # --------------------------------------------------------------------------- Codex
 
 
@@ -500,15 +536,41 @@ def test_doctor_nothing_installed_daemon_down(home: Path, env: dict[str, str]) -
     run = peers(env, "doctor")
     assert run.code == 1, run
     found = dict((m.group(2), m.group(1)) for m in LINE.finditer(run.out))
-    assert found["daemon"] == "fail" and found["config"] == "ok"
+    assert found["config"] == "ok"
     assert found["Claude Code MCP"] == "fail" and found["Claude Code hooks"] == "fail"
     assert found["Codex MCP"] == "warn"
-    assert "fix: peers daemon start" in run.out
     assert "fix: peers install claude" in run.out
 
     result = checks(peers(env, "doctor", "--json"))
     assert all(set(c) == {"check", "status", "detail", "fix"} for c in result.values())
-    assert result["daemon"]["status"] == "fail" and result["daemon"]["fix"]
+    # Not started yet, with autostart on: normal, the first client starts it.
+    assert result["daemon"]["status"] == "ok" and not result["daemon"]["fix"], result["daemon"]
+    assert "not running yet, which is normal" in result["daemon"]["detail"]
+    assert "first client" in result["daemon"]["detail"]
+    # With autostart off nothing will start it: that is a failure, with the fix.
+    run = peers(env, "doctor", CLAUDE_PEERS_AUTOSTART="false")
+    assert re.search(r"^fail +daemon: peersd is not running .*autostart is off", run.out, re.M)
+    assert "fix: peers daemon start" in run.out
+    # A socket file a crash left behind is the same "not started yet".
+    run_dir = home / ".claude" / "run"
+    run_dir.mkdir(parents=True, mode=0o700)
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(run_dir / "claude-peers.sock"))
+    stale.close()
+    assert checks(peers(env, "doctor", "--json"))["daemon"]["status"] == "ok"
+    # A service that owns the socket should be answering: its silence is a fault.
+    units = home / ".config" / "systemd" / "user"
+    (units / "sockets.target.wants").mkdir(parents=True)
+    (units / "claude-peers.socket").write_text(
+        "[Socket]\nListenStream=%h/.claude/run/claude-peers.sock\n"
+    )
+    (units / "sockets.target.wants" / "claude-peers.socket").symlink_to(
+        units / "claude-peers.socket"
+    )
+    daemon = checks(peers(env, "doctor", "--json"))["daemon"]
+    assert daemon["status"] == "fail" and "systemctl --user start" in daemon["fix"], daemon
+    shutil.rmtree(home / ".config")
+    os.unlink(run_dir / "claude-peers.sock")
     assert result["claude"]["status"] == "ok"  # not on PATH, not wired: nothing to say
     assert (
         "--dangerously-load-development-channels server:claude-peers"
@@ -517,10 +579,22 @@ def test_doctor_nothing_installed_daemon_down(home: Path, env: dict[str, str]) -
     # doctor never starts the daemon
     assert not (home / ".claude" / "run" / "claude-peers.sock").exists()
 
-    (home / ".claude").mkdir()
     (home / ".claude" / "claude-peers.toml").write_text("bogus = 1\n")
     result = checks(peers(env, "doctor", "--json"))
     assert result["config"]["status"] == "fail" and "bogus" in result["config"]["detail"]
+
+
+def test_doctor_says_why_the_daemon_would_refuse_the_database_directory(
+    home: Path, env: dict[str, str]
+) -> None:
+    folder = home / "shared"
+    folder.mkdir()
+    folder.chmod(0o1777)
+    result = checks(peers(env, "doctor", "--json", CLAUDE_PEERS_DB=str(folder / "peers.db")))
+    database = result["database"]
+    assert database["status"] == "fail", database
+    assert f"directory {folder} can be written by other users (mode 1777)" in database["detail"]
+    assert os.listdir(folder) == []  # doctor only looks
 
 
 def test_doctor_reports_an_unreadable_codex_config_instead_of_crashing(

@@ -135,6 +135,27 @@ def test_refuses_a_run_directory_owned_by_someone_else(make_daemon):
     assert "owned by uid 65534" in d.log()
 
 
+def test_refuses_a_run_directory_others_can_write(make_daemon, home):
+    """Was: such a directory was made 0700 and used, so a lock file another user had
+    planted there as a link to a file of ours was followed: the file was truncated to
+    our pid (and root, with the socket right in /tmp, made /tmp itself 0700)."""
+    d = make_daemon(start=False)
+    run = d.settings.run_dir
+    run.mkdir(parents=True)
+    run.chmod(0o1777)
+    victim = home / "bashrc"
+    victim.write_text("precious\n")
+    os.symlink(victim, d.settings.lock_path)
+    if os.getuid() == 0:
+        os.lchown(d.settings.lock_path, 65534, 65534)
+    d.start(wait=False)
+    assert d.proc.wait(15) == 1
+    assert f"directory {run} can be written by other users (mode 1777)" in d.log()
+    assert "CLAUDE_PEERS_SOCKET" in d.log() and "Traceback" not in d.log()
+    assert victim.read_text() == "precious\n"
+    assert run.stat().st_mode & 0o7777 == 0o1777  # not changed behind its owner's back
+
+
 def test_corrupt_database_gives_a_clear_error(make_daemon):
     d = make_daemon(start=False)
     d.settings.db_path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -246,3 +247,236 @@ def test_quick_check_finds_nothing_wrong_with_a_healthy_database(daemon):
     conn.close()
     daemon.start()
     assert daemon.stop(signal.SIGTERM) == 0
+
+
+# --------------------------------------------------------------------------- planted files
+# Another user (uid 65534 here) who can write into the database's directory, or did once,
+# plants links and files under the names peersd is about to use. The victim is a file of
+# the daemon's own user (think ~/.bashrc): it must come out untouched, and peersd must
+# refuse with a message that says what to remove, never a traceback.
+
+OTHER = 65534
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root to make files of another uid")
+
+
+def victim_file(home: Path) -> Path:
+    victim = home / "bashrc"
+    victim.write_text("export PATH=$HOME/bin:$PATH\n")
+    victim.chmod(0o644)
+    return victim
+
+
+def untouched(victim: Path) -> bool:
+    st = victim.stat()
+    return victim.read_text() == "export PATH=$HOME/bin:$PATH\n" and st.st_mode & 0o777 == 0o644
+
+
+def plant_link(link: Path, target: Path) -> None:
+    os.symlink(target, link)
+    os.lchown(link, OTHER, OTHER)
+
+
+def start_predictably(d, plant: str) -> None:
+    """Start the daemon after ``plant`` (Python code, ``pid`` = the daemon's pid) has run
+    in the very process that then becomes peersd: an attacker who guessed the pid."""
+    d.log_path = d.home / f"peersd-{len(d.logs)}.log"
+    d.logs.append(d.log_path)
+    code = (
+        f"import os, sys\npid = os.getpid()\n{plant}\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'peersd'])\n"
+    )
+    with open(d.log_path, "wb") as log:
+        d.proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=d.env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+@needs_root
+@pytest.mark.parametrize("shared", [False, True], ids=["own-directory", "shared-directory"])
+def test_machine_id_temp_file_never_follows_a_planted_link(make_daemon, home, shared):
+    """Found: the new machine id went to ``claude-peers.tmp<pid>`` beside the database,
+    written through whatever link sat there, so a user who guessed the daemon's pid
+    overwrote the owner's ~/.bashrc. Now a directory others can write is refused, and
+    the temp file has a random name, made with O_EXCL|O_NOFOLLOW."""
+    folder = home / "data"
+    folder.mkdir(mode=0o700)
+    if shared:
+        folder.chmod(0o1777)  # like /tmp
+    victim = victim_file(home)
+    d = make_daemon(start=False, db=str(folder / "peers.db"))
+    start_predictably(
+        d,
+        f"link = {str(folder)!r} + f'/claude-peers.tmp{{pid}}'\n"
+        f"os.symlink({str(victim)!r}, link)\n"
+        f"os.lchown(link, {OTHER}, {OTHER})",
+    )
+    if shared:
+        assert d.proc.wait(15) == 1, d.log()
+        assert f"directory {folder} can be written by other users (mode 1777)" in d.log()
+        assert "Traceback" not in d.log()
+    else:
+        d.wait_ready()
+        with d.client() as c:
+            mid = c.request(p.Status).machine_id
+        made = folder / "claude-peers.machine-id"
+        assert made.read_text() == mid + "\n" and not made.is_symlink()
+        assert made.stat().st_mode & 0o777 == 0o600
+    assert untouched(victim)
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("another uid's", "is owned by uid 65534, not by you"),
+        ("a link", "is a symbolic link; refusing to follow it"),
+        ("a fifo", "is not a regular file"),
+        ("writable by others", "can be written by other users (mode 666)"),
+    ],
+)
+def test_planted_machine_id_is_refused(make_daemon, home, kind, reason):
+    """Found: a machine-id file another user put beside the database was used as is, so
+    they chose which machine this daemon is (a FIFO even hung it at start)."""
+    d = make_daemon(start=False)
+    folder = d.settings.db_path.parent
+    folder.mkdir(mode=0o700, parents=True)
+    planted = folder / "claude-peers.machine-id"
+    theirs = "6f1d3c1e-0000-4000-8000-000000065534\n"
+    if kind == "another uid's":
+        planted.write_text(theirs)
+        os.chown(planted, OTHER, OTHER)
+    elif kind == "a link":
+        (home / "theirs").write_text(theirs)
+        plant_link(planted, home / "theirs")
+    elif kind == "a fifo":
+        os.mkfifo(planted, 0o600)
+    else:
+        planted.write_text(theirs)
+        planted.chmod(0o666)
+    start_fails(
+        d,
+        f"machine-id file {planted} {reason}",
+        "refusing to use it" if kind != "a link" else "Remove the link",
+    )
+
+
+def test_a_machine_id_file_readable_by_others_is_still_ours(make_daemon, home):
+    """What must not be refused: a 0644 machine-id file of ours (clients with umask 022
+    made those before), and no other mode is forced on it."""
+    d = make_daemon(start=False)
+    folder = d.settings.db_path.parent
+    folder.mkdir(mode=0o755, parents=True)
+    mine = folder / "claude-peers.machine-id"
+    mine.write_text("6f1d3c1e-0000-4000-8000-00000000a11c\n")
+    mine.chmod(0o644)
+    d.start()
+    with d.client() as c:
+        assert c.request(p.Status).machine_id == "6f1d3c1e-0000-4000-8000-00000000a11c"
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "suffix, kind",
+    [
+        ("", "another uid's"),
+        ("", "a link"),
+        ("-wal", "another uid's"),
+        ("-wal", "a link"),
+        ("-shm", "a link"),
+        ("-journal", "another uid's"),
+    ],
+)
+def test_planted_database_files_are_refused(make_daemon, home, suffix, kind):
+    """Found: a ``-wal`` another user made crashed the daemon at start (a traceback from
+    chmod), and as root it was used: mail written into their file. A link was followed
+    (the ``-shm`` one made the victim 0600). Each is refused now, before SQLite opens."""
+    d = make_daemon(start=False)
+    db = d.settings.db_path
+    db.parent.mkdir(mode=0o700, parents=True)
+    planted = Path(f"{db}{suffix}")
+    victim = victim_file(home)
+    if kind == "a link":
+        plant_link(planted, victim)
+        reason = "is a symbolic link; refusing to follow it"
+    else:
+        # An empty database is a new one to SQLite; a journal or WAL holds their bytes.
+        planted.write_bytes(b"" if suffix == "" else os.urandom(4096))
+        planted.chmod(0o666)
+        os.chown(planted, OTHER, OTHER)
+        reason = "is owned by uid 65534, not by you"
+    start_fails(d, f"{planted} {reason}", "Remove")
+    assert untouched(victim)
+    if suffix:
+        assert not db.exists() or db.stat().st_size == 0  # nothing written beside them
+
+
+def test_a_leftover_wal_of_our_own_is_recovered_or_ignored(make_daemon, agents):
+    """What must not be refused: a ``-wal`` of ours, even garbage (a crash mid-write, a
+    bad copy). SQLite ignores what does not check out; everything committed stays."""
+    d = make_daemon()
+    with d.client() as c:
+        register(c, agents.spawn().pid, name="kept")
+    assert d.stop() == 0
+    wal = Path(f"{d.settings.db_path}-wal")
+    wal.write_bytes(os.urandom(8192))
+    wal.chmod(0o600)
+    d.start()
+    with d.client() as c:
+        (peer,) = c.request(p.ListPeers, include_gone=True).peers
+        assert peer.name == "kept"
+    assert "Traceback" not in d.log()
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("another uid's", "is owned by uid 65534, not by you"),
+        ("world-writable", "can be written by other users (mode 777)"),
+        ("shared like /tmp", "can be written by other users (mode 1777)"),
+        ("writable by a shared group", "can be written by other users (mode 770)"),
+    ],
+)
+def test_a_database_directory_others_can_write_is_refused(make_daemon, home, kind, reason):
+    """The service installer allows paths under /tmp; a database right in a directory
+    others can write is refused with what to do, before any file is made there."""
+    folder = home / "data"
+    folder.mkdir()
+    if kind == "another uid's":
+        os.chown(folder, OTHER, OTHER)
+    elif kind == "world-writable":
+        folder.chmod(0o777)
+    elif kind == "shared like /tmp":
+        folder.chmod(0o1777)
+    else:
+        folder.chmod(0o770)
+        os.chown(folder, 0, OTHER)  # nogroup: not a group of ours alone
+    d = make_daemon(start=False, db=str(folder / "peers.db"))
+    log = start_fails(d, f"directory {folder} {reason}", "CLAUDE_PEERS_DB")
+    assert "refusing" in log
+    assert os.listdir(folder) == []
+
+
+def test_a_database_directory_writable_by_our_own_group_is_fine(make_daemon, home):
+    """What must not be refused: ~/.claude made 0775 under umask 002 (Fedora and others
+    give each user a group of their own); nor is its mode changed."""
+    import grp
+    import pwd
+
+    me = pwd.getpwuid(os.getuid())
+    if grp.getgrgid(me.pw_gid).gr_name != me.pw_name or set(grp.getgrgid(me.pw_gid).gr_mem) - {
+        me.pw_name
+    }:
+        pytest.skip("this user has no private group")
+    folder = home / "data"
+    folder.mkdir()
+    folder.chmod(0o775)
+    os.chown(folder, os.getuid(), me.pw_gid)
+    d = make_daemon(db=str(folder / "peers.db"))
+    with d.client() as c:
+        c.request(p.Status)
+    assert folder.stat().st_mode & 0o777 == 0o775

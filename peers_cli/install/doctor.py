@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from peersd import __version__
-from peersd.config import ConfigError, Settings, load
+from peersd.config import ConfigError, Settings, ensure_own_dir, load
 
 from .common import (
     LABELS,
@@ -106,6 +106,14 @@ def _check_daemon(settings: Settings) -> Check:
         with Client(settings, kind="cli", autostart=False, timeout=5) as client:
             st = client.request(p.Status)
     except DaemonUnreachable as e:
+        if settings.autostart and _not_started(settings):
+            return Check(
+                "daemon",
+                "ok",
+                "peersd is not running yet, which is normal: autostart is on, so the first "
+                "client that needs it (a session's peers-mcp or hook, or a peers command) "
+                "starts it",
+            )
         how = (
             "autostart is on: clients start it when they need it"
             if settings.autostart
@@ -123,6 +131,23 @@ def _check_daemon(settings: Settings) -> Check:
             "peers daemon restart (so the daemon runs the installed version)",
         )
     return Check("daemon", "ok", detail)
+
+
+def _not_started(settings: Settings) -> bool:
+    """Nothing listens on the socket (no file, or one a crash left) and no service owns
+    it: the state a client's auto-start is for, not a fault."""
+    from peersd.autostart import NOT_LISTENING, connect_unix, installed_supervisor
+
+    if settings.url.strip():
+        return False  # a hub elsewhere: nothing here starts it
+    supervisor = installed_supervisor(settings)
+    if supervisor is not None and supervisor.enabled:
+        return False  # the service should be listening: that one is a fault
+    try:
+        connect_unix(settings.socket, 1.0).close()
+    except OSError as e:
+        return e.errno in NOT_LISTENING
+    return False
 
 
 def _check_socket(settings: Settings) -> list[Check]:
@@ -194,6 +219,13 @@ def _check_socket(settings: Settings) -> list[Check]:
 def _check_database(settings: Settings) -> Check:
     """The database and its WAL files: only we may read the mail in them."""
     db = settings.db_path
+    if db.parent.is_dir():  # (ensure_own_dir makes nothing then, it only checks)
+        try:
+            ensure_own_dir(db.parent, "db")
+        except ConfigError as e:
+            return Check(
+                "database", "fail", f"peersd will not start: {e}", "set db to a directory of yours"
+            )
     if not db.exists():
         return Check("database", "ok", f"{tilde(db)} not created yet (made 0600)")
     loose = [

@@ -248,16 +248,49 @@ class Step:
     """For a command: the file it will change (backed up first)."""
 
 
+def check_writable(path: Path) -> None:
+    """Refuse a file its mode marks read-only for us: someone made it so on purpose.
+
+    The mode bits are read as the kernel would for a user who is not root, because root
+    may write anything (``os.access`` says yes) and the rename would replace it anyway.
+    """
+    try:
+        st = path.stat()  # through a link: the file that would change
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise InstallError(f"cannot check {path}: {e.strerror}") from None
+    if st.st_uid == os.getuid():
+        allowed = st.st_mode & stat.S_IWUSR
+    elif st.st_gid in (os.getgid(), *os.getgroups()):
+        allowed = st.st_mode & stat.S_IWGRP
+    else:
+        allowed = st.st_mode & stat.S_IWOTH
+    if not allowed:
+        whose = "" if st.st_uid == os.getuid() else f", owned by uid {st.st_uid}"
+        raise InstallError(
+            f"{path} is read-only (mode {stat.S_IMODE(st.st_mode):o}{whose}), so nothing was "
+            f"changed: make it writable (chmod u+w {path}) and run this again, or leave "
+            "it as it is and make the changes by hand (docs/clients.md, Manual setup)"
+        )
+
+
 def execute(report: Report, steps: list[Step]) -> Report:
     """Record every step in ``report``, then (unless a dry run) carry them out in order.
 
-    A failure part way names the backups made so far, so the user can put things back.
+    Every file a step would change is checked first, so a read-only one stops the whole
+    plan before anything is written (a dry run says so too). A failure part way names the
+    backups made so far, so the user can put things back.
     """
     writer = Writer(report)
     for step in steps:
         report.changes += step.changes
         if step.argv is not None:
             report.commands.append(step.argv)
+    for step in steps:
+        target = step.backup if step.argv is not None else step.path
+        if target is not None:
+            check_writable(target)
     if report.dry_run:
         return report
     try:
