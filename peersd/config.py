@@ -64,6 +64,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Daemon: also listen on HOST:PORT (hub mode)."""
     tcp_insecure: bool = False
     """Daemon: allow a loopback TCP listener without a token."""
+    tcp_max_connections: int = 64
+    """Daemon: TCP connections served at once (TLS handshakes included), apart from
+    ``max_connections``, which stays for local clients."""
+    tcp_max_per_address: int = 8
+    """Daemon: TCP connections from one IP address at once."""
     url: str = ""
     """Clients: reach a hub at tcp://HOST:PORT or tls://HOST:PORT instead of the socket."""
     token: str = ""
@@ -240,6 +245,8 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
         "rate_burst",
         "write_buffer_limit",
         "max_connections",
+        "tcp_max_connections",
+        "tcp_max_per_address",
     ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, not {getattr(s, name)}")

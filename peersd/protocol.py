@@ -11,7 +11,7 @@ arrive on the same stream. ``docs/protocol.md`` is the prose version of this fil
 from __future__ import annotations
 
 import struct
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -107,12 +107,22 @@ class MessageStatusItem(msgspec.Struct, omit_defaults=True):
 # --------------------------------------------------------------------------- client -> daemon
 
 
+MachineId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{1,64}\Z")]
+"""A machine's id (``identity.machine_id``: a UUID), as a hub client declares it."""
+MachineSecret = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]
+"""32 random bytes in hex (``machine_secret``): proves a machine id to a hub."""
+
+
 class Hello(Frame, tag="hello"):
     protocol: int
     client_version: str
     client_kind: str = "other"
     token: str | None = None
     """Required over TCP when the daemon has a token; never sent over the local socket."""
+    machine_id: MachineId | None = None
+    """Required over TCP: the client's machine, which its peers belong to. Ignored locally."""
+    machine_secret: MachineSecret | None = None
+    """Required over TCP: the hub binds ``machine_id`` to the first secret it sees with it."""
 
 
 class Request(Frame):
@@ -242,6 +252,12 @@ class Kill(Request, tag="kill"):
     force: bool = False
 
 
+class ForgetMachine(Request, tag="forget_machine"):
+    """Hub owner only (local socket): unbind a remote machine id from its secret."""
+
+    machine_id: str
+
+
 class Audit(Request, tag="audit"):
     """Recent audit records (kills, orphan cleanups), newest first."""
 
@@ -272,6 +288,7 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     Sweep,
     Kill,
     Audit,
+    ForgetMachine,
 )
 
 ClientFrame = (
@@ -297,6 +314,7 @@ ClientFrame = (
     | Sweep
     | Kill
     | Audit
+    | ForgetMachine
 )
 
 # --------------------------------------------------------------------------- daemon -> client
@@ -400,6 +418,8 @@ class DaemonStatus(Frame, tag="daemon_status"):
     schema: int = 0
     last_sweep_ms: float = 0.0
     adopted_socket: bool = False
+    warnings: list[str] = []
+    """Configuration that works but is risky, e.g. a TCP listener without a token."""
 
 
 class KillResult(Frame, tag="kill_result"):
@@ -558,13 +578,16 @@ class FrameBuffer:
 
     An oversized length header stops parsing: the frames before it are still
     returned, and ``error`` is set so the caller can answer them and then hang up.
+    ``first_limit``, when given, bounds the first frame instead (a hello is small:
+    a client that has not proved anything yet cannot make the daemon read a megabyte).
     """
 
-    __slots__ = ("_buf", "error", "limit")
+    __slots__ = ("_buf", "error", "first_limit", "limit")
 
-    def __init__(self, limit: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, limit: int = DEFAULT_MAX_FRAME, first_limit: int | None = None) -> None:
         self._buf = bytearray()
         self.limit = limit
+        self.first_limit = first_limit
         self.error: FrameTooLarge | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -576,8 +599,9 @@ class FrameBuffer:
         pos = 0
         n = len(buf)
         while n - pos >= 4:
+            limit = self.limit if self.first_limit is None else self.first_limit
             try:
-                size = frame_length(bytes(buf[pos : pos + 4]), self.limit)
+                size = frame_length(bytes(buf[pos : pos + 4]), limit)
             except FrameTooLarge as e:
                 self.error = e
                 break
@@ -585,6 +609,7 @@ class FrameBuffer:
             if end > n:
                 break
             bodies.append(bytes(buf[pos + 4 : end]))
+            self.first_limit = None
             pos = end
         if pos:
             del buf[:pos]
