@@ -177,6 +177,8 @@ class Connection(asyncio.Protocol):
 
     async def start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
         """The server side of the TLS handshake, bounded in time; a failure frees the slot."""
+        if self.closed or raw.is_closing():
+            return  # gone before the handshake began: connection_lost has run
         timeout = self.daemon.settings.hello_timeout or TLS_HANDSHAKE_TIMEOUT
         loop = asyncio.get_running_loop()
         # start_tls installs its protocol at once and starts the handshake on the next

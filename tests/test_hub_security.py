@@ -593,3 +593,49 @@ def test_session_registration_for_a_hub_names_this_machine(make_daemon, agents, 
         req = session_registration(a.settings, agents.spawn().pid, "codex", cwd="/w")
         assert req.machine_id == machine_of(tmp_path / "m1")[0]
         assert a.call(req).peer.machine_id == req.machine_id
+
+
+def test_local_clients_never_bind_to_another_machines_session(make_daemon, agents, tmp_path):
+    d, port = hub(make_daemon)
+    far_agent = agents.spawn()
+    with remote_client(tmp_path / "m1", f"tcp://127.0.0.1:{port}") as far:
+        req = session_registration(far.settings, far_agent.pid, "claude-code", cwd="/w")
+        req.name, req.session_id, req.host = "far", "sess-far", "far-box"
+        remote = far.call(req).peer
+        with d.client("claude-code") as local:
+            with pytest.raises(PeersError) as info:
+                local.request(p.Attach, session_id="sess-far")
+            assert info.value.code == Code.UNKNOWN_PEER
+            # the same process seen from the hub's machine is a session of this machine
+            mine = register(local, far_agent.pid, name="near")
+            assert mine.id != remote.id and mine.machine_id != remote.machine_id
+        assert far.request(p.Whoami).peer.id == remote.id
+
+
+def test_register_leaves_the_decoded_request_as_it_was(tmp_path):
+    """In process: the handler used to write the machine id and host into the request."""
+    import asyncio
+
+    from peersd import handlers
+    from peersd.config import load
+    from peersd.connection import Connection
+    from peersd.server import Daemon
+    from peersd.store import Store
+
+    settings = load(env={"HOME": str(tmp_path)})
+    store = Store(settings.db_path)
+    loop = asyncio.new_event_loop()
+    try:
+        daemon = Daemon(settings, store, loop, socket_path=settings.socket)
+        conn = Connection(daemon)
+        req = p.Register(id=1, agent_pid=os.getpid(), agent_start=1.0, cwd="/w", host="evil")
+        before = msgspec.structs.asdict(req)
+        op = handlers.register(daemon, conn, req)
+        with store.transaction():
+            outcome = op()
+        assert msgspec.structs.asdict(req) == before
+        peer = outcome.response.peer
+        assert (peer.machine_id, peer.host) == (daemon.machine_id, daemon.host)
+    finally:
+        loop.close()
+        store.close()
