@@ -46,8 +46,9 @@ _request_id_decoder = msgspec.msgpack.Decoder(_RequestId)
 _warned: dict[str, tuple[float, int]] = {}
 
 
-def _warn_throttled(key: str, message: str, *args: object, every: float = 5.0) -> None:
-    """A warning that a flood would repeat: logged at most once per ``every`` seconds."""
+def _log_throttled(level: int, key: str, message: str, *args: object, every: float = 5.0) -> None:
+    """A line that a flood of TCP clients would repeat: logged at most once per ``every``
+    seconds per ``key``, with the count of the lines held back."""
     now = time.monotonic()
     last, held = _warned.get(key, (0.0, 0))
     if now - last < every:
@@ -55,7 +56,7 @@ def _warn_throttled(key: str, message: str, *args: object, every: float = 5.0) -
         return
     _warned[key] = (now, 0)
     suffix = f" (and {held} more like it)" if held else ""
-    log.warning(message + suffix, *args)
+    log.log(level, message + suffix, *args)
 
 
 def peer_credentials(sock: socket.socket | None) -> tuple[int | None, int | None]:
@@ -160,7 +161,9 @@ class Connection(asyncio.Protocol):
                 "(tcp_max_per_address)",
             )
         if refusal is not None:
-            _warn_throttled("tcp-refused", "refused TCP client %s: %s", self.address, refusal[1])
+            _log_throttled(
+                logging.WARNING, "tcp-full", "refused TCP client %s: %s", self.address, refusal[1]
+            )
             if self.tls is None:
                 self.send(p.Error(code=refusal[0], message=refusal[1]))
                 self.transport.close()
@@ -328,7 +331,12 @@ class Connection(asyncio.Protocol):
         if d.settings.token:
             given = (frame.token or "").encode()
             if not hmac.compare_digest(given, d.settings.token.encode()):
-                log.warning("refused TCP client %s: missing or wrong token", self.address)
+                _log_throttled(
+                    logging.WARNING,
+                    "tcp-token",
+                    "refused TCP client %s: missing or wrong token",
+                    self.address,
+                )
                 what = "wrong" if frame.token else "missing"
                 self.fail(Code.FORBIDDEN, f"{what} token: set CLAUDE_PEERS_TOKEN to the hub's")
                 return
@@ -452,7 +460,17 @@ class Connection(asyncio.Protocol):
         the client instead of being lost to a reset; a client that never hangs up is
         cut off after a grace period.
         """
-        log.info("closing connection %d (pid %s): %s", self.conn_id, self.pid, message)
+        if self.remote and not self.greeted:  # nothing proved yet: perhaps a flood
+            _log_throttled(
+                logging.INFO,
+                "tcp-closed",
+                "closing TCP connection %d from %s: %s",
+                self.conn_id,
+                self.address,
+                message,
+            )
+        else:
+            log.info("closing connection %d (pid %s): %s", self.conn_id, self.pid, message)
         self.send(p.Error(code=code, message=message))
         self.closed = True
         t = self.transport

@@ -29,6 +29,9 @@ from .conftest import PYTHON, register
 from .test_abuse import fd_baseline, fd_count, wait_for
 from .test_hub import TOKEN, _self_signed, free_port, hub, register_remote, remote_client
 
+LINUX = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="counts /proc/PID/fd, uses 127.0.0.x sources"
+)
 SECRET_A = "a" * 64
 SECRET_B = "b" * 64
 
@@ -336,6 +339,7 @@ def _sources(n: int) -> list[str]:
     return [f"127.0.0.{2 + i // 4}" for i in range(n)]  # 4 connections per address
 
 
+@LINUX
 def test_idle_tcp_connections_cannot_starve_local_clients(make_daemon, agents):
     """Connections that never say hello used to fill max_connections, which TCP shared
     with the local socket: every local peers, hook and MCP call was refused."""
@@ -382,6 +386,7 @@ def test_idle_tcp_connections_cannot_starve_local_clients(make_daemon, agents):
     wait_for(lambda: fd_count(d.proc.pid) <= base, 5, "descriptors to come back")
 
 
+@LINUX
 def test_tls_handshakes_count_and_time_out(make_daemon, tmp_path):
     """On a TLS hub, connections still in the handshake were not counted at all, so
     idle connects exhausted the daemon's descriptors; and they lingered for a minute."""
@@ -419,6 +424,7 @@ def test_tls_handshakes_count_and_time_out(make_daemon, tmp_path):
     wait_for(lambda: fd_count(d.proc.pid) <= base, 5, "descriptors to come back")
 
 
+@LINUX
 def test_a_failed_tls_handshake_frees_its_slot(make_daemon, tmp_path):
     cert, key = _self_signed(tmp_path)
     d, port = hub(make_daemon, tls_cert=str(cert), tls_key=str(key), tcp_max_connections=2)
@@ -474,7 +480,7 @@ def test_unauthenticated_frames_are_refused_before_they_are_read(make_daemon):
         raw.close()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@LINUX
 def test_a_bad_big_frame_is_decoded_once(make_daemon, tmp_path):
     """A 1 MiB frame that failed validation was decoded a second time, in full, to find
     its id: ~0.3 s of daemon CPU each. Now the id is read without building the rest."""
