@@ -54,6 +54,8 @@ uninstall_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(uninstall_app, name="uninstall")
+hub_app = typer.Typer(help="Manage a hub (peersd with a TCP listener).", no_args_is_help=True)
+app.add_typer(hub_app, name="hub")
 
 out = Console(highlight=False, soft_wrap=True)
 if not out.is_terminal:  # piped: do not fold tables to 80 columns
@@ -755,6 +757,8 @@ def daemon_status(as_json: bool) -> None:
     out.print(f"  supervised by  {safe(service.supervisor_label(st))}")
     for note in notes:
         out.print(f"  note: {safe(note)}")
+    for warning in st.warnings:
+        out.print(f"  [bold yellow]warning:[/] {safe(warning)}")
     out.print(f"  socket         {st.socket}")
     out.print(f"  database       {st.db} (schema v{st.schema})")
     out.print(f"  host           {st.host} ({st.machine_id})")
@@ -764,6 +768,17 @@ def daemon_status(as_json: bool) -> None:
         f"  messages       {queued} waiting, {st.messages.get('delivered', 0)} delivered, "
         f"{st.messages.get('expired', 0)} expired"
     )
+
+
+@hub_app.command("forget-machine")
+def hub_forget_machine(
+    machine_id: Annotated[str, typer.Argument(help="The machine id the hub refused.")],
+) -> None:
+    """Unbind a remote machine id from its secret, so that the next client to use it binds
+    its own (for a machine that lost its secret). Run on the hub, over its local socket."""
+    with errors(), connect(autostart=False) as client:
+        client.request(p.ForgetMachine, machine_id=machine_id)
+    out.print(f"forgot machine {safe(machine_id)}: the next client to use it binds its secret")
 
 
 @daemon_app.command("status")

@@ -291,7 +291,9 @@ def attach(opts: Options, log: Log, session_id: object) -> tuple[wire.Wire, dict
         path, token, cafile = wire.locate(config=opts.config)
     # A hub URL has no directory of its own: logs and locks stay in the local run dir.
     log.run_dir = None if path.startswith(("tcp://", "tls://")) else os.path.dirname(path)
-    conn = wire.Wire(path, REQUEST_TIMEOUT, kind="hook", token=token, cafile=cafile)
+    conn = wire.Wire(
+        path, REQUEST_TIMEOUT, kind="hook", token=token, cafile=cafile, config=opts.config
+    )
     try:
         req: dict[str, object] = {"t": "attach"}
         if isinstance(session_id, str) and session_id:

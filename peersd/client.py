@@ -45,12 +45,28 @@ FATAL = frozenset(
 
 
 def _hello(kind: str, settings: Settings, target: Endpoint) -> p.Hello:
+    if not target.remote:
+        return p.Hello(protocol=p.PROTOCOL_VERSION, client_version=__version__, client_kind=kind)
+    machine, secret = hub_credentials(settings)
     return p.Hello(
         protocol=p.PROTOCOL_VERSION,
         client_version=__version__,
         client_kind=kind,
-        token=(settings.token or None) if target.remote else None,
+        token=settings.token or None,
+        machine_id=machine,
+        machine_secret=secret,
     )
+
+
+def hub_credentials(settings: Settings) -> tuple[str, str]:
+    """(machine id, machine secret) this machine proves itself with to a hub."""
+    from . import identity, machine_secret
+
+    state = settings.db_path.parent
+    try:
+        return identity.machine_id(state), machine_secret.load_or_create(str(state))
+    except (OSError, machine_secret.SecretFileError) as e:
+        raise PeersError(Code.FORBIDDEN, f"cannot use this machine's hub secret: {e}") from None
 
 
 def _open_remote(target: Endpoint, settings: Settings) -> socket.socket:

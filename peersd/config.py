@@ -72,6 +72,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Daemon: also listen on HOST:PORT (hub mode)."""
     tcp_insecure: bool = False
     """Daemon: allow a loopback TCP listener without a token."""
+    tcp_max_connections: PositiveInt = 64
+    """Daemon: TCP connections served at once (TLS handshakes included), apart from
+    ``max_connections``, which stays for local clients."""
+    tcp_max_per_address: PositiveInt = 8
+    """Daemon: TCP connections from one IP address at once."""
     url: str = ""
     """Clients: reach a hub at tcp://HOST:PORT or tls://HOST:PORT instead of the socket."""
     token: Token = ""

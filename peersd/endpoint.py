@@ -73,3 +73,15 @@ def open_tcp(endpoint: Endpoint, timeout: float) -> socket.socket:
     sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+def tcp_warnings(settings: Settings) -> list[str]:
+    """What is risky about the daemon's TCP listener as configured (logged at start,
+    shown by ``peers status``)."""
+    if settings.tcp and not settings.token:
+        return [
+            f"the TCP listener {settings.tcp} has no token (tcp_insecure): every user and "
+            "process on this machine can connect, read all mail and send as a hub client; "
+            "set a token (CLAUDE_PEERS_TOKEN) unless no one else can log in here"
+        ]
+    return []

@@ -9,6 +9,7 @@ kill's grace period) returns a coroutine instead, which the daemon runs as its o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -16,8 +17,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from . import __version__, identity, kill
 from . import protocol as p
+from .endpoint import tcp_warnings
 from .errors import Code, PeersError
 
 if TYPE_CHECKING:
@@ -78,19 +82,22 @@ def _local_only(conn: Connection, what: str) -> None:
 
 
 def register(d: Daemon, conn: Connection, r: p.Register) -> Op:
-    if conn.remote:
-        if not r.machine_id:
-            raise PeersError(Code.BAD_REQUEST, "a client on another machine must send its id")
-    else:
-        r.machine_id = d.machine_id  # a local connection is on this machine
-    if not r.host:
-        r.host = d.host
+    # The machine is the connection's: the daemon's own for a local client, the one a TCP
+    # client proved in its hello. The request is left as decoded.
+    machine = _machine(conn)
+    if conn.remote and r.machine_id and r.machine_id != machine:
+        raise PeersError(
+            Code.FORBIDDEN,
+            f"machine_id {r.machine_id!r} is not the machine this connection proved ({machine})",
+        )
+    # A local client is on the daemon's host; a remote one names its own (else its id).
+    host = (r.host or machine) if conn.remote else d.host
     if not r.cwd:
         raise PeersError(Code.BAD_REQUEST, "cwd is required")
 
     def op() -> Outcome:
         now = time.time()
-        reg = d.store.register(r, now)
+        reg = d.store.register(r, now, machine, host)
         peer = reg.peer
         # In-memory state changes only once the batch is committed (an effect).
         effects: list[Effect] = [lambda: d.bind(conn, peer.id, helper=True)]
@@ -116,11 +123,12 @@ def register(d: Daemon, conn: Connection, r: p.Register) -> Op:
 def attach(d: Daemon, conn: Connection, r: p.Attach) -> Op:
     # Process ancestry means something only on this machine.
     pid = None if conn.remote else (r.pid if r.pid is not None else conn.pid)
+    machine = _machine(conn)
 
     def op() -> Outcome:
         peer = None
         if r.session_id:
-            machine = None if conn.remote else d.machine_id
+            # Only the connection's own machine: a hub client never reaches another's.
             peer = d.store.peer_by_session(machine, r.session_id)
             if peer is not None and peer.state != "active":
                 peer = None
@@ -135,6 +143,33 @@ def attach(d: Daemon, conn: Connection, r: p.Attach) -> Op:
         return Outcome(p.PeerResult(id=r.id, peer=found), [lambda: d.bind(conn, found.id)])
 
     return op
+
+
+def _machine(conn: Connection) -> str:
+    if conn.machine_id is None:  # pragma: no cover - requests come only after the hello
+        raise PeersError(Code.HELLO_REQUIRED, "the connection has not proved its machine")
+    return conn.machine_id
+
+
+def visible(conn: Connection, peer: p.Peer) -> p.Peer:
+    """``peer`` as ``conn`` may see it: a TCP client learns no process details of other
+    machines (pids and start times identify a session; the tty says where it runs), and
+    not their machine ids, only a stable stand-in (a machine id is what a hub client
+    presents, so one it has never seen cannot be claimed before its machine does)."""
+    if not conn.remote or peer.machine_id == conn.machine_id:
+        return peer
+    return msgspec.structs.replace(
+        peer,
+        machine_id=_stand_in(peer.machine_id),
+        agent_pid=0,
+        agent_start=0.0,
+        helper_pid=None,
+        tty=None,
+    )
+
+
+def _stand_in(machine_id: str) -> str:
+    return "h-" + hashlib.sha256(machine_id.encode()).hexdigest()[:16]
 
 
 def _peer_of_process(d: Daemon, pid: int) -> p.Peer | None:
@@ -213,7 +248,9 @@ def whoami(d: Daemon, conn: Connection, r: p.Whoami) -> Op:
 def list_peers(d: Daemon, conn: Connection, r: p.ListPeers) -> Op:
     def op() -> Outcome:
         caller = d.store.peer(conn.peer_id) if conn.peer_id else None
-        peers = d.store.list_peers(caller, r.scope, r.include_gone, r.include_self, d.machine_id)
+        peers = d.store.list_peers(caller, r.scope, r.include_gone, r.include_self, _machine(conn))
+        if conn.remote:
+            peers = [visible(conn, x) for x in peers]
         return Outcome(p.PeerList(id=r.id, peers=peers))
 
     return op
@@ -372,6 +409,7 @@ def status(d: Daemon, conn: Connection, r: p.Status) -> Op:
                 schema=d.store.schema_version,
                 last_sweep_ms=d.housekeeper.last_sweep_ms,
                 adopted_socket=d.adopted,
+                warnings=tcp_warnings(d.settings),
             )
         )
 
@@ -408,6 +446,20 @@ async def _sweep_request(d: Daemon, conn: Connection, r: p.Sweep) -> None:
             duration_ms=result.duration_ms,
         )
     )
+
+
+def forget_machine(d: Daemon, conn: Connection, r: p.ForgetMachine) -> Op:
+    _local_only(conn, "forgetting a hub machine")
+
+    def op() -> Outcome:
+        if not d.store.forget_machine(r.machine_id):
+            raise PeersError(
+                Code.BAD_REQUEST, f"no machine {r.machine_id!r} is bound to a secret on this hub"
+            )
+        log.info("machine %s forgotten (connection %d)", r.machine_id, conn.conn_id)
+        return Outcome(p.Ok(id=r.id), [lambda: d.drop_machine(r.machine_id)])
+
+    return op
 
 
 def audit(d: Daemon, conn: Connection, r: p.Audit) -> Op:
@@ -452,4 +504,5 @@ HANDLERS: dict[type[p.Request], Handler] = {
     p.Sweep: sweep,
     p.Kill: kill.handle,
     p.Audit: audit,
+    p.ForgetMachine: forget_machine,
 }

@@ -25,7 +25,7 @@ from pathlib import Path
 from . import __version__
 from .config import LAUNCHD_LABEL, ConfigError, Settings, ensure_private_dir
 from .connection import Connection
-from .endpoint import host_port, is_loopback
+from .endpoint import host_port, is_loopback, tcp_warnings
 from .server import Daemon
 from .store import Store, StoreError
 
@@ -209,8 +209,15 @@ async def _tcp_listener(
         return None
     host, port, context = plan
     try:
+        # TLS is started by each connection (``Connection.start_tls``), not by the server:
+        # so a handshake in progress is already counted in the TCP budget, and one that
+        # fails or stalls is released by its owner.
         server = await loop.create_server(
-            lambda: Connection(daemon, remote=True), host, port, ssl=context, reuse_address=True
+            lambda: Connection(daemon, remote=True, tls=context),
+            host,
+            port,
+            reuse_address=True,
+            backlog=BACKLOG,
         )
     except OSError as e:
         raise StartupError(f"cannot listen on {host}:{port}: {e.strerror}") from None
@@ -221,6 +228,8 @@ async def _tcp_listener(
         port,
         "token required" if settings.token else "NO TOKEN, loopback only",
     )
+    for warning in tcp_warnings(settings):
+        log.warning("%s", warning)
     return server
 
 
@@ -283,7 +292,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     except ConfigError as e:
         raise StartupError(str(e)) from None
     adopted_socks = systemd_sockets()
-    raise_fd_limit(settings.max_connections + FD_SPARE)
+    tcp_budget = settings.tcp_max_connections if settings.tcp else 0
+    raise_fd_limit(settings.max_connections + tcp_budget + FD_SPARE)
     lock = InstanceLock(settings.lock_path)
     lock.acquire()
     store: Store | None = None

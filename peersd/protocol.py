@@ -26,12 +26,14 @@ from .rules import (
     LeaseSeconds,
     Limit,
     MachineId,
+    MachineSecret,
     MessageId,
     MessageIds,
     PathText,
     PeerName,
     PeerRef,
     Pid,
+    ProvenMachineId,
     Seq,
     SessionId,
     ShortText,
@@ -136,6 +138,10 @@ class Hello(Frame, tag="hello"):
     client_kind: ShortText = "other"
     token: Token | None = None
     """Required over TCP when the daemon has a token; never sent over the local socket."""
+    machine_id: ProvenMachineId | None = None
+    """Required over TCP: the client's machine, which its peers belong to. Ignored locally."""
+    machine_secret: MachineSecret | None = None
+    """Required over TCP: the hub binds ``machine_id`` to the first secret it sees with it."""
 
 
 class Request(Frame):
@@ -266,6 +272,12 @@ class Kill(Request, tag="kill"):
     force: bool = False
 
 
+class ForgetMachine(Request, tag="forget_machine"):
+    """Hub owner only (local socket): unbind a remote machine id from its secret."""
+
+    machine_id: ProvenMachineId
+
+
 class Audit(Request, tag="audit"):
     """Recent audit records (kills, orphan cleanups), newest first."""
 
@@ -296,6 +308,7 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     Sweep,
     Kill,
     Audit,
+    ForgetMachine,
 )
 
 ClientFrame = (
@@ -321,6 +334,7 @@ ClientFrame = (
     | Sweep
     | Kill
     | Audit
+    | ForgetMachine
 )
 
 # --------------------------------------------------------------------------- daemon -> client
@@ -424,6 +438,8 @@ class DaemonStatus(Frame, tag="daemon_status"):
     schema: int = 0
     last_sweep_ms: float = 0.0
     adopted_socket: bool = False
+    warnings: list[str] = []
+    """Configuration that works but is risky, e.g. a TCP listener without a token."""
 
 
 class KillResult(Frame, tag="kill_result"):
@@ -587,13 +603,16 @@ class FrameBuffer:
 
     An oversized length header stops parsing: the frames before it are still
     returned, and ``error`` is set so the caller can answer them and then hang up.
+    ``first_limit``, when given, bounds the first frame instead (a hello is small:
+    a client that has not proved anything yet cannot make the daemon read a megabyte).
     """
 
-    __slots__ = ("_buf", "error", "limit")
+    __slots__ = ("_buf", "error", "first_limit", "limit")
 
-    def __init__(self, limit: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, limit: int = DEFAULT_MAX_FRAME, first_limit: int | None = None) -> None:
         self._buf = bytearray()
         self.limit = limit
+        self.first_limit = first_limit
         self.error: FrameTooLarge | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -605,8 +624,9 @@ class FrameBuffer:
         pos = 0
         n = len(buf)
         while n - pos >= 4:
+            limit = self.limit if self.first_limit is None else self.first_limit
             try:
-                size = frame_length(bytes(buf[pos : pos + 4]), self.limit)
+                size = frame_length(bytes(buf[pos : pos + 4]), limit)
             except FrameTooLarge as e:
                 self.error = e
                 break
@@ -614,6 +634,7 @@ class FrameBuffer:
             if end > n:
                 break
             bodies.append(bytes(buf[pos + 4 : end]))
+            self.first_limit = None
             pos = end
         if pos:
             del buf[:pos]

@@ -78,6 +78,20 @@ HostLabel = Annotated[str, Meta(max_length=255)]
 Tty = Annotated[str, Meta(max_length=64)]
 SessionId = Annotated[str, Meta(max_length=256)]
 MachineId = Annotated[str, Meta(max_length=128)]
+"""A machine id as ``register`` carries it (ignored locally; over TCP, the proven one)."""
+ProvenMachineId = Annotated[
+    str,
+    Meta(
+        pattern=_whole(r"[A-Za-z0-9._:-]{1,64}"),
+        description="a machine id: 1-64 of A-Z a-z 0-9 . _ : -",
+    ),
+]
+"""A machine's id (``identity.machine_id``: a UUID), as a hub client proves it in hello."""
+MachineSecret = Annotated[
+    str,
+    Meta(pattern=_whole(r"[0-9a-f]{64}"), description="a machine secret: 64 lowercase hex digits"),
+]
+"""32 random bytes in hex (``machine_secret``): proves a machine id to a hub."""
 ShortText = Annotated[str, Meta(max_length=64)]
 """Versions, client kinds, audit actions."""
 Token = Annotated[str, Meta(max_length=1024)]
@@ -101,6 +115,8 @@ _PATTERNS: list[tuple[str, str, str]] = [
         (PeerName, Code.INVALID_NAME),
         (PeerId, Code.BAD_REQUEST),
         (MessageId, Code.BAD_REQUEST),
+        (ProvenMachineId, Code.BAD_REQUEST),
+        (MachineSecret, Code.BAD_REQUEST),
     )
 ]
 """msgspec's words for each of our patterns -> (the rule in words, the error code)."""

@@ -20,7 +20,7 @@ from .commit import GroupCommit
 from .config import Settings
 from .connection import Connection
 from .errors import Code, PeersError
-from .handlers import HANDLERS, SINGLE_STATEMENT, Effect
+from .handlers import HANDLERS, SINGLE_STATEMENT, Effect, visible
 from .housekeeping import Housekeeper
 from .ratelimit import SenderLimits
 from .store import Store
@@ -55,6 +55,10 @@ class Daemon:
         self.adopted = adopted
         self.started_at = time.time()
         self.connections: set[Connection] = set()
+        """Every open connection, local and TCP (TLS ones from before their handshake)."""
+        self.remote_connections: set[Connection] = set()
+        """The TCP ones: their own budget (``tcp_max_connections``), never the local one."""
+        self.remote_by_address: dict[str, int] = {}
         self.by_peer: dict[str, set[Connection]] = {}
         self.helpers: dict[str, int] = {}
         """Peer id -> how many of its connections registered (its helpers)."""
@@ -132,13 +136,31 @@ class Daemon:
         for c in list(self.by_peer.get(peer_id, ())):
             self.unbind(c)
 
+    def admit_remote(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        self.remote_connections.add(conn)
+        self.remote_by_address[conn.address] = self.remote_by_address.get(conn.address, 0) + 1
+
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        if conn in self.remote_connections:
+            self.remote_connections.remove(conn)
+            left = self.remote_by_address.get(conn.address, 1) - 1
+            if left:
+                self.remote_by_address[conn.address] = left
+            else:
+                self.remote_by_address.pop(conn.address, None)
         self.set_kinds(conn, set())
         self.unbind(conn)
 
     def connected(self, peer_id: str) -> bool:
         return peer_id in self.helpers
+
+    def drop_machine(self, machine_id: str) -> None:
+        """Hang up on TCP clients of a machine whose secret binding was just forgotten."""
+        for conn in list(self.remote_connections):
+            if conn.machine_id == machine_id and not conn.closed:
+                conn.fail(Code.FORBIDDEN, f"machine {machine_id} was forgotten by the hub's owner")
 
     # ------------------------------------------------------------ events
 
@@ -151,6 +173,12 @@ class Daemon:
         data: bytes | None = None
         for conn in tuple(targets):
             if kind in conn.kinds:
+                if isinstance(event, p.PeerJoined) and conn.remote:
+                    # Another machine's process details stay off TCP (handlers.visible).
+                    shown = visible(conn, event.peer)
+                    if shown is not event.peer:
+                        conn.write(p.encode(p.PeerJoined(peer=shown)))
+                        continue
                 if data is None:
                     data = p.encode(event)
                 conn.write(data)

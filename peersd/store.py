@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
+import hmac
 import operator
 import os
 import re
@@ -94,6 +96,15 @@ MIGRATIONS: list[str] = [
         action TEXT NOT NULL,
         target TEXT,
         detail TEXT NOT NULL DEFAULT ''
+    );
+    """,
+    # v2: hub clients prove their machine id with a secret; the first secret binds it.
+    """
+    CREATE TABLE machines(
+        machine_id TEXT PRIMARY KEY,
+        secret_hash TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL
     );
     """,
 ]
@@ -338,10 +349,10 @@ class Store:
             (machine_id, pid, start),
         )
 
-    def peer_by_session(self, machine_id: str | None, session_id: str) -> Peer | None:
-        """The peer of a session id, on ``machine_id`` (None: any machine, for hub clients)."""
+    def peer_by_session(self, machine_id: str, session_id: str) -> Peer | None:
+        """The peer of a session id on ``machine_id`` (a caller's own machine only)."""
         return self._first(
-            "SELECT id FROM peers WHERE session_id = ? AND coalesce(?, machine_id) = machine_id "
+            "SELECT id FROM peers WHERE session_id = ? AND machine_id = ? "
             "ORDER BY state = 'active' DESC, last_seen DESC LIMIT 1",
             (session_id, machine_id),
         )
@@ -396,15 +407,19 @@ class Store:
             moved += rows
         return sorted(moved)
 
-    def register(self, r: Register, now: float) -> Registration:
-        """Find or create the peer for ``r``'s agent session."""
-        existing = self.peer_by_agent(r.machine_id, r.agent_pid, r.agent_start)
+    def register(self, r: Register, now: float, machine_id: str, host: str) -> Registration:
+        """Find or create the peer for ``r``'s agent session on ``machine_id``.
+
+        The machine and host label are the connection's (never taken from ``r``): only
+        rows of that machine can be matched, by pid and start time or by session id.
+        """
+        existing = self.peer_by_agent(machine_id, r.agent_pid, r.agent_start)
         if existing is None and r.session_id:
-            existing = self.peer_by_session(r.machine_id, r.session_id)
+            existing = self.peer_by_session(machine_id, r.session_id)
         if existing is not None:
             name = existing.name
             if existing.state == "gone":
-                name = self._free_name(r.machine_id, existing.name, existing.id)
+                name = self._free_name(machine_id, existing.name, existing.id)
             self.conn.execute(
                 "UPDATE peers SET state = 'active', gone_at = NULL, gone_reason = NULL, "
                 "name = ?, name_key = ?, client = ?, host = ?, cwd = ?, agent_pid = ?, "
@@ -415,7 +430,7 @@ class Store:
                     name,
                     name.lower(),
                     r.client,
-                    r.host,
+                    host,
                     r.cwd,
                     r.agent_pid,
                     r.agent_start,
@@ -435,17 +450,17 @@ class Store:
             if r.name and r.name != name:
                 _, _, inherited = self.set_name(existing.id, r.name)
             elif existing.state == "gone":
-                inherited = self._inherit(existing.id, r.machine_id, name)
+                inherited = self._inherit(existing.id, machine_id, name)
             peer = self.require_peer(existing.id)
             renamed = existing.name if existing.name != peer.name else None
             return Registration(peer, existing.state == "gone", inherited, renamed)
         if r.name:  # valid: ``protocol.PeerName`` checked it when the request was decoded
-            if self._name_holder(r.machine_id, r.name):
+            if self._name_holder(machine_id, r.name):
                 raise PeersError(Code.NAME_TAKEN, f"the name {r.name!r} is taken by another peer")
             name = r.name
         else:
             base = os.path.basename((r.git_root or r.cwd).rstrip("/")) or "peer"
-            name = self._free_name(r.machine_id, base)
+            name = self._free_name(machine_id, base)
         peer_id = new_peer_id()
         while peer_id in self._peers:
             peer_id = new_peer_id()  # pragma: no cover - 32-bit collision
@@ -459,8 +474,8 @@ class Store:
                 name,
                 name.lower(),
                 r.client,
-                r.machine_id,
-                r.host,
+                machine_id,
+                host,
                 r.cwd,
                 r.agent_pid,
                 r.agent_start,
@@ -476,7 +491,7 @@ class Store:
             ),
         )
         self._refresh(peer_id)
-        inherited = self._inherit(peer_id, r.machine_id, name)
+        inherited = self._inherit(peer_id, machine_id, name)
         return Registration(self.require_peer(peer_id), True, inherited, None)
 
     def touch(self, peer_id: str, now: float) -> None:
@@ -607,6 +622,31 @@ class Store:
     def close_names(self, name: str) -> list[str]:
         names = sorted({x.name for x in self._peers.values() if x.state == "active"})
         return difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+
+    # ---------------------------------------------------------------- machines
+
+    def prove_machine(self, machine_id: str, secret: str, now: float) -> bool:
+        """True if ``secret`` is ``machine_id``'s (the first secret seen binds the id)."""
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        known = self._val("SELECT secret_hash FROM machines WHERE machine_id = ?", (machine_id,))
+        if known is None:
+            self.conn.execute(
+                "INSERT INTO machines(machine_id, secret_hash, first_seen, last_seen) "
+                "VALUES (?, ?, ?, ?)",
+                (machine_id, digest, now, now),
+            )
+            return True
+        if not hmac.compare_digest(str(known), digest):
+            return False
+        self.conn.execute(
+            "UPDATE machines SET last_seen = ? WHERE machine_id = ?", (now, machine_id)
+        )
+        return True
+
+    def forget_machine(self, machine_id: str) -> bool:
+        """Unbind ``machine_id`` from its secret; False if it was not bound."""
+        self.conn.execute("DELETE FROM machines WHERE machine_id = ?", (machine_id,))
+        return self.conn.changes() > 0
 
     def audit(self, now: float, actor: str, action: str, target: str | None, detail: str) -> int:
         """Record an action; its row, for ``audit_outcome``."""

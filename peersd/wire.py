@@ -284,6 +284,33 @@ def locate(
     return os.path.abspath(sock), None, None
 
 
+def hub_credentials(
+    env: "Mapping[str, str] | None" = None, config: str | None = None
+) -> "tuple[str, str]":
+    """(machine id, machine secret) for a hub's hello: the files beside this machine's
+    database, whose path is resolved as ``locate`` resolves the socket. Hub mode only."""
+    env = os.environ if env is None else env
+    home = env.get("HOME") or os.path.expanduser("~")
+    explicit = config or env.get("CLAUDE_PEERS_CONFIG")
+    if explicit or os.path.exists(os.path.join(home, ".claude", "claude-peers.toml")):
+        from .config import load
+
+        db = load({"config": config}, env=env).db
+    else:
+        db = env.get("CLAUDE_PEERS_DB") or os.path.join(home, ".claude", "claude-peers.db")
+        if db == "~" or db.startswith("~/"):
+            db = home + db[1:]
+    state = os.path.dirname(os.path.abspath(db))
+    from pathlib import Path
+
+    from . import identity, machine_secret
+
+    try:
+        return identity.machine_id(Path(state)), machine_secret.load_or_create(state)
+    except (OSError, machine_secret.SecretFileError) as e:
+        raise WireError(f"cannot use this machine's hub secret: {e}", Code.FORBIDDEN) from None
+
+
 def socket_path(env: "Mapping[str, str] | None" = None, config: str | None = None) -> str:
     """The daemon's socket path, or a hub's URL (see ``locate``)."""
     return locate(env, config)[0]
@@ -374,12 +401,15 @@ class Wire:
         kind: str = "hook",
         token: str | None = None,
         cafile: str | None = None,
+        config: str | None = None,
     ) -> None:
         self.timeout = timeout
         self.events: list[dict[str, object]] = []
         self._buf = b""
         self._next_id = 0
         if path.startswith(("tcp://", "tls://")):
+            # A hub needs to know (and have proved) which machine this is.
+            machine, secret = hub_credentials(config=config)
             self.sock = _connect_hub(
                 path, timeout, cafile or os.environ.get("CLAUDE_PEERS_TLS_CA") or None
             )
@@ -389,6 +419,8 @@ class Wire:
                 "client_version": __version__,
                 "client_kind": kind,
                 "token": token if token is not None else os.environ.get("CLAUDE_PEERS_TOKEN"),
+                "machine_id": machine,
+                "machine_secret": secret,
             }
             self._pending_hello = frame(hello)
             return

@@ -177,9 +177,7 @@ def test_waiting_queries_only_peers_with_mail(tmp_path):
         peers = []
         for i in range(3):
             req = p.Register(id=0, agent_pid=100 + i, agent_start=1.0, cwd="/tmp", name=f"n{i}")
-            req.machine_id = "m"
-            req.host = "h"
-            peers.append(store.register(req, now).peer)
+            peers.append(store.register(req, now, "m", "h").peer)
         store.send(peers[0], peers[1], "x", None, now - 100, 3600)
         store.send(peers[0], peers[1], "y", None, now, 3600)
         store.send(peers[0], peers[2], "z", None, now - 100, 3600)

@@ -75,6 +75,7 @@ EXPECTED: dict[type[p.Request], type[p.Frame]] = {
     p.Sweep: p.SweepResult,
     p.Kill: p.KillResult,
     p.Audit: p.AuditPage,
+    p.ForgetMachine: p.Ok,
 }
 FUZZED = [t for t in p.REQUEST_TYPES if t is not p.Shutdown]
 BYSTANDER = "bystander"

@@ -31,6 +31,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.identity",
         "peersd.agents",
         "peersd.endpoint",
+        "peersd.machine_secret",
         "peersd.orphans",
     },
     "store": {"peersd.store", "peersd.commit"},

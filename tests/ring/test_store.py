@@ -13,11 +13,9 @@ DAY = 24 * 3600.0
 
 
 def register(store: Store, pid: int, name: str | None = None, cwd: str = "/src/api", **kw):
-    r = p.Register(
-        id=1, agent_pid=pid, agent_start=1.0, cwd=cwd, name=name, machine_id=MACHINE, **kw
-    )
+    r = p.Register(id=1, agent_pid=pid, agent_start=1.0, cwd=cwd, name=name, **kw)
     with store.transaction():
-        return store.register(r, 1000.0)
+        return store.register(r, 1000.0, MACHINE, "host")
 
 
 def send(store: Store, a: p.Peer, b: p.Peer, text: str = "hi", now: float = 1000.0, ttl=DAY):
