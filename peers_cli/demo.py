@@ -12,6 +12,7 @@ import contextlib
 import subprocess
 import sys
 import time
+from typing import TypeVar
 
 from rich.console import Console
 
@@ -107,7 +108,10 @@ async def _rename(client: AsyncClient, peer: p.Peer, wanted: str) -> p.Peer:
         return peer
 
 
-async def _next(client: AsyncClient, kind: type[p.Frame], timeout: float = 10.0) -> p.Frame:
+E = TypeVar("E", bound=p.Frame)
+
+
+async def _next(client: AsyncClient, kind: type[E], timeout: float = 10.0) -> E:
     deadline = time.monotonic() + timeout
     while True:
         event = await client.next_event(max(0.01, deadline - time.monotonic()))

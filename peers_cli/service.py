@@ -42,7 +42,6 @@ import msgspec
 
 from peersd import protocol as p
 from peersd.autostart import (
-    LAUNCHD_LABEL,
     SYSTEMD_SERVICE_UNIT,
     SYSTEMD_SOCKET_UNIT,
     Supervisor,
@@ -50,7 +49,7 @@ from peersd.autostart import (
     launchd_plist,
     systemd_user_dir,
 )
-from peersd.config import Settings, home
+from peersd.config import LAUNCHD_LABEL, Settings, home
 
 from .files import atomic_write
 

@@ -79,10 +79,10 @@ def plan(
         if rendered:
             for msg in msgs:
                 got = render.part(msg, cap, server, client) if cap else None
-                text = got[0] if got else render.message(msg, server, client=client)
+                rendering = got[0] if got else render.message(msg, server, client=client)
                 if got and got[1] < len(_text(msg)):
                     out.cut[_id(msg)] = got[1]
-                out.parts.append(text)
+                out.parts.append(rendering)
         return out
     room = budget - len(render.INTRO) - CLOSING_ROOM
     if cap is not None:

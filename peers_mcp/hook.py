@@ -220,7 +220,7 @@ class _ScannerContext:
         return float(name.replace("Infinity", "inf"))
 
 
-_scan = _json.make_scanner(_ScannerContext()) if _json is not None else None
+_scan = _json.make_scanner(_ScannerContext()) if _json is not None else None  # type: ignore[arg-type]
 _WHITESPACE = " \t\n\r"
 
 

@@ -220,7 +220,9 @@ class PeersMCP:
                     self.client = client
                     self.last_error = ""
                     self.ready.set()
-                    log.info("registered as %s (%s)", client.peer.name, client.peer.id)
+                    peer = client.peer
+                    assert peer is not None  # bind() set it
+                    log.info("registered as %s (%s)", peer.name, peer.id)
                     await self._push_waiting()
                     await self._follow(client)
             except PeersError as e:
@@ -394,6 +396,8 @@ class PeersMCP:
                     server=self.server_name,
                     client=self.client_kind,
                 )
+            # A shielded scope swallows nothing it did not cancel itself: never reached.
+            raise RuntimeError("the shielded delivery ended without an answer")
         except delivery.Unsettled as e:
             if e.acked:  # only the rest is not released: its leases run out
                 log.warning("%s", e)
@@ -567,8 +571,9 @@ def mail_result(text: str, data: dict[str, Any]) -> types.CallToolResult:
     and the mail would lose its framing (quoted data from a named peer, and the exact
     call that answers it); ``_meta`` reaches programs without reaching the model.
     """
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)], meta={MAIL_META: data}
+    return types.CallToolResult(  # `meta` is the field's name; `_meta` its wire alias
+        content=[types.TextContent(type="text", text=text)],
+        meta={MAIL_META: data},  # type: ignore[call-arg]
     )
 
 

@@ -17,7 +17,7 @@ import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
@@ -29,7 +29,7 @@ from .errors import Code, DaemonUnreachable, PeersError
 
 log = logging.getLogger("peersd.client")
 
-R = TypeVar("R", bound=p.Frame)
+A = TypeVar("A", bound=p.Frame)
 FATAL = frozenset(
     {
         Code.BAD_FRAME,
@@ -89,8 +89,18 @@ def _timeval(seconds: float) -> bytes:
     return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
-def _raise(frame: p.Error) -> None:
+def _raise(frame: p.Error) -> NoReturn:
     raise PeersError(frame.code, frame.message, frame.candidates)
+
+
+def _answer(req: p.Request[A], frame: p.Frame) -> A:
+    """``frame`` if it is the kind that answers ``req`` (``protocol.ANSWERS``)."""
+    if not isinstance(frame, p.ANSWERS[type(req)]):
+        raise PeersError(
+            Code.BAD_FRAME,
+            f"peersd answered {type(req).__name__} with {type(frame).__name__}",
+        )
+    return frame  # type: ignore[return-value]  # checked just above
 
 
 class Client:
@@ -220,19 +230,19 @@ class Client:
         self.binding = _rebindable(req)
         return reply.peer
 
-    def call(self, req: p.Request, response: type[R] | None = None) -> Any:
+    def call(self, req: p.Request[A]) -> A:
         """Send ``req`` and return its answer; events that arrive meanwhile are kept."""
         try:
-            return self._call(req, response)
+            return self._call(req)
         except PeersError as e:
             if e.code != Code.NOT_REGISTERED or not _retryable(req, self.binding):
                 raise
         assert self.binding is not None
         log.info("peersd answered not_registered: binding again")
-        self._call(self.binding, None)
-        return self._call(req, response)
+        self._call(self.binding)
+        return self._call(req)
 
-    def _call(self, req: p.Request, response: type[R] | None) -> Any:
+    def _call(self, req: p.Request[A]) -> A:
         self.connect()
         self._next_id += 1
         req.id = self._next_id
@@ -255,13 +265,11 @@ class Client:
                 _raise(frame)
             if frame_id != req.id:
                 continue
-            if response is not None and not isinstance(frame, response):
-                raise PeersError(Code.BAD_FRAME, f"unexpected answer {type(frame).__name__}")
             if isinstance(req, p.Unregister):
                 self.binding = None  # left on purpose: never bind again by itself
-            return frame
+            return _answer(req, frame)
 
-    def request(self, kind: type[p.Request], **fields: Any) -> Any:
+    def request(self, kind: type[p.Request[A]], **fields: Any) -> A:
         return self.call(kind(id=0, **fields))
 
     def next_event(self, timeout: float | None = None) -> p.Frame | None:
@@ -312,7 +320,7 @@ class AsyncClient:
         self.welcome: p.Welcome | None = None
         self.binding: p.Register | p.Attach | None = None
         self.peer: p.Peer | None = None
-        self.kinds: list[str] = []
+        self.kinds: list[p.EventKind] = []
         self._writer: asyncio.StreamWriter | None = None
         self._reader: asyncio.StreamReader | None = None
         self._waiting: dict[int, asyncio.Future[p.Frame]] = {}
@@ -506,7 +514,7 @@ class AsyncClient:
         except Exception:
             log.exception("the reconnect callback failed")
 
-    async def _call_now(self, req: p.Request) -> Any:
+    async def _call_now(self, req: p.Request[A]) -> A:
         """Send on the current connection and read the answer inline (reader not running)."""
         assert self._reader is not None and self._writer is not None
         self._next_id += 1
@@ -521,9 +529,9 @@ class AsyncClient:
             if isinstance(frame, p.Error) and frame_id in (None, req.id):
                 _raise(frame)
             if frame_id == req.id:
-                return frame
+                return _answer(req, frame)
 
-    async def call(self, req: p.Request, wait_connected: float | None = None) -> Any:
+    async def call(self, req: p.Request[A], wait_connected: float | None = None) -> A:
         """Send ``req`` and await its answer. Raises ``PeersError`` (incl. unreachable).
 
         A ``not_registered`` answer while this client is bound means the daemon no
@@ -544,7 +552,7 @@ class AsyncClient:
             _raise(frame)
         if isinstance(req, p.Unregister):
             self.binding = None  # left on purpose: never bind again by itself
-        return frame
+        return _answer(req, frame)
 
     async def _rebind(self, seen: int) -> None:
         async with self._rebinding:
@@ -562,7 +570,7 @@ class AsyncClient:
             self._bound += 1
         self._start_on_reconnect()  # mail that came while it was gone, as after a reconnect
 
-    async def _send(self, req: p.Request, wait_connected: float | None) -> p.Frame:
+    async def _send(self, req: p.Request[Any], wait_connected: float | None) -> p.Frame:
         """Send ``req`` and await its answer frame, an ``Error`` included."""
         if not self._connected.is_set():
             if wait_connected:
@@ -587,7 +595,7 @@ class AsyncClient:
             ) from None
         return frame
 
-    async def request(self, kind: type[p.Request], **fields: Any) -> Any:
+    async def request(self, kind: type[p.Request[A]], **fields: Any) -> A:
         return await self.call(kind(id=0, **fields))
 
     async def bind(self, req: p.Register | p.Attach) -> p.Peer:
@@ -598,8 +606,8 @@ class AsyncClient:
         self.peer = reply.peer
         return reply.peer
 
-    async def subscribe(self, kinds: list[str]) -> None:
-        await self.call(p.Subscribe(id=0, kinds=kinds))  # type: ignore[arg-type]
+    async def subscribe(self, kinds: list[p.EventKind]) -> None:
+        await self.call(p.Subscribe(id=0, kinds=kinds))
         self.kinds = list(kinds)
 
     async def next_event(self, timeout: float | None = None) -> p.Frame | None:
@@ -618,7 +626,7 @@ def _rebindable(req: p.Register | p.Attach) -> p.Register | p.Attach:
     return req
 
 
-def _retryable(req: p.Request, binding: p.Register | p.Attach | None) -> bool:
+def _retryable(req: p.Request[Any], binding: p.Register | p.Attach | None) -> bool:
     """Whether a ``not_registered`` answer to ``req`` is worth binding again for."""
     return binding is not None and not isinstance(req, (p.Register, p.Attach))
 

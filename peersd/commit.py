@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import apsw
 
@@ -21,6 +21,7 @@ from .store import Store
 log = logging.getLogger("peersd")
 
 Op = Callable[[], Any]
+T = TypeVar("T")
 Done = Callable[[Any], None]
 
 
@@ -57,7 +58,7 @@ class GroupCommit:
             self._idle.clear()
             self.loop.call_soon(self._flush)
 
-    async def run(self, op: Op) -> Any:
+    async def run(self, op: Callable[[], T]) -> T:
         """Submit and wait; raises the operation's ``PeersError``."""
         fut: asyncio.Future[Any] = self.loop.create_future()
 
@@ -69,7 +70,8 @@ class GroupCommit:
         result = await fut
         if isinstance(result, PeersError):
             raise result
-        return result
+        done_value: T = result
+        return done_value
 
     async def drained(self) -> None:
         await self._idle.wait()

@@ -210,9 +210,9 @@ def load(
         settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as e:
         field = _field_of(str(e))
-        where = sources.get(field, "settings") if field else "settings"
+        where = sources.get(field, "settings") if field is not None else "settings"
         hint = f" (env {ENV_PREFIX}{field.upper()})" if field and where == "environment" else ""
-        value = repr(merged.get(field))
+        value = repr(merged.get(field)) if field is not None else ""
         got = "" if field not in merged or field == "token" else f", not {value[:40]}"
         got += "…" if got and len(value) > 40 else ""
         raise ConfigError(f"invalid setting in {where}{hint}: {e}{got}") from None

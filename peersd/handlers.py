@@ -482,7 +482,7 @@ def audit(d: Daemon, conn: Connection, r: p.Audit) -> Op:
     return op
 
 
-HANDLERS: dict[type[p.Request], Handler] = {
+HANDLERS: dict[type[p.Request[Any]], Handler] = {
     p.Register: register,
     p.Attach: attach,
     p.Heartbeat: heartbeat,

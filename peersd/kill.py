@@ -190,7 +190,9 @@ def _actor(d: Daemon, conn: Connection) -> str:
     return f"{conn.client_kind} {where}"
 
 
-async def _terminate(d: Daemon, pid: int, start: float, force: bool, name: str) -> tuple[str, str]:
+async def _terminate(
+    d: Daemon, pid: int, start: float, force: bool, name: str
+) -> tuple[p.KillOutcome, str]:
     grace = d.settings.kill_grace
 
     async def gone_within(seconds: float) -> bool:

@@ -376,7 +376,7 @@ def run(settings: Settings) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency but optional at runtime
-        uvloop = None
+        uvloop = None  # type: ignore[assignment]
     try:
         if uvloop is not None:
             return uvloop.run(serve(settings))

@@ -12,7 +12,7 @@ rules a field's value obeys are its type, from ``rules``.
 from __future__ import annotations
 
 import struct
-from typing import Annotated, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 
 import msgspec
 from msgspec import Meta
@@ -53,6 +53,7 @@ Scope = Literal["machine", "directory", "repo", "all"]
 ReceiveMode = Literal["push", "hook", "poll"]
 DeliveryPath = Literal["channel", "hook", "wake", "wait", "check", "cli"]
 MessageState = Literal["queued", "leased", "delivered", "expired"]
+KillOutcome = Literal["terminated", "killed", "still_running", "already_gone"]
 EventKind = Literal["mail", "receipts", "peers", "traffic"]
 
 
@@ -144,13 +145,21 @@ class Hello(Frame, tag="hello"):
     """Required over TCP: the hub binds ``machine_id`` to the first secret it sees with it."""
 
 
-class Request(Frame):
-    """Base of every request; ``id`` is chosen by the client and echoed back."""
+A = TypeVar("A", bound="Frame")
+
+
+class Request(Frame, Generic[A]):
+    """Base of every request; ``id`` is chosen by the client and echoed back.
+
+    The parameter is the frame that answers it (besides ``Error``): ``Send`` is a
+    ``Request[Sent]``, so a client's ``call(Send(...))`` is typed ``Sent`` end to end and
+    checked against ``ANSWERS`` at run time.
+    """
 
     id: int
 
 
-class Register(Request, tag="register"):
+class Register(Request["PeerResult"], tag="register"):
     """Become (or become again) the peer for one agent session."""
 
     agent_pid: Pid
@@ -169,56 +178,56 @@ class Register(Request, tag="register"):
     receive: ReceiveMode = "poll"
 
 
-class Attach(Request, tag="attach"):
+class Attach(Request["PeerResult"], tag="attach"):
     """Act as an already-registered peer: by session id, else by the caller's ancestry."""
 
     session_id: SessionId | None = None
     pid: Pid | None = None
 
 
-class Heartbeat(Request, tag="heartbeat"):
+class Heartbeat(Request["Ok"], tag="heartbeat"):
     pass
 
 
-class Unregister(Request, tag="unregister"):
+class Unregister(Request["Ok"], tag="unregister"):
     pass
 
 
-class SetSummary(Request, tag="set_summary"):
+class SetSummary(Request["PeerResult"], tag="set_summary"):
     summary: Summary
 
 
-class SetName(Request, tag="set_name"):
+class SetName(Request["PeerResult"], tag="set_name"):
     name: PeerName
 
 
-class Whoami(Request, tag="whoami"):
+class Whoami(Request["PeerResult"], tag="whoami"):
     pass
 
 
-class ListPeers(Request, tag="list_peers"):
+class ListPeers(Request["PeerList"], tag="list_peers"):
     scope: Scope = "machine"
     include_gone: bool = False
     include_self: bool = False
 
 
-class Send(Request, tag="send"):
+class Send(Request["Sent"], tag="send"):
     to: PeerRef
     text: str
     """At most ``max_text`` UTF-8 bytes: a setting, so the handler checks it."""
     reply_to: MessageId | None = None
 
 
-class Broadcast(Request, tag="broadcast"):
+class Broadcast(Request["BroadcastSent"], tag="broadcast"):
     scope: Scope
     text: str
 
 
-class MessageStatus(Request, tag="message_status"):
+class MessageStatus(Request["Statuses"], tag="message_status"):
     message_ids: MessageIds
 
 
-class Claim(Request, tag="claim"):
+class Claim(Request["Claimed"], tag="claim"):
     """Lease up to ``limit`` of my queued messages for one delivery attempt."""
 
     limit: Limit = 50
@@ -227,20 +236,20 @@ class Claim(Request, tag="claim"):
     reply_to: MessageId | None = None
 
 
-class Ack(Request, tag="ack"):
+class Ack(Request["Acked"], tag="ack"):
     """The messages were put in front of the reader: mark exactly these delivered."""
 
     message_ids: Annotated[MessageIds, Meta(min_length=1)]
     via: DeliveryPath
 
 
-class Release(Request, tag="release"):
+class Release(Request["Released"], tag="release"):
     """Give leased messages back to the queue without delivering them."""
 
     message_ids: MessageIds
 
 
-class History(Request, tag="history"):
+class History(Request["HistoryPage"], tag="history"):
     peer: PeerRef | None = None
     limit: Limit = 50
     before: Seq | None = None
@@ -249,36 +258,36 @@ class History(Request, tag="history"):
     direction: Literal["any", "in", "out"] = "any"
 
 
-class Subscribe(Request, tag="subscribe"):
+class Subscribe(Request["Ok"], tag="subscribe"):
     kinds: list[EventKind]
 
 
-class Status(Request, tag="status"):
+class Status(Request["DaemonStatus"], tag="status"):
     pass
 
 
-class Shutdown(Request, tag="shutdown"):
+class Shutdown(Request["Ok"], tag="shutdown"):
     pass
 
 
-class Sweep(Request, tag="sweep"):
+class Sweep(Request["SweepResult"], tag="sweep"):
     """Run the liveness and expiry sweep now instead of waiting for its timer."""
 
 
-class Kill(Request, tag="kill"):
+class Kill(Request["KillResult"], tag="kill"):
     """Terminate a peer's agent process (only if pid, start time and uid still match)."""
 
     target: PeerRef
     force: bool = False
 
 
-class ForgetMachine(Request, tag="forget_machine"):
+class ForgetMachine(Request["Ok"], tag="forget_machine"):
     """Hub owner only (local socket): unbind a remote machine id from its secret."""
 
     machine_id: ProvenMachineId
 
 
-class Audit(Request, tag="audit"):
+class Audit(Request["AuditPage"], tag="audit"):
     """Recent audit records (kills, orphan cleanups), newest first."""
 
     limit: Limit = 50
@@ -286,7 +295,7 @@ class Audit(Request, tag="audit"):
     action: ShortText | None = None
 
 
-REQUEST_TYPES: tuple[type[Request], ...] = (
+REQUEST_TYPES: tuple[type[Request[Any]], ...] = (
     Register,
     Attach,
     Heartbeat,
@@ -446,7 +455,7 @@ class KillResult(Frame, tag="kill_result"):
     id: int
     peer_id: str
     name: str
-    outcome: Literal["terminated", "killed", "still_running", "already_gone"]
+    outcome: KillOutcome
     detail: str
 
 
@@ -494,6 +503,17 @@ Response = (
     | KillResult
     | AuditPage
 )
+
+
+def _answer(req: type[Request[Any]]) -> type[Frame]:
+    (ref,) = get_args(req.__orig_bases__[0])  # type: ignore[attr-defined]
+    found = globals()[getattr(ref, "__forward_arg__", ref)]
+    assert isinstance(found, type) and issubclass(found, Frame)
+    return found
+
+
+ANSWERS: dict[type[Request[Any]], type[Frame]] = {req: _answer(req) for req in REQUEST_TYPES}
+"""Each request type -> the frame that answers it (its type parameter), for the checks."""
 
 # --------------------------------------------------------------------------- events
 
@@ -592,7 +612,7 @@ def encode(frame: Frame) -> bytes:
 
 def frame_length(header: bytes, limit: int) -> int:
     """Length announced by a 4-byte header, refused before any body is read if too big."""
-    (size,) = HEADER.unpack(header)
+    size: int = HEADER.unpack(header)[0]
     if size > limit:
         raise FrameTooLarge(size, limit)
     return size

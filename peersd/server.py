@@ -262,7 +262,7 @@ class Daemon:
 
     # ------------------------------------------------------------ dispatch
 
-    def dispatch(self, conn: Connection, req: p.Request) -> None:
+    def dispatch(self, conn: Connection, req: p.Request[Any]) -> None:
         handler = HANDLERS.get(type(req))
         if handler is None:  # pragma: no cover - the decoder only yields known types
             conn.send(p.Error(id=req.id, code=Code.BAD_REQUEST, message="unknown request"))

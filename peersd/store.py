@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import apsw
 import msgspec
@@ -130,10 +131,11 @@ class Registration:
     renamed_from: str | None
 
 
-def _peer(row: tuple) -> Peer:
+def _peer(row: tuple[Any, ...]) -> Peer:
     # The session id stays in the database (lookups use it) and out of every answer: it
     # is enough to act as that session, so no other peer should ever see it.
-    peer = Peer(*row[:19], connected=False, gone_reason=row[20])
+    peer = Peer(*row[:19])
+    peer.gone_reason = row[20]
     peer.session_id = None
     return peer
 
@@ -253,10 +255,10 @@ class Store:
         with self.conn:
             yield
 
-    def _one(self, sql: str, args: tuple = ()) -> tuple | None:
+    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
         return self.conn.execute(sql, args).fetchone()
 
-    def _val(self, sql: str, args: tuple = ()) -> object:
+    def _val(self, sql: str, args: tuple[Any, ...] = ()) -> object:
         row = self.conn.execute(sql, args).fetchone()
         return None if row is None else row[0]
 
@@ -337,7 +339,7 @@ class Store:
             raise PeersError(Code.NOT_REGISTERED, f"peer {peer_id} is no longer known")
         return peer
 
-    def _first(self, sql: str, args: tuple) -> Peer | None:
+    def _first(self, sql: str, args: tuple[Any, ...]) -> Peer | None:
         found = self._val(sql, args)
         return self.peer(str(found)) if found is not None else None
 
@@ -672,7 +674,7 @@ class Store:
             return None
         return int(m.group(2))
 
-    def _message(self, row: tuple) -> Message:
+    def _message(self, row: tuple[Any, ...]) -> Message:
         return Message(f"m-{self.tag}-{row[0]}", *row[1:])
 
     def send(
@@ -789,7 +791,7 @@ class Store:
         if seqs:
             marks = ",".join("?" * len(seqs))
             own = dict(
-                self.conn.execute(  # type: ignore[arg-type]
+                self.conn.execute(
                     f"SELECT seq, state FROM messages WHERE recipient = ? AND seq IN ({marks})",
                     [peer_id, *seqs],
                 )
@@ -887,7 +889,7 @@ class Store:
         rows = list(self.conn.execute(sql, args))
         more = len(rows) > limit
         del rows[limit:]
-        kept: list[tuple] = []
+        kept: list[tuple[Any, ...]] = []
         spent = 0
         for row in rows:
             cost = len(row[5].encode("utf-8", "surrogatepass")) + MESSAGE_OVERHEAD  # text
@@ -1022,7 +1024,7 @@ class Store:
 
     def audit_page(
         self, limit: int, before: int | None = None, action: str | None = None
-    ) -> tuple[list[tuple], int | None]:
+    ) -> tuple[list[tuple[Any, ...]], int | None]:
         """Audit rows newest first: (seq, at, actor, action, target, target name, detail)."""
         sql = "SELECT seq, at, actor, action, target, detail FROM audit"
         where: list[str] = []
@@ -1047,8 +1049,8 @@ class Store:
         return rows, next_before
 
     def counts(self) -> tuple[int, int, dict[str, int]]:
-        active = int(self._val("SELECT count(*) FROM peers WHERE state = 'active'"))  # type: ignore[arg-type]
-        gone = int(self._val("SELECT count(*) FROM peers WHERE state = 'gone'"))  # type: ignore[arg-type]
+        active = sum(1 for x in self._peers.values() if x.state == "active")
+        gone = len(self._peers) - active
         by_state = {"queued": 0, "leased": 0, "delivered": 0, "expired": 0}
         for state, n in self.conn.execute("SELECT state, count(*) FROM messages GROUP BY state"):
             by_state[state] = n

@@ -216,7 +216,7 @@ def _map(data: bytes, pos: int, n: int) -> tuple[dict[object, object], int]:
     for _ in range(n):
         key, pos = _unpack(data, pos)
         value, pos = _unpack(data, pos)
-        result[key] = value  # type: ignore[index]
+        result[key] = value
     return result, pos
 
 
@@ -364,7 +364,7 @@ def _error(frame_: dict[str, object]) -> WireError:
     return Closed(message, code) if code == Code.SHUTTING_DOWN else WireError(message, code)
 
 
-def _connect_hub(url: str, timeout: float, cafile: str | None) -> object:
+def _connect_hub(url: str, timeout: float, cafile: str | None) -> "Any":
     """TCP (and TLS, which costs an ``ssl`` import) to a hub; only in hub mode."""
     import socket  # hub mode only: the local path keeps to _socket
 
@@ -513,7 +513,7 @@ class Wire:
                     if not isinstance(result, dict):
                         self.close()
                         raise WireError("frame from peersd is not a map", Code.BAD_FRAME)
-                    return result  # type: ignore[return-value]
+                    return result
             if self.sock is None:
                 raise Closed("not connected to peersd")
             if timeout != -1.0:

@@ -122,6 +122,14 @@ def test_the_request_table_lists_every_request() -> None:
     assert listed == {tag(cls) for cls in p.REQUEST_TYPES}
 
 
+def test_the_request_table_names_each_answer_as_the_code_types_it() -> None:
+    documented = {
+        cells[0].strip("`"): cells[-1].strip("`")
+        for cells in table_rows(REQUESTS.split("\n### ", 1)[0])
+    }
+    assert documented == {tag(req): tag(answer) for req, answer in p.ANSWERS.items()}
+
+
 @pytest.mark.parametrize("cls", p.REQUEST_TYPES, ids=tag)
 def test_each_request_documents_exactly_its_fields(cls: type) -> None:
     body = first_table(section(PROTOCOL, f"### `{tag(cls)}`"))

@@ -17,7 +17,7 @@ from typing import Any
 
 import tomlkit
 import tomlkit.exceptions
-from tomlkit.items import InlineTable, Table
+from tomlkit.items import InlineTable, Item, Table
 
 from peersd.config import Settings
 
@@ -154,15 +154,15 @@ def install_codex(
 
     flag, key = features_hooks_state(doc)
     if key is None:
-        value = tomlkit.item(True)
-        value.comment(MARK)
+        flag_item = tomlkit.item(True)
+        flag_item.comment(MARK)
         features = doc.get("features")
         if features is None:
             features = tomlkit.table()
-            features.add("hooks", value)
+            features.add("hooks", flag_item)
             doc.add("features", features)
         elif isinstance(features, Table | InlineTable):
-            features.add("hooks", value)
+            features.add("hooks", flag_item)
         else:
             raise InstallError(f"{path}: features is not a table; fix it by hand first")
         changes.append(Change("add", "[features] hooks = true", where))
@@ -239,7 +239,8 @@ def uninstall_codex(
     removed_flag = False
     if isinstance(features, Table | InlineTable) and "hooks" in features:
         item = features.item("hooks")
-        if MARK in (item.trivia.comment or ""):
+        comment = item.trivia.comment if isinstance(item, Item) else ""
+        if MARK in (comment or ""):
             del features["hooks"]
             removed_flag = True
             changes.append(Change("remove", "[features] hooks = true", where))

@@ -334,7 +334,7 @@ def _check_server(
                 f"peers install {client} (pins the socket in the server's env)",
             )
     mine = find_script_or_none(MCP_SCRIPT)
-    if mine and os.path.abspath(command) != mine:
+    if mine and command and os.path.abspath(command) != mine:
         return Check(
             check,
             "warn",

@@ -107,6 +107,7 @@ class RingClient:
         answer = self.ring.run(ask())
         if isinstance(answer, p.Error):
             raise PeersError(answer.code, answer.message, answer.candidates)
+        assert isinstance(answer, p.ANSWERS[kind]), f"{kind.__name__} answered {answer}"
         return answer
 
     def pipeline(self, *reqs: p.Request) -> dict[int, p.Frame]:
