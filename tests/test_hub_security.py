@@ -26,7 +26,7 @@ from peersd.client import session_registration
 from peersd.errors import Code, PeersError
 
 from .conftest import PYTHON, register
-from .test_abuse import fd_baseline, fd_count, wait_for
+from .test_abuse import fd_baseline, fd_count, read_until_closed, wait_for
 from .test_hub import TOKEN, _self_signed, free_port, hub, register_remote, remote_client
 
 LINUX = pytest.mark.skipif(
@@ -78,15 +78,7 @@ class Raw:
                 return frame
 
     def closed(self, timeout: float = 5) -> bool:
-        self.sock.settimeout(timeout)
-        try:
-            while self.sock.recv(1 << 16):
-                pass
-        except ConnectionResetError:
-            return True
-        except TimeoutError:
-            return False
-        return True
+        return read_until_closed(self.sock, timeout)
 
     def close(self) -> None:
         self.sock.close()
@@ -339,6 +331,17 @@ def _sources(n: int) -> list[str]:
     return [f"127.0.0.{2 + i // 4}" for i in range(n)]  # 4 connections per address
 
 
+def _idle_connections(port: int, n: int) -> list[socket.socket]:
+    """``n`` TCP connections to the hub that never say hello, 4 per source address."""
+    idle = []
+    for source in _sources(n):
+        s = socket.socket()
+        s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
+        idle.append(s)
+    return idle
+
+
 @LINUX
 def test_idle_tcp_connections_cannot_starve_local_clients(make_daemon, agents):
     """Connections that never say hello used to fill max_connections, which TCP shared
@@ -347,11 +350,7 @@ def test_idle_tcp_connections_cannot_starve_local_clients(make_daemon, agents):
     base = fd_baseline(d.proc.pid)
     idle: list[socket.socket] = []
     try:
-        for source in _sources(40):
-            s = socket.socket()
-            s.bind((source, 0))
-            s.connect(("127.0.0.1", port))
-            idle.append(s)
+        idle += _idle_connections(port, 40)
         time.sleep(0.3)
         # every local client still gets in, at once
         started = time.monotonic()
@@ -402,11 +401,7 @@ def test_tls_handshakes_count_and_time_out(make_daemon, tmp_path):
     base = fd_baseline(d.proc.pid)
     idle: list[socket.socket] = []
     try:
-        for source in _sources(40):
-            s = socket.socket()
-            s.bind((source, 0))
-            s.connect(("127.0.0.1", port))
-            idle.append(s)
+        idle += _idle_connections(port, 40)
         time.sleep(0.3)
         assert fd_count(d.proc.pid) <= base + 8 + 1
         with d.client() as c:

@@ -214,7 +214,7 @@ def test_clients_bind_again_when_their_peer_was_marked_gone(daemon, agents):
                 ev = await ac.next_event(5)
                 assert ev is not None, "no mail event after binding again"
                 if isinstance(ev, p.MailEvent):
-                    assert ev.message.id == mid
+                    assert ev.message_id == mid
                     break
 
     asyncio.run(scenario())
