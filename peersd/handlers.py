@@ -174,14 +174,8 @@ def _stand_in(machine_id: str) -> str:
 
 def _peer_of_process(d: Daemon, pid: int) -> p.Peer | None:
     """The active peer whose agent is ``pid`` or one of its ancestors."""
-    agents = d.store.active_agents(d.machine_id)
-    for candidate in (pid, *identity.ancestors(pid)):
-        entry = agents.get(candidate)
-        if entry is not None:
-            start = identity.process_start(candidate)
-            if start is not None and identity.same_start(start, entry[1]):
-                return d.store.peer(entry[0])
-    return None
+    found = identity.registered_ancestor(pid, d.store.active_agents(d.machine_id))
+    return d.store.peer(found[1]) if found is not None else None
 
 
 def heartbeat(d: Daemon, conn: Connection, r: p.Heartbeat) -> Op:

@@ -126,6 +126,20 @@ def ancestors(pid: int, limit: int = 64) -> Iterator[int]:
         current = ppid
 
 
+def registered_ancestor(
+    pid: int, agents: dict[int, tuple[str, float]]
+) -> tuple[int, str] | None:
+    """(agent pid, peer id) of the entry in ``agents`` (pid -> (peer id, start time)) that
+    ``pid`` is or descends from, where the process still has that start time."""
+    for candidate in (pid, *ancestors(pid)):
+        entry = agents.get(candidate)
+        if entry is not None:
+            start = process_start(candidate)
+            if start is not None and same_start(start, entry[1]):
+                return candidate, entry[0]
+    return None
+
+
 def same_start(a: float, b: float) -> bool:
     """Start times from /proc have clock-tick resolution; allow for rounding."""
     return abs(a - b) < 0.05

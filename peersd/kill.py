@@ -149,7 +149,7 @@ async def _refuse_agents(d: Daemon, conn: Connection) -> None:
         for pid, (peer_id, start) in d.store.active_agents(d.machine_id).items()
         if (peer := d.store.peer(peer_id)) is not None and peer.client != "cli"
     }
-    found = await asyncio.to_thread(_agent_ancestor, conn.pid, agents)
+    found = await asyncio.to_thread(identity.registered_ancestor, conn.pid, agents)
     if found is None:
         return
     agent_pid, peer_id = found
@@ -161,17 +161,6 @@ async def _refuse_agents(d: Daemon, conn: Connection) -> None:
         f"from its agent, pid {agent_pid}), and killing peers is disabled for agent "
         f"sessions; {ENABLE_HINT}",
     )
-
-
-def _agent_ancestor(pid: int, agents: dict[int, tuple[str, float]]) -> tuple[int, str] | None:
-    """(agent pid, peer id) of the registered agent that ``pid`` is or descends from."""
-    for candidate in (pid, *identity.ancestors(pid)):
-        entry = agents.get(candidate)
-        if entry is not None:
-            start = identity.process_start(candidate)
-            if start is not None and identity.same_start(start, entry[1]):
-                return candidate, entry[0]
-    return None
 
 
 def _inspect(pid: int, start: float) -> tuple[bool, int | None]:
