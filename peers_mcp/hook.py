@@ -14,8 +14,13 @@ Output per ``hook_event_name``:
   ``{"hookSpecificOutput": {"hookEventName": E, "additionalContext": text}}``
 - Stop: ``{"decision": "block", "reason": text}`` so the session answers before it
   idles; with ``stop_hook_active`` true nothing is claimed or printed (loop guard).
-- anything else (PreToolUse, SessionEnd, …), and any event from inside a subagent
-  (``agent_id`` present): nothing, and nothing is claimed.
+- PreToolUse of an edit tool: a warning or a denial when another session holds the
+  file (``filehook``, ``docs/coordination.md``); mail is not claimed.
+- anything else (SessionEnd, …), and any event from inside a subagent (``agent_id``
+  present): nothing, and nothing is claimed.
+
+Before the mail, ``filehook`` records the files an edit tool touched (PostToolUse) and
+the session's status (UserPromptSubmit: working; Stop: idle).
 
 No mail means no output. The daemon is never started from here; when it is down,
 the session unknown, the input malformed or anything else fails, the hook exits 0
@@ -73,6 +78,7 @@ except ImportError:  # pragma: no cover - not CPython
     _json = None  # type: ignore[assignment]
 
 CONTEXT_EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse")
+FILE_EVENTS = ("PreToolUse", "PostToolUse", "UserPromptSubmit", "Stop")
 CLAIM_LIMIT = 50
 REQUEST_TIMEOUT = 3.0
 """Seconds to wait for the daemon before giving up (the mail then waits)."""
@@ -372,6 +378,12 @@ def run_hook(opts: Options, log: Log) -> int:
     event = data.get("hook_event_name")
     session_id = data.get("session_id")
     log.context = f"{event} session {session_id}"
+    if event in FILE_EVENTS:  # who is touching what: peers_mcp/filehook.py
+        from . import filehook
+
+        code = filehook.handle(opts, log, data)
+        if code is not None:
+            return code
     if event not in CONTEXT_EVENTS and event != "Stop":
         return 0
     if event == "Stop" and data.get("stop_hook_active"):

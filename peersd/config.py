@@ -12,7 +12,7 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -73,6 +73,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tls_key: str = ""
     tls_ca: str = ""
     heartbeat_interval: float = 15.0
+    activity_ttl: float = 1800.0
+    """Daemon: seconds a file counts as active for a peer after its last edit."""
+    claims: Literal["deny", "warn"] = "deny"
+    """Daemon: what another peer's exclusive claim does to an edit or commit."""
 
     @property
     def socket_path(self) -> Path:
@@ -256,6 +260,7 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
         "kill_grace",
         "heartbeat_interval",
         "orphan_interval",
+        "activity_ttl",
     ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, not {getattr(s, name)}")

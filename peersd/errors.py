@@ -26,6 +26,7 @@ class Code:
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
     QUEUE_FULL = "queue_full"
+    CLAIM_CONFLICT = "claim_conflict"
     STORAGE = "storage_error"
     SHUTTING_DOWN = "shutting_down"
     TOO_MANY_CONNECTIONS = "too_many_connections"

@@ -222,6 +222,7 @@ def list_peers(d: Daemon, conn: Connection, r: p.ListPeers) -> Op:
     def op() -> Outcome:
         caller = d.store.peer(conn.peer_id) if conn.peer_id else None
         peers = d.store.list_peers(caller, r.scope, r.include_gone, r.include_self, d.machine_id)
+        peers = coordination.decorate(d, peers)  # status, note, active files
         return Outcome(p.PeerList(id=r.id, peers=peers))
 
     return op
@@ -478,3 +479,9 @@ HANDLERS: dict[type[p.Request], Handler] = {
     p.Kill: kill.handle,
     p.Audit: audit,
 }
+
+# Working on the same repository (peersd/coordination.py): its requests join the table.
+from . import coordination  # noqa: E402
+
+HANDLERS.update(coordination.HANDLERS)
+SINGLE_STATEMENT = SINGLE_STATEMENT | coordination.SINGLE_STATEMENT

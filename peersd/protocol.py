@@ -11,9 +11,10 @@ arrive on the same stream. ``docs/protocol.md`` is the prose version of this fil
 from __future__ import annotations
 
 import struct
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
 from .errors import PeersError
 
@@ -29,6 +30,7 @@ ReceiveMode = Literal["push", "hook", "poll"]
 DeliveryPath = Literal["channel", "hook", "wake", "wait", "check", "cli"]
 MessageState = Literal["queued", "leased", "delivered", "expired"]
 EventKind = Literal["mail", "receipts", "peers", "traffic"]
+PeerStatus = Literal["working", "idle", "waiting"]
 
 
 class Frame(msgspec.Struct, tag_field="t", forbid_unknown_fields=False, omit_defaults=True):
@@ -62,6 +64,14 @@ class Peer(msgspec.Struct, omit_defaults=True):
     pending: int = 0
     connected: bool = False
     gone_reason: str | None = None
+    # Working on the same repository (docs/coordination.md): filled in by list_peers.
+    status: PeerStatus | None = None
+    """working (between a prompt and its Stop), idle, or waiting (idle, a wake armed)."""
+    note: str = ""
+    files: int = 0
+    """Files this peer edited within ``activity_ttl``."""
+    recent_files: list[str] = []
+    """The most recent few of them, newest first, relative to their repository."""
 
 
 class Message(msgspec.Struct, omit_defaults=True):
@@ -250,6 +260,72 @@ class Audit(Request, tag="audit"):
     action: str | None = None
 
 
+# --------------------------------------------------------------------------- who is touching what
+# Requests of docs/coordination.md: file activity, claims, conflict checks, peer status.
+
+MAX_FILES = 1000
+"""Paths or patterns in one request; a client with more sends them in several."""
+
+FilePath = Annotated[str, Meta(min_length=1, max_length=4096)]
+"""An absolute, resolved path (or claim pattern) as text (``peersd.paths``)."""
+PatternList = Annotated[list[FilePath], Meta(max_length=MAX_FILES)]
+ClaimTTL = Annotated[float, Meta(gt=0, le=24 * 3600)]
+Reason = Annotated[str, Meta(max_length=500)]
+Note = Annotated[str, Meta(max_length=200)]
+
+
+class FileRef(msgspec.Struct, omit_defaults=True):
+    """A file (or claim pattern) and the repository it lies in, as the client resolved them."""
+
+    path: FilePath
+    repo: FilePath | None = None
+
+
+FileList = Annotated[list[FileRef], Meta(max_length=MAX_FILES)]
+
+
+class TouchFiles(Request, tag="touch_files"):
+    """I edited these files (a PostToolUse hook): they are active for me until
+    ``activity_ttl`` after now."""
+
+    files: FileList
+
+
+class CheckEdit(Request, tag="check_edit"):
+    """I am about to edit these files (PreToolUse, or a commit): who else holds them?"""
+
+    files: FileList
+    record: bool = True
+    """Also count them as edited by me, unless the answer is deny."""
+    notify: bool = True
+    """Tell each holder (mail, at most once per file and pair every 10 minutes)."""
+
+
+class ClaimFiles(Request, tag="claim_files"):
+    patterns: Annotated[list[FileRef], Meta(min_length=1, max_length=MAX_FILES)]
+    exclusive: bool = False
+    ttl_seconds: ClaimTTL = 3600.0
+    reason: Reason = ""
+
+
+class ReleaseFiles(Request, tag="release_files"):
+    patterns: PatternList = []
+    all: bool = False
+
+
+class FileStatus(Request, tag="file_status"):
+    paths: Annotated[list[FilePath], Meta(min_length=1, max_length=MAX_FILES)]
+
+
+class ListFiles(Request, tag="list_files"):
+    repo: FilePath | None = None
+
+
+class SetStatus(Request, tag="set_status"):
+    state: PeerStatus | None = None
+    note: Note | None = None
+
+
 REQUEST_TYPES: tuple[type[Request], ...] = (
     Register,
     Attach,
@@ -272,6 +348,13 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     Sweep,
     Kill,
     Audit,
+    TouchFiles,
+    CheckEdit,
+    ClaimFiles,
+    ReleaseFiles,
+    FileStatus,
+    ListFiles,
+    SetStatus,
 )
 
 ClientFrame = (
@@ -297,6 +380,13 @@ ClientFrame = (
     | Sweep
     | Kill
     | Audit
+    | TouchFiles
+    | CheckEdit
+    | ClaimFiles
+    | ReleaseFiles
+    | FileStatus
+    | ListFiles
+    | SetStatus
 )
 
 # --------------------------------------------------------------------------- daemon -> client
@@ -436,6 +526,64 @@ class SweepResult(Frame, tag="sweep_result"):
     duration_ms: float
 
 
+class FileHolder(msgspec.Struct, omit_defaults=True):
+    """Another peer's hold on a file: its recent edits (``active``) or a ``claim``."""
+
+    peer_id: str
+    name: str
+    kind: Literal["active", "claim"]
+    path: str
+    """The file (active) or the claim's pattern, absolute."""
+    since: float
+    """First edit of this stretch of activity, or when the claim was made."""
+    until: float
+    """When the activity fades (last edit + ``activity_ttl``), or the claim expires."""
+    repo: str | None = None
+    target: str | None = None
+    """The path asked about that this hold concerns (answers to a check or a status)."""
+    last: float | None = None
+    """Last edit (active)."""
+    exclusive: bool = False
+    reason: str = ""
+    client: str = ""
+    status: PeerStatus | None = None
+
+
+class EditCheck(Frame, tag="edit_check"):
+    id: int
+    decision: Literal["allow", "warn", "deny"]
+    holders: list[FileHolder] = []
+
+
+class FilesClaimed(Frame, tag="files_claimed"):
+    id: int
+    claims: list[FileHolder]
+    """The caller's claims as stored now (one per pattern asked for)."""
+    holders: list[FileHolder] = []
+    """Other peers active on files the new claims cover (the claims stand)."""
+
+
+class FilesReleased(Frame, tag="files_released"):
+    id: int
+    released: list[str]
+    not_held: list[str] = []
+
+
+class FileStatusItem(msgspec.Struct, omit_defaults=True):
+    path: str
+    holders: list[FileHolder] = []
+
+
+class FileStatuses(Frame, tag="file_statuses"):
+    id: int
+    items: list[FileStatusItem]
+
+
+class FileListing(Frame, tag="file_list"):
+    id: int
+    holders: list[FileHolder]
+
+
 Response = (
     Welcome
     | Error
@@ -453,6 +601,11 @@ Response = (
     | SweepResult
     | KillResult
     | AuditPage
+    | EditCheck
+    | FilesClaimed
+    | FilesReleased
+    | FileStatuses
+    | FileListing
 )
 
 # --------------------------------------------------------------------------- events

@@ -31,8 +31,10 @@ LAYERS: dict[str, set[str]] = {
         "peersd.agents",
         "peersd.endpoint",
         "peersd.orphans",
+        "peersd.paths",
+        "peersd.globs",
     },
-    "store": {"peersd.store", "peersd.commit"},
+    "store": {"peersd.store", "peersd.commit", "peersd.files"},
     "daemon": {
         "peersd.server",
         "peersd.connection",
@@ -42,6 +44,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.ratelimit",
         "peersd.lifecycle",
         "peersd.__main__",
+        "peersd.coordination",
     },
     "client": {"peersd.client", "peersd.autostart", "peersd.wire"},
 }
