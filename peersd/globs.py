@@ -73,17 +73,7 @@ def claim_pattern(raw: str, cwd: str) -> ClaimPattern:
                 "folders you work on (a claim on everything stops every other session)"
             )
     else:
-        expanded = os.path.expanduser(raw) if raw.startswith("~") else raw
-        if not os.path.isabs(expanded):
-            expanded = os.path.join(cwd or os.sep, expanded)
-        parts = expanded.split("/")
-        first = next(i for i, part in enumerate(parts) if is_glob(part))
-        rest = [part for part in parts[first:] if part not in ("", ".")]
-        if ".." in rest:
-            raise PathError(f"{text(raw)!r}: '..' after a wildcard is ambiguous; leave it out")
-        if sum(part == "**" for part in rest) > MAX_DOUBLE_STARS:
-            raise PathError(f"{text(raw)!r}: at most {MAX_DOUBLE_STARS} '**' segments")
-        prefix = absolute("/".join(parts[:first]) or "/", cwd)
+        prefix, rest = _split_glob(raw, cwd)
         pattern = prefix.rstrip("/") + "/" + "/".join(rest)
         repo = repo_of(prefix)
         exists = _matches_something(pattern)
@@ -98,6 +88,33 @@ def claim_pattern(raw: str, cwd: str) -> ClaimPattern:
             "claims are for files of a repository"
         )
     return ClaimPattern(text(pattern), text(repo), is_glob(pattern), exists)
+
+
+def target(raw: str, cwd: str) -> str:
+    """A path or glob to ask about (``file_status``): like ``claim_pattern``, but any
+    path will do, in a repository or not. A directory stands for everything under it."""
+    if not raw or not raw.strip() or "\x00" in raw:
+        raise PathError(f"not a path: {text(raw)!r}")
+    if not is_glob(raw):
+        path = absolute(raw, cwd)
+        return text(path.rstrip("/") + "/**" if os.path.isdir(path) and path != "/" else path)
+    prefix, rest = _split_glob(raw, cwd)
+    return text(prefix.rstrip("/") + "/" + "/".join(rest))
+
+
+def _split_glob(raw: str, cwd: str) -> tuple[str, list[str]]:
+    """(resolved directory before the first wildcard, the segments from it on)."""
+    expanded = os.path.expanduser(raw) if raw.startswith("~") else raw
+    if not os.path.isabs(expanded):
+        expanded = os.path.join(cwd or os.sep, expanded)
+    parts = expanded.split("/")
+    first = next(i for i, part in enumerate(parts) if is_glob(part))
+    rest = [part for part in parts[first:] if part not in ("", ".")]
+    if ".." in rest:
+        raise PathError(f"{text(raw)!r}: '..' after a wildcard is ambiguous; leave it out")
+    if sum(part == "**" for part in rest) > MAX_DOUBLE_STARS:
+        raise PathError(f"{text(raw)!r}: at most {MAX_DOUBLE_STARS} '**' segments")
+    return absolute("/".join(parts[:first]) or "/", cwd), rest
 
 
 def _matches_something(pattern: str) -> bool:
