@@ -306,6 +306,10 @@ async def test_tool_errors_say_what_was_wrong(daemon, agent_bin):
             "set_name",
             "whoami",
             "kill_peer",
+            "claim_files",
+            "release_files",
+            "file_status",
+            "set_status",
         ]
         send = next(t for t in tools if t.name == "send_message")
         assert "reply" in send.description and send.input_schema["required"] == ["to", "message"]
