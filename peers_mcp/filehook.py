@@ -1,51 +1,74 @@
 """``peers-hook``'s part in who is touching what (``docs/coordination.md``).
 
-Called from ``hook.run_hook`` for every event before the mail is looked at:
+``hook.run_hook`` calls in at two points:
 
-- ``PreToolUse`` of an edit tool (``edits.edited_paths``): ask the daemon about the
-  files (``check_edit``, which also counts them as this session's unless denied and
-  tells the holders). Another live peer active on one, or holding a shared claim: the
-  model is told in ``additionalContext`` and the edit goes on. An exclusive claim:
-  ``permissionDecision: "deny"`` with the same text as the reason (Claude Code and
-  Codex read the same output). Nothing else is printed for PreToolUse.
-- ``PostToolUse`` of an edit tool, also from a subagent: record the files
-  (``touch_files``).
-- ``UserPromptSubmit``: status ``working``; ``Stop``: ``idle``.
+- ``alone``, before anything else, for the events that need no mail:
+  ``PreToolUse`` of an edit tool (``edits.edited_paths``) asks the daemon about the files
+  in one round trip (``check_edit`` with ``attach``: it finds the session itself, counts
+  the files as the session's unless denied, and tells the holders). Another live peer
+  active on one, or holding a shared claim: the model is told in ``additionalContext``
+  and the edit goes on. An exclusive claim: ``permissionDecision: "deny"`` with the same
+  text as the reason (Claude Code and Codex read the same output). A subagent's
+  ``PostToolUse`` of an edit tool (the mail path ignores subagents) records the files.
+- ``after_attach``, on the mail path's connection once it has found the session:
+  ``PostToolUse`` of an edit tool records the files (``touch_files``);
+  ``UserPromptSubmit`` sets the status ``working``, ``Stop`` ``idle``.
 
-Each step is its own short connection, and fails open: the daemon down, the session
-unknown or any error leaves one line in the hook log and the session untouched.
-The edit path imports ``peersd.paths`` and this module; ``conflicts`` (the text) only
-when there is something to say.
+Everything fails open: the daemon down, the session unknown or any error leaves one line
+in the hook log and the session untouched. ``conflicts`` (the text) is imported only when
+there is something to say.
 """
 
 import os
 import sys
 
-from peersd import paths, wire
+from peersd import wire
 
 from . import edits
-from .hook import _describe, attach, json_string, write_all
+from .hook import REQUEST_TIMEOUT, _describe, attach, json_string, write_all
 
 STATUS_OF = {"UserPromptSubmit": "working", "Stop": "idle"}
 CHUNK = 500
 """Files per request (the daemon takes at most 1000)."""
 
 
-def handle(opts: "object", log: "object", data: dict) -> "int | None":
-    """Do this event's part; an exit code when the hook is done, None to go on to the mail."""
+def alone(opts: "object", log: "object", data: dict) -> int:
+    """PreToolUse, and a subagent's PostToolUse: the hook's whole work; its exit code."""
+    raws = edits.edited_paths(data)
+    if not raws:
+        return 0
+    from peersd import paths
+
+    refs = paths.file_refs(raws, _cwd(data))
+    if data.get("hook_event_name") == "PreToolUse":
+        return before_edit(opts, log, data, refs)
+    try:
+        conn, _ = attach(opts, log, data.get("session_id"))
+    except Exception as e:
+        log(_describe(e))
+        return 0
+    with conn:
+        try:
+            _touch(conn, refs)
+        except Exception as e:
+            log(_describe(e))
+    return 0
+
+
+def after_attach(conn: wire.Wire, log: "object", data: dict) -> None:
+    """On the mail path's connection: record an edit, or the session's status."""
     event = data.get("hook_event_name")
-    if event == "PreToolUse":
-        return before_edit(opts, log, data)
-    if event == "PostToolUse":
-        raws = edits.edited_paths(data)
-        if raws:
-            _with_peer(opts, log, data, lambda conn, peer: _touch(conn, raws, data))
-    elif event in STATUS_OF and not data.get("agent_id"):
-        state = STATUS_OF[str(event)]
-        _with_peer(
-            opts, log, data, lambda conn, peer: conn.call({"t": "set_status", "state": state})
-        )
-    return None
+    try:
+        if event == "PostToolUse":
+            raws = edits.edited_paths(data)
+            if raws:
+                from peersd import paths
+
+                _touch(conn, paths.file_refs(raws, _cwd(data)))
+        elif event in STATUS_OF:
+            conn.call({"t": "set_status", "state": STATUS_OF[str(event)]})
+    except Exception as e:
+        log(_describe(e))
 
 
 def _cwd(data: dict) -> str:
@@ -53,39 +76,19 @@ def _cwd(data: dict) -> str:
     return cwd if isinstance(cwd, str) and cwd else os.getcwd()
 
 
-def _with_peer(opts, log, data, step) -> None:  # type: ignore[no-untyped-def]
-    """Run ``step`` as this session's peer. Not reaching it is not logged here: these
-    events go on to the mail, which attaches the same way and logs the failure once."""
-    try:
-        conn, peer = attach(opts, log, data.get("session_id"))
-    except Exception:
-        return
-    with conn:
-        try:
-            step(conn, peer)
-        except Exception as e:
-            log(_describe(e))
-
-
-def _touch(conn: wire.Wire, raws: "list[str]", data: dict) -> None:
-    refs = paths.file_refs(raws, _cwd(data))
+def _touch(conn: wire.Wire, refs: "list[dict]") -> None:
     for start in range(0, len(refs), CHUNK):
         conn.call({"t": "touch_files", "files": refs[start : start + CHUNK]})
 
 
-def before_edit(opts: "object", log: "object", data: dict) -> int:
-    raws = edits.edited_paths(data)
-    if not raws:
-        return 0
-    refs = paths.file_refs(raws, _cwd(data))
-    if not refs:
-        return 0
-    decision, holders, client = check(opts, log, data, refs)
+def before_edit(opts: "object", log: "object", data: dict, refs: "list[dict]") -> int:
+    decision, holders = check(opts, log, data, refs)
     if decision == "allow":
         return 0
     try:
         from . import conflicts
 
+        client = "codex" if "turn_id" in data else "claude-code"  # their hook inputs differ
         text = conflicts.edit_text(holders, decision, opts.server_name, client)  # type: ignore[attr-defined]
         write_all(sys.stdout, pre_tool_use_output(decision, text))
     except Exception as e:
@@ -93,55 +96,40 @@ def before_edit(opts: "object", log: "object", data: dict) -> int:
     return 0
 
 
-def check(
-    opts: "object", log: "object", data: dict, refs: "list[dict]"
-) -> "tuple[str, list, str | None]":
-    """(decision, holders, the session's client) for an edit of ``refs``; allow on failure."""
-    registered = True
-    try:
-        conn, peer = attach(opts, log, data.get("session_id"))
-    except wire.WireError as e:
-        if e.code != "unknown_peer":
-            log(_describe(e))
-            return "allow", [], None
-        # The session's MCP server has not registered (yet): check as nobody in particular.
-        registered = False
-        try:
-            conn = _connect(opts)
-        except Exception as e2:
-            log(_describe(e2))
-            return "allow", [], None
-        peer = {"client": "codex" if "turn_id" in data else "claude-code"}
-    except Exception as e:
-        log(_describe(e))
-        return "allow", [], None
+def check(opts: "object", log: "object", data: dict, refs: "list[dict]") -> "tuple[str, list]":
+    """(decision, holders) for an edit of ``refs`` by this session; allow on any failure.
+
+    The daemon finds the session itself (``attach``); one it does not know (its MCP
+    server has not registered yet) is checked as nobody: still warned and stopped.
+    """
     decision, holders = "allow", []
-    with conn:
-        try:
+    try:
+        with _connect(opts, log) as conn:
+            session = data.get("session_id")
             for start in range(0, len(refs), CHUNK):
                 req: dict = {"t": "check_edit", "files": refs[start : start + CHUNK]}
-                if not registered:
-                    req["record"] = req["notify"] = False
+                req["attach"] = True
+                if isinstance(session, str) and session:
+                    req["session_id"] = session
                 answer = conn.call(req)
-                found = answer.get("holders") or []
+                found = answer.get("holders")
                 holders += found if isinstance(found, list) else []
                 got = answer.get("decision")
                 if got == "deny" or (got == "warn" and decision == "allow"):
                     decision = str(got)
-        except Exception as e:
-            log(_describe(e))
-            return "allow", [], None
-    client = peer.get("client") if isinstance(peer, dict) else None
-    return decision, holders, client if isinstance(client, str) else None
+    except Exception as e:
+        log(_describe(e))
+        return "allow", []
+    return decision, holders
 
 
-def _connect(opts: "object") -> wire.Wire:
-    from .hook import REQUEST_TIMEOUT
-
+def _connect(opts: "object", log: "object") -> wire.Wire:
     if opts.socket:  # type: ignore[attr-defined]
         path, token, cafile = os.path.abspath(opts.socket), None, None  # type: ignore[attr-defined]
     else:
         path, token, cafile = wire.locate(config=opts.config)  # type: ignore[attr-defined]
+    # As ``hook.attach`` does: the log stays in the local run dir, beside the socket.
+    log.run_dir = None if path.startswith(("tcp://", "tls://")) else os.path.dirname(path)  # type: ignore[attr-defined]
     return wire.Wire(path, REQUEST_TIMEOUT, kind="hook", token=token, cafile=cafile)
 
 

@@ -78,7 +78,7 @@ except ImportError:  # pragma: no cover - not CPython
     _json = None  # type: ignore[assignment]
 
 CONTEXT_EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse")
-FILE_EVENTS = ("PreToolUse", "PostToolUse", "UserPromptSubmit", "Stop")
+FILE_EVENTS = ("PostToolUse", "UserPromptSubmit", "Stop")
 CLAIM_LIMIT = 50
 REQUEST_TIMEOUT = 3.0
 """Seconds to wait for the daemon before giving up (the mail then waits)."""
@@ -378,12 +378,10 @@ def run_hook(opts: Options, log: Log) -> int:
     event = data.get("hook_event_name")
     session_id = data.get("session_id")
     log.context = f"{event} session {session_id}"
-    if event in FILE_EVENTS:  # who is touching what: peers_mcp/filehook.py
-        from . import filehook
+    if event == "PreToolUse" or (event == "PostToolUse" and data.get("agent_id")):
+        from . import filehook  # who is touching what: an edit about to happen, a subagent's
 
-        code = filehook.handle(opts, log, data)
-        if code is not None:
-            return code
+        return filehook.alone(opts, log, data)
     if event not in CONTEXT_EVENTS and event != "Stop":
         return 0
     if event == "Stop" and data.get("stop_hook_active"):
@@ -397,6 +395,10 @@ def run_hook(opts: Options, log: Log) -> int:
             log(_describe(e))  # at SessionStart the session's server has not registered yet
         return 0
     with conn:
+        if event in FILE_EVENTS:
+            from . import filehook  # who is touching what: edits made, the session's status
+
+            filehook.after_attach(conn, log, data)
         try:
             if not peer.get("pending"):
                 return 0

@@ -21,7 +21,7 @@ from . import globs
 from . import protocol as p
 from .errors import Code, PeersError
 from .files import MAX_CLAIMS_PER_PEER
-from .handlers import Effect, Handler, Op, Outcome, _me
+from .handlers import Effect, Handler, Op, Outcome, _me, _peer_of_process
 from .paths import PathError, check_wire_path, relative
 
 if TYPE_CHECKING:
@@ -215,18 +215,23 @@ def touch_files(d: Daemon, conn: Connection, r: p.TouchFiles) -> Op:
 
 
 def check_edit(d: Daemon, conn: Connection, r: p.CheckEdit) -> Op:
-    me = conn.peer_id
-    if (r.record or r.notify) and me is None:
+    bound = conn.peer_id
+    if (r.record or r.notify) and bound is None and not r.attach:
         raise PeersError(
-            Code.NOT_REGISTERED, "record and notify need a registered peer (or set both false)"
+            Code.NOT_REGISTERED,
+            "record and notify need a registered peer (register, attach, or set attach)",
         )
     _check_refs(r.files)
+    pid = None if conn.remote else conn.pid
 
     def op() -> Outcome:
         now = time.time()
-        caller = d.store.peer(me) if me else None
-        if me and caller is None:
-            raise PeersError(Code.NOT_REGISTERED, f"peer {me} is no longer known")
+        caller = d.store.peer(bound) if bound else None
+        if bound and caller is None:
+            raise PeersError(Code.NOT_REGISTERED, f"peer {bound} is no longer known")
+        if caller is None and r.attach:
+            caller = _session_peer(d, conn, r.session_id, pid)
+        me = caller.id if caller is not None else None
         machine = _machine(d, conn, caller)
         paths = list(dict.fromkeys(f.path for f in r.files))
         found = holders(d, paths, me, machine, now)
@@ -244,6 +249,20 @@ def check_edit(d: Daemon, conn: Connection, r: p.CheckEdit) -> Op:
         return Outcome(p.EditCheck(id=r.id, decision=decision, holders=found), effects)  # type: ignore[arg-type]
 
     return op
+
+
+def _session_peer(
+    d: Daemon, conn: Connection, session_id: str | None, pid: int | None
+) -> p.Peer | None:
+    """The active peer ``attach`` would find: by session id, else by process ancestry."""
+    peer = None
+    if session_id:
+        peer = d.store.peer_by_session(None if conn.remote else d.machine_id, session_id)
+        if peer is not None and peer.state != "active":
+            peer = None
+    if peer is None and pid:
+        peer = _peer_of_process(d, pid)
+    return peer
 
 
 def _notices(

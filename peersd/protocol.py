@@ -299,6 +299,11 @@ class CheckEdit(Request, tag="check_edit"):
     """Also count them as edited by me, unless the answer is deny."""
     notify: bool = True
     """Tell each holder (mail, at most once per file and pair every 10 minutes)."""
+    attach: bool = False
+    """On a connection not bound to a peer: act as the caller's session, found as ``attach``
+    finds it (``session_id``, else the process ancestry), or as nobody if there is none
+    (then nothing is recorded and nobody told). One round trip for ``peers-hook``."""
+    session_id: str | None = None
 
 
 class ClaimFiles(Request, tag="claim_files"):

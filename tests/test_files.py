@@ -309,6 +309,15 @@ def test_codex_gets_the_same_denial_with_its_tool_name(world: World) -> None:
     spec = json.loads(done.stdout)["hookSpecificOutput"]
     assert (spec["hookEventName"], spec["permissionDecision"]) == ("PreToolUse", "deny")
     assert 'mcp__claude_peers__send_message with to="alpha"' in spec["permissionDecisionReason"]
+    # found by its ancestry in the same round trip: never warned about its own file, and
+    # what it is about to edit counts as its own at once
+    login = apply_patch("*** Update File: src/auth/login.py")
+    pre = {**data, "tool_input": {"command": login}}
+    assert codex.run(world.daemon, pre).stdout == b""
+    assert codex.run(world.daemon, pre).stdout == b""
+    assert world.peers()["gamma"].recent_files == ["src/auth/login.py"]
+    warned = output(world.edit("Edit", "src/auth/login.py", session=SESSION_B, event="PreToolUse"))
+    assert "gamma (codex) has been editing" in warned["hookSpecificOutput"]["additionalContext"]
 
 
 def test_claims_warn_setting_turns_denial_into_a_warning(make_daemon, agents, repo) -> None:
