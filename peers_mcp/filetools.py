@@ -26,9 +26,14 @@ if TYPE_CHECKING:
     from peersd.config import Settings
 
 
-def _ok(text: str, structured: dict[str, Any]) -> types.CallToolResult:
+FILES_META = "claude-peers/files"
+
+
+def _ok(text: str, data: dict[str, Any]) -> types.CallToolResult:
+    """The text for the model, the data in ``_meta``: with structured content the clients
+    show the model the JSON instead, and it would lose who to ask and how."""
     return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)], structured_content=structured
+        content=[types.TextContent(type="text", text=text)], meta={FILES_META: data}
     )
 
 

@@ -22,6 +22,15 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+async def files_data(s, tool: str, **args) -> dict:
+    """What a file tool returns for programs: in ``_meta``, not as structured content (the
+    clients would show the model that JSON instead of the text)."""
+    result = await s.call(tool, **args)
+    assert not result.is_error, result.content[0].text
+    assert result.structured_content is None
+    return result.meta["claude-peers/files"]
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     root = tmp_path / "shop"
@@ -53,7 +62,7 @@ async def test_claim_status_release_and_list(daemon, agent_bin, agents, repo: Pa
                 patterns=[p.FileRef(path=str(repo / "src/auth/login.py"), repo=str(repo))],
             )
         # a claim over bob's... shared claim of a file bob edits: allowed, bob named
-        data = await s.data("claim_files", paths=["src/app.py"])
+        data = await files_data(s, "claim_files", paths=["src/app.py"])
         assert [o["name"] for o in data["others"]] == ["bob"]
         text = await s.text("file_status", path="src/app.py")
         assert "bob (codex) has been editing src/app.py" in text
@@ -76,9 +85,9 @@ async def test_claim_status_release_and_list(daemon, agent_bin, agents, repo: Pa
         peers = {x.name: x for x in other.request(p.ListPeers).peers}
         assert peers[me].note == "back at 3"
         # release
-        released = await s.data("release_files", paths=["src/auth"])
+        released = await files_data(s, "release_files", paths=["src/auth"])
         assert released["released"] == [str(repo / "src/auth/**")]
-        assert (await s.data("release_files", all=True))["released"] == [
+        assert (await files_data(s, "release_files", all=True))["released"] == [
             str(repo / "src/app.py"),
             str(repo / "src/new/*.rs"),
         ]
