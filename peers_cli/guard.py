@@ -79,8 +79,15 @@ def script(argv: list[str]) -> str:
 {MARK} (installed by `peers guard install`; `peers guard uninstall` restores what was here)
 # Refuses a commit whose staged files fall under another live session's exclusive claim.
 # Skip it once with `git commit --no-verify` or `{ENV}=0 git commit`.
+# Only exit status 1 stops the commit: a check that cannot run lets it through.
 if [ "${{{ENV}:-1}}" != "0" ]; then
-    {shlex.join(argv)} || exit 1
+    {shlex.join(argv)}
+    status=$?
+    if [ "$status" -eq 1 ]; then
+        exit 1
+    elif [ "$status" -ne 0 ]; then
+        echo "peers guard: the check could not run (exit $status); claims not checked" >&2
+    fi
 fi
 chained="$(dirname "$0")/{CHAINED}"
 if [ -x "$chained" ]; then

@@ -142,6 +142,7 @@ def holders(
         )
 
     plain = [t for t in targets if not globs.is_glob(t)]
+    literal = set(plain)
     patterns = [t for t in targets if globs.is_glob(t)]
     rows = files.active_on(plain, now - ttl)
     if patterns:
@@ -155,7 +156,8 @@ def holders(
         peer = files.live(peer_id, machine) if peer_id != exclude else None
         if peer is None:
             continue
-        for target in [path] if path in plain else [t for t in patterns if globs.matches(t, path)]:
+        also = [t for t in patterns if globs.matches(t, path)]
+        for target in [path, *also] if path in literal else also:
             if (peer_id, path, target) in seen:
                 continue
             seen.add((peer_id, path, target))

@@ -479,10 +479,20 @@ def test_file_status(world: World) -> None:
     silent(world.edit("Edit", "src/auth/login.py"))
     claim(world.beta_c, world.ref("src/auth/**"), reason="tests")
     items = world.beta_c.request(
-        p.FileStatus, paths=[str(world.repo / "src/auth/login.py"), str(world.repo / "src/*.py")]
+        p.FileStatus,
+        paths=[
+            str(world.repo / "src/auth/login.py"),
+            str(world.repo / "src/*.py"),
+            str(world.repo / "src/**"),
+        ],
     ).items
     assert [(h.name, h.kind) for h in items[0].holders] == [("beta", "claim"), ("alpha", "active")]
     assert items[1].holders == []  # src/*.py covers neither src/auth/login.py nor src/auth/**
+    # a glob asked beside the file itself: the same hold counts for both
+    assert [(h.name, h.kind, h.path) for h in items[2].holders] == [
+        ("beta", "claim", str(world.repo / "src/auth/**")),
+        ("alpha", "active", str(world.repo / "src/auth/login.py")),
+    ]
 
 
 # --------------------------------------------------------------------------- status

@@ -264,3 +264,15 @@ def test_an_unreachable_daemon_warns_and_lets_the_commit_through(daemon, repo: P
     assert "peers guard: claude-peers is not reachable" in done.stderr
     assert "claims not checked" in done.stderr
     assert not daemon.settings.socket_path.exists()  # the guard started no daemon
+
+
+def test_a_guard_that_cannot_run_lets_the_commit_through(daemon, repo: Path) -> None:
+    """A moved or deleted interpreter (exit 127) is not a refusal: only exit 1 is."""
+    from peers_cli import guard
+
+    guard.install(repo, ["/nonexistent/python", "-m", "peers_cli.guard", "check"])
+    env = genv(daemon)
+    change(repo, "README.md", env=env)
+    done = commit(repo, env)
+    assert done.returncode == 0
+    assert "peers guard: the check could not run (exit 127); claims not checked" in done.stderr
