@@ -75,6 +75,13 @@ EXPECTED: dict[type[p.Request], type[p.Frame]] = {
     p.Sweep: p.SweepResult,
     p.Kill: p.KillResult,
     p.Audit: p.AuditPage,
+    p.TouchFiles: p.Ok,
+    p.CheckEdit: p.EditCheck,
+    p.ClaimFiles: p.FilesClaimed,
+    p.ReleaseFiles: p.FilesReleased,
+    p.FileStatus: p.FileStatuses,
+    p.ListFiles: p.FileListing,
+    p.SetStatus: p.PeerResult,
 }
 FUZZED = [t for t in p.REQUEST_TYPES if t is not p.Shutdown]
 BYSTANDER = "bystander"
@@ -136,12 +143,27 @@ FIELD_HINTS: dict[str, st.SearchStrategy[typing.Any]] = {
     ),
     "text": st.one_of(TEXT, st.builds(str.__mul__, UTF8_CHAR, st.integers(30000, 33000))),
     "summary": st.one_of(TEXT, st.builds(str.__mul__, UTF8_CHAR, st.integers(990, 1010))),
+    "path": st.one_of(TEXT, st.sampled_from(["/", "/tmp/r/a.py", "/tmp/r/**", "/a/../b", "x"])),
+    "repo": st.one_of(TEXT, st.sampled_from(["/", "/tmp/r", "/tmp/r/"])),
 }
 
 
 def for_type(tp: typing.Any, name: str) -> st.SearchStrategy[typing.Any]:
     """Values of the field's declared type, biased to edges and live values."""
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:  # values of the base type that the constraints allow
+
+        def allowed(value: typing.Any) -> bool:
+            try:
+                msgspec.convert(value, tp)
+            except msgspec.ValidationError:
+                return False
+            return True
+
+        return for_type(typing.get_args(tp)[0], name).filter(allowed)
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):  # a nested value (FileRef)
+        fields = msgspec.structs.fields(tp)
+        return st.fixed_dictionaries({f.name: for_type(f.type, f.name) for f in fields})
     if origin in (typing.Union, types.UnionType):
         return st.one_of(*(for_type(arg, name) for arg in typing.get_args(tp)))
     if tp is type(None):
