@@ -9,8 +9,9 @@ would overlap:
    write goes ahead, and the Codex session gets a notice.
 2. A Claude Code session claims ``src/auth`` exclusively (``claim_files``); a Codex
    session's ``apply_patch`` there is denied (the reason is what its model sees) and its
-   ``git commit`` under the claim is stopped by ``peers guard``. Once the Claude Code
-   session has ended, its claim is gone and the same patch goes through.
+   ``git commit`` under the claim is stopped by ``peers guard``; under its shared claim on
+   ``src/app.py`` a patch goes ahead with a warning. Once the Claude Code session has
+   ended, its claims are gone and the denied patch goes through.
 
 Codex offers its ``apply_patch`` tool only to models whose metadata says so: the tests
 give the stub model a catalog entry (``model_catalog_json``) and answer with
@@ -29,8 +30,8 @@ import pytest
 
 from peersd import protocol as p
 
-from .conftest import BIN, SERVER, TEST_TIMEOUT, Run, World
-from .model_stub import AnthropicStub, Recorded, ResponsesStub, Turn, sse
+from .conftest import SERVER, TEST_TIMEOUT, Run, World
+from .model_stub import AnthropicStub, Recorded, ResponsesStub, Turn, block_text, sse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(TEST_TIMEOUT + 120)]
 
@@ -306,7 +307,11 @@ def test_an_exclusive_claim_stops_another_sessions_write_and_commit(world: World
 
     def after_commit(req: Recorded) -> Turn:
         seen["commit output"] = req.function_outputs()[-1]
-        return Turn.say("Blocked; asked the owner.")
+        return Turn.call("apply_patch", input=patch("*** Update File: src/app.py"))
+
+    def after_shared(req: Recorded) -> Turn:
+        seen["shared request"] = req
+        return Turn.say("Blocked on auth; changed the app.")
 
     codex_stub = world.stub(
         PatchStub(
@@ -314,6 +319,7 @@ def test_an_exclusive_claim_stops_another_sessions_write_and_commit(world: World
                 Turn.call("apply_patch", input=patch("*** Update File: src/auth/login.py")),
                 after_patch,
                 after_commit,
+                after_shared,
                 # the third run, after the claim has gone
                 Turn.call("apply_patch", input=patch("*** Update File: src/auth/login.py")),
                 lambda req: Turn.say("Patched: " + custom_outputs(req)[-1][:200]),
@@ -329,7 +335,7 @@ def test_an_exclusive_claim_stops_another_sessions_write_and_commit(world: World
 
     # The Claude Code session "shop": claim src/auth, then wait (open) while Codex works.
     def claude_waits(req: Recorded) -> Turn:
-        seen["claim result"] = req.last_tool_result_text()
+        seen["claim result"] = [block_text(r) for r in req.tool_results()]
         world.wait_peer("shop", "claude-code")
         first.run(codex_session)
         return Turn.say("Claimed and done.")
@@ -343,6 +349,7 @@ def test_an_exclusive_claim_stops_another_sessions_write_and_commit(world: World
                     exclusive=True,
                     reason="rewriting the login flow",
                 ),
+                Turn.call(f"mcp__{SERVER}__claim_files", paths=["src/app.py"], reason="tidy up"),
                 claude_waits,
                 Turn.say("Claimed and done."),
             ],
@@ -355,7 +362,9 @@ def test_an_exclusive_claim_stops_another_sessions_write_and_commit(world: World
     run.check()
     first.check()
 
-    assert seen["claim result"].startswith("Claimed src/auth/** (exclusive, until ")
+    exclusive, shared = seen["claim result"]
+    assert exclusive.startswith("Claimed src/auth/** (exclusive, until ")
+    assert shared.startswith("Claimed src/app.py (shared, until ")
     # The patch was denied, and the Codex model was told why and whom to ask
     denied = seen["patch output"]
     assert "claude-peers stopped this edit of src/auth/login.py" in denied
@@ -366,6 +375,14 @@ def test_an_exclusive_claim_stops_another_sessions_write_and_commit(world: World
     stopped = seen["commit output"]
     assert "peers guard: this commit is stopped" in stopped
     assert 'reason: "rewriting the login flow"' in stopped and "--no-verify" in stopped
+    # Under a shared claim the patch goes ahead, and the model is told (a developer
+    # message from the PreToolUse hook)
+    warned = seen["shared request"]
+    assert "Success" in custom_outputs(warned)[-1]
+    told = [t for t in warned.role_texts("developer") if "src/app.py" in t]
+    assert any("another session is working on src/app.py; your edit goes ahead" in t for t in told)
+    assert any("shop (claude-code, working) holds a shared claim on src/app.py" in t for t in told)
+    assert '"tidy up"' in told[-1]
     log = subprocess.run(
         ["git", "log", "--format=%s"], cwd=repo, env=env, capture_output=True, text=True
     ).stdout.split()
@@ -380,4 +397,3 @@ def test_an_exclusive_claim_stops_another_sessions_write_and_commit(world: World
     third = world.codex(repo, "Fix the login form.")
     third.check()
     assert "# changed by codex" in login.read_text()
-    assert (BIN / "peers").exists()
