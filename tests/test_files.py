@@ -192,6 +192,17 @@ def test_codex_apply_patch_headers_are_recorded(world: World) -> None:
     assert str(world.repo / "src/auth/token.py") in {h.path for h in world.files()}
 
 
+def test_a_file_name_that_is_not_utf8_is_recorded_escaped(world: World) -> None:
+    """JSON can carry a lone surrogate (a name whose bytes are not UTF-8); the wire takes
+    only UTF-8: the hook sends it as \\xNN text, as every client does."""
+    raw = b'{"hook_event_name": "PostToolUse", "tool_name": "Write", "tool_input": '
+    raw += b'{"file_path": "caf\\udce9.txt"}, "session_id": "' + SESSION.encode()
+    raw += b'", "cwd": "' + str(world.repo).encode() + b'"}'
+    silent(run_hook(world.daemon, raw))
+    assert world.peers()["alpha"].recent_files == ["caf\\xe9.txt"]
+    assert log_lines(world.daemon) == []
+
+
 def test_activity_from_a_subagent_counts_for_its_session(world: World) -> None:
     data = claude_input(
         "PostToolUse", tool_name="Write", tool_input={"file_path": "src/app.py"}, agent_id="agent-1"
