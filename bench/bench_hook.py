@@ -17,7 +17,9 @@ id, then times, interleaved so load on the machine hits all alike:
 - the same with one message waiting (claim, render, print, acknowledge; the message
   is sent before each run, untimed),
 - the no-mail hook started as ``python -c "from peers_mcp.hook import main; main()"``,
-  which shows what the pip-generated console-script wrapper adds (it imports ``re``).
+  which shows what the pip-generated console-script wrapper adds (it imports ``re``),
+- ``PreToolUse`` of an ``Edit`` with no other session on the file (the check before every
+  edit, docs/coordination.md), and the ``PostToolUse`` of that edit (which records it).
 
 It prints the medians, the hook's ratio to both baselines, and where the hook's
 import time goes (``-X importtime``, best of several runs). Every process it starts is
@@ -153,12 +155,26 @@ def main() -> int:
         _, out = timed([HOOK], env, payload)
         assert b"additionalContext" in out, out
 
+        # Before and after an edit (docs/coordination.md): the check with nobody else on
+        # the file, and the record of the edit.
+        (home / "repo" / ".git").mkdir(parents=True)
+        edit = json.loads(payload)
+        edit.update(cwd=str(home / "repo"), tool_name="Edit")
+        edit["tool_input"] = {"file_path": "src/app.py", "old_string": "a", "new_string": "b"}
+        pre = json.dumps({**edit, "hook_event_name": "PreToolUse"}).encode()
+        post = json.dumps(edit).encode()
+        for data in (pre, post):
+            _, out = timed([HOOK], env, data)
+            assert out == b"", out
+
         direct = [PYTHON, "-c", "from peers_mcp.hook import main; main()"]
         commands = {
             "python -I -S -c pass": ([PYTHON, "-I", "-S", "-c", "pass"], b""),
             "python -c pass": ([PYTHON, "-c", "pass"], b""),
             "peers-hook (no mail)": ([HOOK], payload),
             "python -c hook.main (no mail)": (direct, payload),
+            "peers-hook PreToolUse Edit": ([HOOK], pre),
+            "peers-hook PostToolUse Edit": ([HOOK], post),
         }
         results: dict[str, list[float]] = {name: [] for name in commands}
         results["peers-hook (1 message)"] = []

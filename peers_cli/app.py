@@ -273,22 +273,29 @@ def list_peers(
         return
     hosts = {peer.host for peer in peers}
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("NAME", "ID", "CLIENT", "RECEIVES", "MAIL", "SEEN", "WHERE", "BRANCH", "SUMMARY"):
-        table.add_column(col, no_wrap=col not in ("WHERE", "SUMMARY"), overflow="fold")
+    columns = ("NAME", "ID", "CLIENT", "STATE", "RECEIVES", "MAIL", "SEEN", "WHERE", "BRANCH")
+    for col in (*columns, "FILES", "SUMMARY"):
+        table.add_column(col, no_wrap=col not in ("WHERE", "FILES", "SUMMARY"), overflow="fold")
     for peer in peers:
         name = peer.name if len(hosts) == 1 else f"{peer.name}@{peer.host}"
         name = f"[dim]{safe(name)} (gone)[/]" if peer.state == "gone" else safe(name)
         where = peer.git_root or peer.cwd
+        files = ", ".join(peer.recent_files) + (
+            ", …" if peer.files > len(peer.recent_files) else ""
+        )
+        note = f"[{peer.note}] " if peer.note else ""
         table.add_row(
             name,
             peer.id,
             peer.client,
+            "gone" if peer.state == "gone" else peer.status or "-",
             peer.receive,
             str(peer.pending) if peer.pending else "-",
             ago(peer.last_seen),
             safe(where),
             safe(peer.branch or "-"),
-            safe(peer.summary or ""),
+            f"{peer.files}: {safe(files)}" if peer.files else "-",
+            safe(note + (peer.summary or "")),
         )
     out.print(table)
 
@@ -1006,6 +1013,12 @@ def doctor(
                 out.print(f"      fix: {safe(c.fix)}")
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(EXIT_FAILED)
+
+
+# Working on the same repository: files, claim, release, note, guard (peers_cli/coordination.py).
+from . import coordination as _coordination  # noqa: E402
+
+_coordination.register(sys.modules[__name__])
 
 
 def main() -> None:

@@ -16,8 +16,13 @@ Output per ``hook_event_name``:
   ``{"hookSpecificOutput": {"hookEventName": E, "additionalContext": text}}``
 - Stop: ``{"decision": "block", "reason": text}`` so the session answers before it
   idles; with ``stop_hook_active`` true nothing is claimed or printed (loop guard).
-- anything else (PreToolUse, SessionEnd, …), and any event from inside a subagent
-  (``agent_id`` present): nothing, and nothing is claimed.
+- PreToolUse of an edit tool: a warning or a denial when another session holds the
+  file (``filehook``, ``docs/coordination.md``); mail is not claimed.
+- anything else (SessionEnd, …), and any event from inside a subagent (``agent_id``
+  present): nothing, and nothing is claimed.
+
+Before the mail, ``filehook`` records the files an edit tool touched (PostToolUse) and
+the session's status (UserPromptSubmit: working; Stop: idle).
 
 No mail means no output. The daemon is never started from here; when it is down,
 the session unknown, the input malformed or anything else fails, the hook exits 0
@@ -75,6 +80,7 @@ except ImportError:  # pragma: no cover - not CPython
     _json = None  # type: ignore[assignment]
 
 CONTEXT_EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse")
+FILE_EVENTS = ("PostToolUse", "UserPromptSubmit", "Stop")
 CLAIM_LIMIT = 50
 REQUEST_TIMEOUT = 3.0
 """Seconds to wait for the daemon before giving up (the mail then waits)."""
@@ -283,17 +289,22 @@ def read_input() -> dict[str, object]:
     return data
 
 
-def attach(opts: Options, log: Log, session_id: object) -> tuple[wire.Wire, dict[str, object]]:
-    """Connect (never starting the daemon) and act as this session's peer."""
+def connect(opts: Options, log: Log) -> wire.Wire:
+    """Connect to the daemon (or hub) this session uses; never starts one."""
     if opts.socket:
         path, token, cafile = os.path.abspath(opts.socket), None, None
     else:
         path, token, cafile = wire.locate(config=opts.config)
     # A hub URL has no directory of its own: logs and locks stay in the local run dir.
     log.run_dir = None if path.startswith(("tcp://", "tls://")) else os.path.dirname(path)
-    conn = wire.Wire(
+    return wire.Wire(
         path, REQUEST_TIMEOUT, kind="hook", token=token, cafile=cafile, config=opts.config
     )
+
+
+def attach(opts: Options, log: Log, session_id: object) -> tuple[wire.Wire, dict[str, object]]:
+    """Connect (never starting the daemon) and act as this session's peer."""
+    conn = connect(opts, log)
     try:
         req: dict[str, object] = {"t": "attach"}
         if isinstance(session_id, str) and session_id:
@@ -370,6 +381,10 @@ def run_hook(opts: Options, log: Log) -> int:
     event = data.get("hook_event_name")
     session_id = data.get("session_id")
     log.context = f"{event} session {session_id}"
+    if event == "PreToolUse" or (event == "PostToolUse" and data.get("agent_id")):
+        from . import filehook  # who is touching what: an edit about to happen, a subagent's
+
+        return filehook.alone(opts, log, data)
     if event not in CONTEXT_EVENTS and event != "Stop":
         return 0
     if event == "Stop" and data.get("stop_hook_active"):
@@ -383,6 +398,10 @@ def run_hook(opts: Options, log: Log) -> int:
             log(_describe(e))  # at SessionStart the session's server has not registered yet
         return 0
     with conn:
+        if event in FILE_EVENTS:
+            from . import filehook  # who is touching what: edits made, the session's status
+
+            filehook.after_attach(conn, log, data)
         if not peer.get("pending"):
             return 0
         try:

@@ -34,8 +34,9 @@ from peersd.client import AsyncClient, session_registration
 from peersd.config import ConfigError, Settings, load
 from peersd.errors import Code, PeersError
 
-from . import delivery, render, tools
+from . import delivery, filetools, render, tools
 from .agent import Agent, channels_enabled, find_agent
+from .filetools import FileTools
 
 log = logging.getLogger("peers_mcp")
 
@@ -118,7 +119,7 @@ def _is_modern(req: types.JSONRPCRequest) -> bool:
     return isinstance(meta, dict) and MODERN_META_KEY in meta
 
 
-class PeersMCP:
+class PeersMCP(FileTools):
     def __init__(self, settings: Settings, server_name: str, agent: Agent) -> None:
         self.settings = settings
         self.server_name = server_name
@@ -336,8 +337,9 @@ class PeersMCP:
                 branch = f" on branch {render.field(x.branch)}" if x.branch else ""
                 unread = f", {x.pending} unread" if x.pending else ""
                 summary = f" — summary {render.field(x.summary, 1000)}" if x.summary else ""
+                doing = filetools.doing(x)
                 lines.append(
-                    f"- {x.name} ({x.id}): {x.client} in {where}{branch}; receives by "
+                    f"- {x.name} ({x.id}): {x.client} in {where}{branch}{doing}; receives by "
                     f"{x.receive}{unread}{summary}"
                 )
             text = "\n".join(lines)

@@ -171,6 +171,7 @@ def description(server: str) -> dict[str, str]:
             "Terminate another agent session's process. Disabled unless the user enabled it "
             "(kill_enabled = true in the claude-peers configuration); you cannot kill yourself."
         ),
+        **file_descriptions(server),
     }
 
 
@@ -207,3 +208,91 @@ def parse(name: str, arguments: dict[str, Any] | None) -> Args:
         return msgspec.convert(arguments or {}, TOOLS[name])
     except msgspec.ValidationError as e:
         raise msgspec.ValidationError(rules.explain(e)[1]) from None
+
+
+# --------------------------------------------------------------------------- who is touching what
+# docs/coordination.md. The hooks record edits and warn before them by themselves; these
+# tools are for saying so in advance (claims), asking, and a status note.
+
+FilePathArg = rules.FilePath
+
+
+class ClaimFilesArgs(Args):
+    paths: Annotated[
+        list[FilePathArg],
+        Meta(
+            min_length=1,
+            max_length=rules.MAX_FILES,
+            description="Files, folders (everything under them) or globs such as src/auth/** "
+            "or tests/test_*.py; relative to your working directory, or absolute. Up to 1000.",
+        ),
+    ]
+    exclusive: Annotated[
+        bool,
+        Meta(
+            description="Exclusive: other sessions' edits of these files are refused until you "
+            "release them. Shared (default): they are warned before they edit."
+        ),
+    ] = False
+    ttl_minutes: Annotated[
+        int, Meta(ge=1, le=1440, description="Minutes the claim lasts (1 to 1440, i.e. 24 h).")
+    ] = 60
+    reason: Annotated[
+        rules.Reason, Meta(description="Why, in a few words; shown to the others.")
+    ] = ""
+
+
+class ReleaseFilesArgs(Args):
+    paths: Annotated[
+        list[FilePathArg],
+        Meta(max_length=rules.MAX_FILES, description="The paths or globs as you claimed them."),
+    ] = []
+    all: Annotated[bool, Meta(description="Release every claim you hold.")] = False
+
+
+class FileStatusArgs(Args):
+    path: Annotated[
+        FilePathArg,
+        Meta(description="A file, folder or glob, relative to your working directory."),
+    ]
+
+
+class SetStatusArgs(Args):
+    note: Annotated[
+        rules.Note,
+        Meta(
+            description='A short note shown beside your name, e.g. "away until 3pm"; "" clears it.',
+        ),
+    ]
+
+
+def file_descriptions(server: str) -> dict[str, str]:
+    return {
+        "claim_files": (
+            "Claim files you are about to work on, so other agent sessions know before they "
+            "edit them: shared (they are warned) or exclusive (their edits and commits are "
+            "refused). Paths or globs; the claim lasts ttl_minutes (default 60, at most 24 h) "
+            "or until you release it or your session ends. A claim overlapping another "
+            "session's exclusive claim is refused, naming who holds it. Your edits are "
+            "tracked anyway: claim only what you need to keep to yourself."
+        ),
+        "release_files": "Release claims you made with claim_files (the paths, or all).",
+        "file_status": (
+            "Who else is editing a file (or anything under a folder or glob) or holds a "
+            "claim on it, since when and why."
+        ),
+        "set_status": (
+            'Set a short note shown beside your name in list_peers (e.g. "away until 3pm", '
+            '"reviewing PR 12"); "" clears it. Whether you are working or idle is tracked '
+            "by itself."
+        ),
+    }
+
+
+FILE_TOOLS: dict[str, type[Args]] = {
+    "claim_files": ClaimFilesArgs,
+    "release_files": ReleaseFilesArgs,
+    "file_status": FileStatusArgs,
+    "set_status": SetStatusArgs,
+}
+TOOLS.update(FILE_TOOLS)

@@ -14,7 +14,7 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -84,6 +84,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tls_key: str = ""
     tls_ca: str = ""
     heartbeat_interval: Positive = 15.0
+    activity_ttl: Positive = 1800.0
+    """Daemon: seconds a file counts as active for a peer after its last edit."""
+    claims: Literal["deny", "warn"] = "deny"
+    """Daemon: what another peer's exclusive claim does to an edit or commit."""
 
     @property
     def socket_path(self) -> Path:

@@ -33,6 +33,7 @@ class Code:
     TOO_LARGE: Final = "too_large"
     RATE_LIMITED: Final = "rate_limited"
     QUEUE_FULL: Final = "queue_full"
+    CLAIM_CONFLICT: Final = "claim_conflict"
     STORAGE: Final = "storage_error"
     SHUTTING_DOWN: Final = "shutting_down"
     TOO_MANY_CONNECTIONS: Final = "too_many_connections"

@@ -243,6 +243,7 @@ def list_peers(d: Daemon, conn: Connection, r: p.ListPeers) -> Op:
     def op() -> Outcome:
         caller = d.store.peer(conn.peer_id) if conn.peer_id else None
         peers = d.store.list_peers(caller, r.scope, r.include_gone, r.include_self, _machine(conn))
+        peers = coordination.decorate(d, peers)  # status, note, active files
         if conn.remote:
             peers = [visible(conn, x) for x in peers]
         return Outcome(p.PeerList(id=r.id, peers=peers))
@@ -500,3 +501,9 @@ HANDLERS: dict[type[p.Request[Any]], Handler] = {
     p.Audit: audit,
     p.ForgetMachine: forget_machine,
 }
+
+# Working on the same repository (peersd/coordination.py): its requests join the table.
+from . import coordination  # noqa: E402
+
+HANDLERS.update(coordination.HANDLERS)
+SINGLE_STATEMENT = SINGLE_STATEMENT | coordination.SINGLE_STATEMENT

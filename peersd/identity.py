@@ -126,9 +126,7 @@ def ancestors(pid: int, limit: int = 64) -> Iterator[int]:
         current = ppid
 
 
-def registered_ancestor(
-    pid: int, agents: dict[int, tuple[str, float]]
-) -> tuple[int, str] | None:
+def registered_ancestor(pid: int, agents: dict[int, tuple[str, float]]) -> tuple[int, str] | None:
     """(agent pid, peer id) of the entry in ``agents`` (pid -> (peer id, start time)) that
     ``pid`` is or descends from, where the process still has that start time."""
     for candidate in (pid, *ancestors(pid)):

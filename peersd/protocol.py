@@ -19,9 +19,12 @@ from msgspec import Meta
 
 from .errors import PeersError
 from .rules import (
+    MAX_FILES,
     Branch,
+    ClaimTTL,
     EpochSeconds,
     ErrorCode,
+    FilePath,
     HostLabel,
     LeaseSeconds,
     Limit,
@@ -29,11 +32,14 @@ from .rules import (
     MachineSecret,
     MessageId,
     MessageIds,
+    Note,
     PathText,
+    PatternList,
     PeerName,
     PeerRef,
     Pid,
     ProvenMachineId,
+    Reason,
     Seq,
     SessionId,
     ShortText,
@@ -55,6 +61,7 @@ DeliveryPath = Literal["channel", "hook", "wake", "wait", "check", "cli"]
 MessageState = Literal["queued", "leased", "delivered", "expired"]
 KillOutcome = Literal["terminated", "killed", "still_running", "already_gone"]
 EventKind = Literal["mail", "receipts", "peers", "traffic"]
+PeerStatus = Literal["working", "idle", "waiting"]
 
 
 class Frame(msgspec.Struct, tag_field="t", forbid_unknown_fields=False, omit_defaults=True):
@@ -88,6 +95,14 @@ class Peer(msgspec.Struct, omit_defaults=True):
     pending: int = 0
     connected: bool = False
     gone_reason: str | None = None
+    # Working on the same repository (docs/coordination.md): filled in by list_peers.
+    status: PeerStatus | None = None
+    """working (between a prompt and its Stop), idle, or waiting (idle, a wake armed)."""
+    note: str = ""
+    files: int = 0
+    """Files this peer edited within ``activity_ttl``."""
+    recent_files: list[str] = []
+    """The most recent few of them, newest first, relative to their repository."""
 
 
 class Message(msgspec.Struct, omit_defaults=True):
@@ -295,6 +310,67 @@ class Audit(Request["AuditPage"], tag="audit"):
     action: ShortText | None = None
 
 
+# --------------------------------------------------------------------------- who is touching what
+# Requests of docs/coordination.md: file activity, claims, conflict checks, peer status.
+
+
+class FileRef(msgspec.Struct, omit_defaults=True):
+    """A file (or claim pattern) and the repository it lies in, as the client resolved them."""
+
+    path: FilePath
+    repo: FilePath | None = None
+
+
+FileList = Annotated[list[FileRef], Meta(max_length=MAX_FILES)]
+
+
+class TouchFiles(Request["Ok"], tag="touch_files"):
+    """I edited these files (a PostToolUse hook): they are active for me until
+    ``activity_ttl`` after now."""
+
+    files: FileList
+
+
+class CheckEdit(Request["EditCheck"], tag="check_edit"):
+    """I am about to edit these files (PreToolUse, or a commit): who else holds them?"""
+
+    files: FileList
+    record: bool = True
+    """Also count them as edited by me, unless the answer is deny."""
+    notify: bool = True
+    """Tell each holder (mail, at most once per file and pair every 10 minutes)."""
+    attach: bool = False
+    """On a connection not bound to a peer: act as the caller's session, found as ``attach``
+    finds it (``session_id``, else the process ancestry), or as nobody if there is none
+    (then nothing is recorded and nobody told). One round trip for ``peers-hook``."""
+    session_id: SessionId | None = None
+
+
+class ClaimFiles(Request["FilesClaimed"], tag="claim_files"):
+    patterns: Annotated[list[FileRef], Meta(min_length=1, max_length=MAX_FILES)]
+    exclusive: bool = False
+    ttl_seconds: ClaimTTL = 3600.0
+    reason: Reason = ""
+
+
+class ReleaseFiles(Request["FilesReleased"], tag="release_files"):
+    patterns: PatternList = []
+    all: bool = False
+
+
+class FileStatus(Request["FileStatuses"], tag="file_status"):
+    paths: Annotated[list[FilePath], Meta(min_length=1, max_length=MAX_FILES)]
+
+
+class ListFiles(Request["FileListing"], tag="list_files"):
+    repo: FilePath | None = None
+
+
+class SetStatus(Request["PeerResult"], tag="set_status"):
+    state: PeerStatus | None = None
+    note: Note | None = None
+
+
 REQUEST_TYPES: tuple[type[Request[Any]], ...] = (
     Register,
     Attach,
@@ -318,6 +394,13 @@ REQUEST_TYPES: tuple[type[Request[Any]], ...] = (
     Kill,
     Audit,
     ForgetMachine,
+    TouchFiles,
+    CheckEdit,
+    ClaimFiles,
+    ReleaseFiles,
+    FileStatus,
+    ListFiles,
+    SetStatus,
 )
 
 ClientFrame = (
@@ -344,6 +427,13 @@ ClientFrame = (
     | Kill
     | Audit
     | ForgetMachine
+    | TouchFiles
+    | CheckEdit
+    | ClaimFiles
+    | ReleaseFiles
+    | FileStatus
+    | ListFiles
+    | SetStatus
 )
 
 # --------------------------------------------------------------------------- daemon -> client
@@ -485,6 +575,64 @@ class SweepResult(Frame, tag="sweep_result"):
     duration_ms: float
 
 
+class FileHolder(msgspec.Struct, omit_defaults=True):
+    """Another peer's hold on a file: its recent edits (``active``) or a ``claim``."""
+
+    peer_id: str
+    name: str
+    kind: Literal["active", "claim"]
+    path: str
+    """The file (active) or the claim's pattern, absolute."""
+    since: float
+    """First edit of this stretch of activity, or when the claim was made."""
+    until: float
+    """When the activity fades (last edit + ``activity_ttl``), or the claim expires."""
+    repo: str | None = None
+    target: str | None = None
+    """The path asked about that this hold concerns (answers to a check or a status)."""
+    last: float | None = None
+    """Last edit (active)."""
+    exclusive: bool = False
+    reason: str = ""
+    client: str = ""
+    status: PeerStatus | None = None
+
+
+class EditCheck(Frame, tag="edit_check"):
+    id: int
+    decision: Literal["allow", "warn", "deny"]
+    holders: list[FileHolder] = []
+
+
+class FilesClaimed(Frame, tag="files_claimed"):
+    id: int
+    claims: list[FileHolder]
+    """The caller's claims as stored now (one per pattern asked for)."""
+    holders: list[FileHolder] = []
+    """Other peers active on files the new claims cover (the claims stand)."""
+
+
+class FilesReleased(Frame, tag="files_released"):
+    id: int
+    released: list[str]
+    not_held: list[str] = []
+
+
+class FileStatusItem(msgspec.Struct, omit_defaults=True):
+    path: str
+    holders: list[FileHolder] = []
+
+
+class FileStatuses(Frame, tag="file_statuses"):
+    id: int
+    items: list[FileStatusItem]
+
+
+class FileListing(Frame, tag="file_list"):
+    id: int
+    holders: list[FileHolder]
+
+
 Response = (
     Welcome
     | Error
@@ -502,6 +650,11 @@ Response = (
     | SweepResult
     | KillResult
     | AuditPage
+    | EditCheck
+    | FilesClaimed
+    | FilesReleased
+    | FileStatuses
+    | FileListing
 )
 
 

@@ -95,6 +95,16 @@ MachineSecret = Annotated[
 ShortText = Annotated[str, Meta(max_length=64)]
 """Versions, client kinds, audit actions."""
 Token = Annotated[str, Meta(max_length=1024)]
+# Who is touching what (docs/coordination.md).
+MAX_FILES = 1000
+"""Paths or patterns in one request; a client with more sends them in several."""
+FilePath = Annotated[str, Meta(min_length=1, max_length=4096)]
+"""An absolute, resolved path (or claim pattern) as text (``peersd.paths``)."""
+PatternList = Annotated[list[FilePath], Meta(max_length=MAX_FILES)]
+ClaimTTL = Annotated[float, Meta(gt=0, le=24 * 3600)]
+"""Seconds a claim lasts: at most a day."""
+Reason = Annotated[str, Meta(max_length=500)]
+Note = Annotated[str, Meta(max_length=200)]
 
 if TYPE_CHECKING:
     ErrorCode = str

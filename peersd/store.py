@@ -24,6 +24,7 @@ from typing import Any
 import apsw
 import msgspec
 
+from . import files
 from .config import ConfigError, ensure_own_dir, open_own_file
 from .errors import Code, PeersError
 from .errors import StoreError as StoreError  # still importable from here
@@ -110,6 +111,9 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+# Working on the same repository: file activity, claims, peer status (peersd/files.py).
+MIGRATIONS.append(files.MIGRATION)
+
 PEER_COLUMNS = """p.id, p.name, p.client, p.state, p.machine_id, p.host, p.cwd, p.agent_pid,
     p.agent_start, p.registered_at, p.last_seen, p.receive, p.summary, p.git_root, p.branch,
     p.tty, p.session_id, p.helper_pid, 0, 0, p.gone_reason"""
@@ -160,6 +164,7 @@ class Store:
         """Bumped on every change to the in-memory peers, to know when to rebuild them."""
         self.online: set[str] = set()
         self.reload()
+        self.files = files.FileStore(self)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -556,6 +561,7 @@ class Store:
             "WHERE recipient = ? AND state = 'leased'",
             (peer_id,),
         )
+        self.files.peer_gone(peer_id)  # a gone peer holds no files
         return peer
 
     def list_peers(

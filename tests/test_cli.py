@@ -355,7 +355,8 @@ def test_peers_lists_sessions_and_gone_ones(
     _, alpha = agent("alpha", "claude-code")
     cb, beta = agent("beta", "codex")
     table = peers.ok("peers").out.splitlines()
-    header = ["NAME", "ID", "CLIENT", "RECEIVES", "MAIL", "SEEN", "WHERE", "BRANCH", "SUMMARY"]
+    header = ["NAME", "ID", "CLIENT", "STATE", "RECEIVES", "MAIL", "SEEN", "WHERE", "BRANCH"]
+    header += ["FILES", "SUMMARY"]
     assert table[0].split() == header
     rows = {line.split()[0]: line.split() for line in table[1:]}
     # Listing the machine does not make this shell a peer.

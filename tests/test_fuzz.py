@@ -76,6 +76,13 @@ EXPECTED: dict[type[p.Request], type[p.Frame]] = {
     p.Kill: p.KillResult,
     p.Audit: p.AuditPage,
     p.ForgetMachine: p.Ok,
+    p.TouchFiles: p.Ok,
+    p.CheckEdit: p.EditCheck,
+    p.ClaimFiles: p.FilesClaimed,
+    p.ReleaseFiles: p.FilesReleased,
+    p.FileStatus: p.FileStatuses,
+    p.ListFiles: p.FileListing,
+    p.SetStatus: p.PeerResult,
 }
 FUZZED = [t for t in p.REQUEST_TYPES if t is not p.Shutdown]
 BYSTANDER = "bystander"
@@ -137,6 +144,8 @@ FIELD_HINTS: dict[str, st.SearchStrategy[typing.Any]] = {
     ),
     "text": st.one_of(TEXT, st.builds(str.__mul__, UTF8_CHAR, st.integers(30000, 33000))),
     "summary": st.one_of(TEXT, st.builds(str.__mul__, UTF8_CHAR, st.integers(990, 1010))),
+    "path": st.one_of(TEXT, st.sampled_from(["/", "/tmp/r/a.py", "/tmp/r/**", "/a/../b", "x"])),
+    "repo": st.one_of(TEXT, st.sampled_from(["/", "/tmp/r", "/tmp/r/"])),
 }
 
 
@@ -146,6 +155,9 @@ def for_type(tp: typing.Any, name: str) -> st.SearchStrategy[typing.Any]:
     if origin is typing.Annotated:  # a constrained type: values either side of its bounds too
         base, *metas = typing.get_args(tp)
         return st.one_of(for_type(base, name), *(near_bounds(base, m) for m in metas))
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):  # a nested value (FileRef)
+        fields = msgspec.structs.fields(tp)
+        return st.fixed_dictionaries({f.name: for_type(f.type, f.name) for f in fields})
     if origin in (typing.Union, types.UnionType):
         return st.one_of(*(for_type(arg, name) for arg in typing.get_args(tp)))
     if tp is type(None):

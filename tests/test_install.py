@@ -333,7 +333,7 @@ def test_custom_server_name_and_stale_paths_are_replaced(home: Path, env: dict[s
     stale = {"type": "command", "command": "/old/venv/bin/peers-hook", "timeout": 10}
     write_json(
         home / ".claude" / "settings.json",
-        {"hooks": {"SessionStart": [{"hooks": [stale]}], "PreToolUse": [{"hooks": [stale]}]}},
+        {"hooks": {"SessionStart": [{"hooks": [stale]}], "SessionEnd": [{"hooks": [stale]}]}},
     )
     run = ok(peers(env, "install", "claude", "--server-name", "mesh"))
     assert "updated" in run.out
@@ -345,7 +345,14 @@ def test_custom_server_name_and_stale_paths_are_replaced(home: Path, env: dict[s
     ]
     assert ours(st["hooks"]["Stop"])[1]["command"] == f"{HOOK} --wait --server-name mesh"
     # the stale entry outside our events is not ours to update, but uninstall takes it
-    assert ours(st["hooks"]["PreToolUse"]) == [stale]
+    assert ours(st["hooks"]["SessionEnd"]) == [stale]
+    # PreToolUse is ours, for the edit tools only (docs/coordination.md)
+    assert st["hooks"]["PreToolUse"] == [
+        {
+            "matcher": "Write|Edit|MultiEdit|NotebookEdit|apply_patch",
+            "hooks": [{"type": "command", "command": f"{HOOK} --server-name mesh", "timeout": 10}],
+        }
+    ]
 
     ok(peers(env, "uninstall", "claude"))
     assert not (home / ".claude" / "settings.json").exists()

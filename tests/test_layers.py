@@ -33,8 +33,10 @@ LAYERS: dict[str, set[str]] = {
         "peersd.endpoint",
         "peersd.machine_secret",
         "peersd.orphans",
+        "peersd.paths",
+        "peersd.globs",
     },
-    "store": {"peersd.store", "peersd.commit"},
+    "store": {"peersd.store", "peersd.commit", "peersd.files"},
     "daemon": {
         "peersd.server",
         "peersd.connection",
@@ -44,6 +46,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.ratelimit",
         "peersd.lifecycle",
         "peersd.__main__",
+        "peersd.coordination",
     },
     "client": {"peersd.client", "peersd.autostart", "peersd.wire"},
 }

@@ -334,6 +334,10 @@ async def test_tool_errors_say_what_was_wrong(daemon, agent_bin):
             "set_name",
             "whoami",
             "kill_peer",
+            "claim_files",
+            "release_files",
+            "file_status",
+            "set_status",
         ]
         send = next(t for t in tools if t.name == "send_message")
         assert "reply" in send.description and send.input_schema["required"] == ["to", "message"]
@@ -461,7 +465,7 @@ def test_legacy_handshake_is_kept_when_probed(daemon, agent_bin):
         assert "tools" in caps
         send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         listed = send({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-        assert len(listed["result"]["tools"]) == 11
+        assert len(listed["result"]["tools"]) == 15
     finally:
         proc.stdin.close()
         assert proc.wait(15) == 0, "peers-mcp did not exit when stdin closed"

@@ -20,6 +20,8 @@ from .edits import Change, JsonDoc, Step, json_step, read_json
 
 HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop")
 HOOK_TIMEOUT = 10
+EDIT_MATCHER = "Write|Edit|MultiEdit|NotebookEdit|apply_patch"
+"""The tools whose PreToolUse runs peers-hook: Claude Code's edit tools, Codex's apply_patch."""
 WAKE_TIMEOUT = 3660
 """The idle wake waits up to an hour (``peers-hook --max-wait`` default); Claude Code's
 default hook timeout (600 s) would end it early, so ours sits just above that hour."""
@@ -61,6 +63,9 @@ def desired_hooks(
         if event == "PostToolUse":
             group = {"matcher": "*", **group}
         groups[event] = [group]
+    # Before an edit: conflict warnings and claims (docs/coordination.md). Only the edit
+    # tools start it (Codex also lets "Write|Edit" select its apply_patch).
+    groups["PreToolUse"] = [{"matcher": EDIT_MATCHER, "hooks": [dict(handler)]}]
     if wake:
         groups["Stop"].append(
             {
