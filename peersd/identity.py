@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .config import ConfigError, ensure_own_dir, read_private_file, write_private_file
+from .errors import ConfigError
+from .private_files import ensure_own_dir, read_private_file, write_private_file
 
 _LINUX = sys.platform.startswith("linux")
 _boot_time: float | None = None
@@ -126,9 +127,7 @@ def ancestors(pid: int, limit: int = 64) -> Iterator[int]:
         current = ppid
 
 
-def registered_ancestor(
-    pid: int, agents: dict[int, tuple[str, float]]
-) -> tuple[int, str] | None:
+def registered_ancestor(pid: int, agents: dict[int, tuple[str, float]]) -> tuple[int, str] | None:
     """(agent pid, peer id) of the entry in ``agents`` (pid -> (peer id, start time)) that
     ``pid`` is or descends from, where the process still has that start time."""
     for candidate in (pid, *ancestors(pid)):
