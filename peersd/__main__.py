@@ -44,7 +44,7 @@ def overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def detach(settings: Settings) -> int:
     """Start ``peersd`` in a new session with stdio detached; do not wait for it."""
-    from .config import ensure_private_dir
+    from .private_files import ensure_private_dir
 
     ensure_private_dir(settings.run_dir)
     log_path = settings.daemon_log_path

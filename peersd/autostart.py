@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import wire
-from .config import LAUNCHD_LABEL, Settings, check_socket_owner, ensure_private_dir, home
+from .config import LAUNCHD_LABEL, Settings, home
 from .errors import DaemonUnreachable
+from .private_files import check_socket_owner, ensure_private_dir
 
 NOT_LISTENING = (errno.ENOENT, errno.ECONNREFUSED)
 SYSTEMD_SOCKET_UNIT = "claude-peers.socket"

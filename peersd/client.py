@@ -25,7 +25,7 @@ from . import __version__, autostart
 from . import protocol as p
 from .config import Settings, load
 from .endpoint import Endpoint, client_endpoint, client_tls, open_tcp
-from .errors import Code, DaemonUnreachable, PeersError
+from .errors import Code, ConfigError, DaemonUnreachable, PeersError
 
 log = logging.getLogger("peersd.client")
 
@@ -65,8 +65,10 @@ def hub_credentials(settings: Settings) -> tuple[str, str]:
     state = settings.db_path.parent
     try:
         return identity.machine_id(state), machine_secret.load_or_create(str(state))
-    except (OSError, machine_secret.SecretFileError) as e:
-        raise PeersError(Code.FORBIDDEN, f"cannot use this machine's hub secret: {e}") from None
+    except (OSError, ConfigError) as e:
+        raise PeersError(
+            Code.FORBIDDEN, f"cannot use this machine's id or hub secret: {e}"
+        ) from None
 
 
 def _open_remote(target: Endpoint, settings: Settings) -> socket.socket:

@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .config import ConfigError, ensure_own_dir, read_private_file, write_private_file
+from .errors import ConfigError
+from .private_files import ensure_own_dir, read_private_file, write_private_file
 
 _LINUX = sys.platform.startswith("linux")
 _boot_time: float | None = None

@@ -23,9 +23,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import __version__
-from .config import LAUNCHD_LABEL, ConfigError, Settings, ensure_private_dir
+from .config import LAUNCHD_LABEL, ConfigError, Settings
 from .connection import Connection
 from .endpoint import host_port, is_loopback, tcp_warnings
+from .private_files import ensure_private_dir
 from .server import Daemon
 from .store import Store, StoreError
 

@@ -25,9 +25,9 @@ import apsw
 import msgspec
 
 from . import files
-from .config import ConfigError, ensure_own_dir, open_own_file
-from .errors import Code, PeersError
+from .errors import Code, ConfigError, PeersError
 from .errors import StoreError as StoreError  # still importable from here
+from .private_files import ensure_own_dir, open_own_file
 from .protocol import Message, MessageStatusItem, Peer, Register
 from .rules import match_message_id, match_peer_id
 

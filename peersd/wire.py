@@ -20,7 +20,7 @@ import _struct
 import os
 
 from . import __version__
-from .errors import ClaudePeersError, Code
+from .errors import ClaudePeersError, Code, ConfigError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: collections.abc would import the collections package
@@ -307,8 +307,10 @@ def hub_credentials(
 
     try:
         return identity.machine_id(Path(state)), machine_secret.load_or_create(state)
-    except (OSError, machine_secret.SecretFileError) as e:
-        raise WireError(f"cannot use this machine's hub secret: {e}", Code.FORBIDDEN) from None
+    except (OSError, ConfigError) as e:
+        raise WireError(
+            f"cannot use this machine's id or hub secret: {e}", Code.FORBIDDEN
+        ) from None
 
 
 def socket_path(env: "Mapping[str, str] | None" = None, config: str | None = None) -> str:

@@ -9,7 +9,8 @@ import msgspec
 import pytest
 
 from peersd import protocol as p
-from peersd.config import ConfigError, Settings, ensure_private_dir, load
+from peersd.config import ConfigError, Settings, load
+from peersd.private_files import ensure_private_dir
 
 
 def test_defaults_come_from_home_alone(tmp_path):
@@ -170,7 +171,7 @@ def test_frames_round_trip_with_their_tag():
 def test_socket_path_of_another_owner_is_refused(tmp_path):
     import socket
 
-    from peersd.config import check_socket_owner
+    from peersd.private_files import check_socket_owner
 
     check_socket_owner(Path(tmp_path / "missing.sock"))  # absent is fine
     path = tmp_path / "s.sock"

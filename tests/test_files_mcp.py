@@ -81,7 +81,7 @@ async def test_claim_status_release_and_list(daemon, agent_bin, agents, repo: Pa
         # status note, and what list_peers shows of bob
         assert (await s.text("set_status", note="back at 3")) == 'Your note is now: "back at 3"'
         listed = await s.text("list_peers")
-        assert "editing 1 file(s) (\"src/app.py\")" in listed
+        assert 'editing 1 file(s) ("src/app.py")' in listed
         peers = {x.name: x for x in other.request(p.ListPeers).peers}
         assert peers[me].note == "back at 3"
         # release

@@ -20,10 +20,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from peersd import machine_secret
+from peersd import client, machine_secret, wire
 from peersd import protocol as p
 from peersd.client import session_registration
-from peersd.errors import Code, PeersError
+from peersd.config import load
+from peersd.errors import Code, ConfigError, PeersError
 
 from .conftest import PYTHON, register
 from .test_abuse import fd_baseline, fd_count, read_until_closed, wait_for
@@ -294,21 +295,39 @@ def test_the_machine_secret_file_is_private_and_never_follows_a_link(tmp_path):
     target.write_text("keep me\n")
     path.unlink()
     path.symlink_to(target)
-    with pytest.raises(machine_secret.SecretFileError):
+    with pytest.raises(ConfigError):
         machine_secret.load_or_create(str(state))
     assert target.read_text() == "keep me\n"
     # A file others could read (or have written) is refused, not used.
     path.unlink()
     path.write_text(secret + "\n")
     path.chmod(0o644)
-    with pytest.raises(machine_secret.SecretFileError, match="readable by others"):
+    with pytest.raises(ConfigError, match="readable by others"):
         machine_secret.load_or_create(str(state))
     # A private directory that is a symlink is refused too.
     other = tmp_path / "other"
     other.mkdir()
     (other / machine_secret.PRIVATE_DIR).symlink_to(tmp_path, target_is_directory=True)
-    with pytest.raises(machine_secret.SecretFileError, match="not a directory"):
+    with pytest.raises(ConfigError, match="not a directory"):
         machine_secret.load_or_create(str(other))
+
+
+def test_a_machine_id_that_cannot_be_used_is_the_clients_forbidden_error(tmp_path):
+    """Both hub clients turn a refused machine-id file into their own ``forbidden`` error,
+    as they do for the secret: the refusal is a ConfigError from the same helpers, which
+    they once let escape (they caught only the secret's own error type)."""
+    state = tmp_path / "shared"
+    state.mkdir()
+    state.chmod(0o777)  # a database directory others can write: both files are refused
+    env = {"HOME": str(tmp_path), "CLAUDE_PEERS_DB": str(state / "claude-peers.db")}
+    with pytest.raises(PeersError) as caught:
+        client.hub_credentials(load(env=env))
+    assert caught.value.code == Code.FORBIDDEN
+    assert "can be written by other users" in caught.value.message
+    with pytest.raises(wire.WireError) as seen:
+        wire.hub_credentials(env=env)
+    assert seen.value.code == Code.FORBIDDEN
+    assert "can be written by other users" in seen.value.message
 
 
 def test_processes_racing_to_create_the_secret_agree_on_one(tmp_path):

@@ -2,7 +2,8 @@
 layers below it. Checked on the source (every import statement, including those inside
 functions), so a lazy import cannot hide a dependency the wrong way.
 
-    base      errors, rules, protocol, config, identity, agents, endpoint, orphans
+    base      errors, rules, protocol, config, private_files, identity, agents,
+              endpoint, machine_secret, orphans
     store     store, commit                         (base)
     daemon    server, connection, handlers, ...     (base, store)
     client    client, autostart, wire               (base)
@@ -32,6 +33,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.agents",
         "peersd.endpoint",
         "peersd.machine_secret",
+        "peersd.private_files",
         "peersd.orphans",
         "peersd.paths",
         "peersd.globs",

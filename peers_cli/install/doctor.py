@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from peersd import __version__
-from peersd.config import ConfigError, Settings, ensure_own_dir, load
+from peersd.config import ConfigError, Settings, load
+from peersd.private_files import ensure_own_dir
 
 from .common import (
     LABELS,
