@@ -265,8 +265,16 @@ def list_peers(
             p.ListPeers, scope=scope, include_gone=include_gone, include_self=True
         )
     peers: list[p.Peer] = reply.peers
+    more = (
+        f"{reply.omitted} more not shown: the list would not fit in one answer "
+        "(a narrower --scope shows fewer)."
+        if reply.omitted
+        else ""
+    )
     if as_json:
         emit_json(peers)
+        if more:
+            err.print(more)  # stdout stays the list it always was
         return
     if not peers:
         out.print("No peers yet. Sessions appear here once their MCP server or CLI registers.")
@@ -298,6 +306,8 @@ def list_peers(
             safe(note + (peer.summary or "")),
         )
     out.print(table)
+    if more:
+        out.print(more)
 
 
 @app.command()

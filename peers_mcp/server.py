@@ -326,7 +326,8 @@ class PeersMCP(FileTools):
     # ------------------------------------------------------------ tools
 
     async def t_list_peers(self, a: tools.ListPeersArgs) -> types.CallToolResult:
-        peers: list[p.Peer] = (await self._call(p.ListPeers, scope=a.scope)).peers
+        reply = await self._call(p.ListPeers, scope=a.scope)
+        peers: list[p.Peer] = reply.peers
         if not peers:
             text = f"No other agent sessions in scope '{a.scope}' right now."
         else:
@@ -342,8 +343,14 @@ class PeersMCP(FileTools):
                     f"- {x.name} ({x.id}): {x.client} in {where}{branch}{doing}; receives by "
                     f"{x.receive}{unread}{summary}"
                 )
+            if reply.omitted:
+                lines.append(
+                    f"{reply.omitted} more not shown: the list would not fit in one answer "
+                    "(a narrower scope shows fewer)."
+                )
             text = "\n".join(lines)
-        return ok(text, {"peers": [_peer_view(x) for x in peers]})
+        view = [_peer_view(x) for x in peers]
+        return ok(text, {"peers": view, "omitted": reply.omitted})
 
     async def t_send_message(self, a: tools.SendMessageArgs) -> types.CallToolResult:
         sent = await self._call(p.Send, to=a.to, text=a.message, reply_to=a.reply_to)

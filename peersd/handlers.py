@@ -246,9 +246,21 @@ def list_peers(d: Daemon, conn: Connection, r: p.ListPeers) -> Op:
         peers = coordination.decorate(d, peers)  # status, note, active files
         if conn.remote:
             peers = [visible(conn, x) for x in peers]
-        return Outcome(p.PeerList(id=r.id, peers=peers))
+        kept = _within(peers, d.frame_budget)
+        return Outcome(p.PeerList(id=r.id, peers=peers[:kept], omitted=len(peers) - kept))
 
     return op
+
+
+def _within(peers: list[p.Peer], budget: int) -> int:
+    """How many of ``peers`` (the first always) fit in ``budget`` bytes: each carries
+    its own paths, summary and files, up to tens of kilobytes."""
+    spent = 0
+    for i, peer in enumerate(peers):
+        spent += len(msgspec.msgpack.encode(peer))
+        if i and spent > budget:
+            return i
+    return len(peers)
 
 
 def _check_text(d: Daemon, text: str) -> None:

@@ -475,6 +475,8 @@ class PeerResult(Frame, tag="peer"):
 class PeerList(Frame, tag="peers"):
     id: int
     peers: list[Peer]
+    omitted: int = 0
+    """Peers in scope left out (the last in order) to keep the answer inside a frame."""
 
 
 class Sent(Frame, tag="sent"):

@@ -33,7 +33,9 @@ from .rules import match_message_id, match_peer_id
 
 UNDELIVERED = ("queued", "leased")
 MESSAGE_OVERHEAD = 1024
-"""Bytes a message costs in a frame beside its text (names, ids, paths), a safe bound."""
+"""Bytes a message costs in a frame beside the fields counted one by one (text, names,
+the sender's cwd, branch and host): ids, times, state, keys. A safe bound (the test
+encodes a message with everything else at its largest)."""
 
 MIGRATIONS: list[str] = [
     # v1
@@ -123,6 +125,9 @@ MESSAGE_COLUMNS = """m.seq, m.sender, m.sender_name, m.recipient, m.recipient_na
     coalesce(s.client, ''), coalesce(s.cwd, ''), s.branch, coalesce(s.host, '')"""
 
 MESSAGE_FROM = "messages m LEFT JOIN peers s ON s.id = m.sender"
+_SIZED = operator.itemgetter(2, 4, 5, 14, 15, 16)
+"""The columns of a ``MESSAGE_COLUMNS`` row a budget counts byte by byte: the names, the
+text, and the sender's cwd, branch and host. The rest is bounded: ``MESSAGE_OVERHEAD``."""
 
 
 @dataclass
@@ -142,6 +147,13 @@ def _peer(row: tuple[Any, ...]) -> Peer:
     peer.gone_reason = row[20]
     peer.session_id = None
     return peer
+
+
+def utf8_size(text: str | None) -> int:
+    """Bytes of ``text`` in UTF-8 (its length when ASCII, a flag CPython keeps)."""
+    if not text:
+        return 0
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def new_peer_id() -> str:
@@ -333,6 +345,14 @@ class Store:
         if peer is not None and n:
             peer.pending += n
             self.generation += 1
+
+    def sender_size(self, peer_id: str) -> int:
+        """Bytes a message from ``peer_id`` carries of its sender beside the names: the
+        current cwd, branch and host (``MESSAGE_COLUMNS`` joins them in)."""
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            return 0
+        return utf8_size(peer.cwd) + utf8_size(peer.branch) + utf8_size(peer.host)
 
     def peer(self, peer_id: str) -> Peer | None:
         cached = self._peers.get(peer_id)
@@ -757,7 +777,8 @@ class Store:
         always taken (a single message always fits, since texts are size-limited).
         """
         sql = (
-            "SELECT seq, length(CAST(text AS BLOB)) FROM messages WHERE recipient = ? "
+            "SELECT seq, sender, length(CAST(text AS BLOB)) + length(CAST(sender_name AS BLOB))"
+            " + length(CAST(recipient_name AS BLOB)) FROM messages WHERE recipient = ? "
             "AND (state = 'queued' OR (state = 'leased' AND lease_until < ?)) "
             "AND expires_at >= ?"
         )
@@ -772,8 +793,11 @@ class Store:
         args.append(limit)
         seqs: list[int] = []
         spent = 0
-        for seq, size in self.conn.execute(sql, args):
-            cost = size + MESSAGE_OVERHEAD
+        senders: dict[str, int] = {}
+        for seq, sender, size in self.conn.execute(sql, args):
+            if sender not in senders:
+                senders[sender] = self.sender_size(sender)
+            cost = size + senders[sender] + MESSAGE_OVERHEAD
             if seqs and spent + cost > budget:
                 break
             seqs.append(seq)
@@ -898,7 +922,7 @@ class Store:
         kept: list[tuple[Any, ...]] = []
         spent = 0
         for row in rows:
-            cost = len(row[5].encode("utf-8", "surrogatepass")) + MESSAGE_OVERHEAD  # text
+            cost = MESSAGE_OVERHEAD + sum(map(utf8_size, _SIZED(row)))
             if kept and spent + cost > budget:
                 more = True
                 break
