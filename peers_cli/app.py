@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from peers_mcp import delivery
+from peers_mcp import delivery, render
 from peers_mcp.render import clean, detag
 from peersd import __version__, identity
 from peersd import protocol as p
@@ -385,31 +385,83 @@ def inbox(
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
-    """Read the mail waiting for this shell's peer (marks it delivered once printed)."""
+    """Read the mail waiting for this shell's peer (marks it delivered once printed).
+
+    A person at a terminal gets everything claimed, whole. Run by an agent (in its
+    shell) or into a pipe, the output may be cut short by whoever reads it (Claude Code
+    keeps about 30,000 characters of a command's output), and what is printed is marked
+    read: there it shows what fits ``render.SHELL_BUDGET``, cuts a message too long for
+    it, and leaves the rest waiting.
+    """
     with errors(), connect() as client:
-        become_peer(client)
+        me = become_peer(client)
         if peek:
             # History pages newest first; show the oldest, which is what a read claims.
             page = client.request(p.History, limit=1000, state="queued", direction="in")
             msgs = list(reversed(page.messages))[:limit]
             show_messages(msgs, as_json)
             return
+        bounded = me.client != "cli" or not sys.stdout.isatty()
 
         def show(plan: delivery.Plan) -> None:
-            show_messages(plan.shown, as_json)
+            if not bounded:
+                show_messages(plan.shown, as_json)
+            elif as_json:
+                emit_json([_shown_view(m, plan) for m in plan.shown])
+                if plan.rest:
+                    err.print(_waiting(plan))
+            elif me.client != "cli":
+                # An agent's shell: the mail as its model sees it everywhere else (quoted,
+                # with the calls that answer it and that read on).
+                sys.stdout.write(plan.text + "\n")
+            else:
+                for msg in plan.shown:
+                    end = plan.cut.get(msg.id)
+                    if end is None:
+                        show_message(msg, unread=True)
+                        continue
+                    show_message(msgspec.structs.replace(msg, text=msg.text[:end]), unread=True)
+                    out.print(
+                        f"  [cut: {len(msg.text) - end:,} more characters not shown; "
+                        "`peers history --mine --json` has the whole text]",
+                        markup=False,
+                    )
+                if plan.rest:
+                    out.print(_waiting(plan), markup=False)
+            sys.stdout.flush()
 
-        # The one delivery routine: a terminal has no budget, so all that is claimed is
-        # printed whole, flushed, and then acknowledged.
+        how: dict[str, Any] = {"budget": None, "rendered": False}
+        if bounded:
+            how = {"budget": render.SHELL_BUDGET, "client": me.client}
         try:
-            plan = delivery.deliver(
-                InboxMailbox(client), show, "cli", limit, budget=None, rendered=False
-            )
+            plan = delivery.deliver(InboxMailbox(client), show, "cli", limit, **how)
         except delivery.Unsettled as e:
-            if not e.acked:
-                raise e.cause from None  # printed but not acknowledged: it comes again
+            if not e.acked:  # printed, but maybe not marked read: it may come again
+                die(
+                    f"could not mark the {len(e.plan.shown)} message(s) above read "
+                    f"({e.cause}); they may be shown again"
+                )
             plan = e.plan  # only the rest is not released: its leases run out
         if plan is None:
             show_messages([], as_json)
+
+
+def _shown_view(msg: p.Message, plan: delivery.Plan) -> dict[str, Any]:
+    """A message as ``--json`` prints it; one shown cut holds the text shown, and ``cut``
+    says how much of how much."""
+    view: dict[str, Any] = msgspec.to_builtins(msg)
+    end = plan.cut.get(msg.id)
+    if end is not None:
+        view["text"] = msg.text[:end]
+        view["cut"] = {"shown": end, "length": len(msg.text)}
+    return view
+
+
+def _waiting(plan: delivery.Plan) -> str:
+    return (
+        f"{len(plan.rest)} more message(s) are waiting: they did not fit here. "
+        "Run `peers inbox` again to read them."
+    )
 
 
 class InboxMailbox:

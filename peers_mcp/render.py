@@ -31,6 +31,10 @@ additionalContext over 10,000 characters into a file, which a model may never op
 TOOL_BUDGET = 60000
 """Characters of mail per tool result, well inside the clients' limits on tool output
 (Claude Code truncates MCP results past about 25,000 tokens)."""
+SHELL_BUDGET = 15000
+"""Characters of mail per ``peers inbox`` run in an agent's shell (or into a pipe): Claude
+Code keeps about 30,000 characters of a command's output, and JSON's escapes may double
+a text. What is printed is marked read, so it must all reach the reader."""
 CHANNEL_BUDGET = TOOL_BUDGET
 """Characters per channel notification (one message each). Claude Code documents no
 limit; a message is never shown bigger than a tool result would show it."""

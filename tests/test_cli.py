@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 import pytest
 
+from peers_mcp import render
 from peersd import protocol as p
 from peersd.client import Client
 
@@ -597,6 +598,70 @@ def test_inbox_json(peers: Peers, agent: Callable[..., tuple[Client, p.Peer]]) -
     assert [m["id"] for m in peers.ok("inbox", "--json").json()] == [sent[2]]
     assert status_of(ca, sent[2]).state == "delivered"
     assert peers.ok("inbox", "--json").json() == []
+
+
+def test_inbox_in_an_agent_shell_prints_only_what_fits_and_leaves_the_rest(
+    daemon: DaemonProc, peers: Peers, agent: Callable[..., tuple[Client, p.Peer]]
+) -> None:
+    """Claude Code keeps about 30,000 characters of a command's output, and what
+    ``peers inbox`` prints is marked read: in an agent's shell it prints what fits,
+    cuts a message too long for it (with the call that reads on), and leaves the rest."""
+    ca, _ = agent("alpha")
+    boss_client = daemon.client("claude-code")
+    try:
+        # The agent whose shell tool runs `peers` is an ancestor: it speaks as that agent.
+        register(boss_client, os.getpid(), "claude-code", name="boss")
+        sent = [ca.request(p.Send, to="boss", text=f"{n}" * 32000).message_id for n in range(3)]
+        out = peers.ok("inbox").out
+        assert len(out) <= render.SHELL_BUDGET + 1, len(out)
+        assert f'check_messages with message_id="{sent[0]}" and offset=' in out
+        assert "2 more message(s) from" in out and sent[1] not in out
+        states = [(status_of(ca, i).state, status_of(ca, i).delivered_via) for i in sent]
+        assert states == [("delivered", "cli"), ("queued", None), ("queued", None)]
+    finally:
+        boss_client.close()
+
+
+def test_inbox_into_a_pipe_is_bounded_too(
+    peers: Peers, agent: Callable[..., tuple[Client, p.Peer]]
+) -> None:
+    ca, _ = agent("alpha")
+    me = peers.ok("whoami", "--json").json()["name"]
+    sent = [ca.request(p.Send, to=me, text=f"{n}" * 32000).message_id for n in range(3)]
+    out = peers.ok("inbox").out
+    assert len(out) <= render.SHELL_BUDGET + 200, len(out)
+    assert sent[0] in out and sent[1] not in out
+    assert "more characters not shown" in out and "2 more message(s) are waiting" in out
+    assert [status_of(ca, i).state for i in sent] == ["delivered", "queued", "queued"]
+    r = peers("inbox", "--json")
+    assert r.code == 0 and "1 more message(s) are waiting" in r.err, r
+    (shown,) = r.json()
+    assert shown["id"] == sent[1] and shown["cut"]["length"] == 32000
+    assert shown["text"] == "1" * shown["cut"]["shown"]
+    assert len(r.out) <= 2 * render.SHELL_BUDGET
+    assert [status_of(ca, i).state for i in sent] == ["delivered", "delivered", "queued"]
+
+
+def test_peers_says_how_many_did_not_fit(daemon: DaemonProc, peers: Peers) -> None:
+    wide = "\U0001f600"
+    with daemon.client() as c:
+        for i in range(55):
+            c.call(
+                p.Register(
+                    id=0,
+                    agent_pid=4_000_000 + i,
+                    agent_start=1.0,
+                    name=f"w{i}",
+                    cwd=wide * 4096,
+                    git_root=wide * 4096,
+                    summary=wide * 1000,
+                )
+            )
+    r = peers.ok("peers", "--gone")  # gone by the time it runs, or not: listed either way
+    assert re.search(r"^(\d+) more not shown", r.out, re.M), r.out[-500:]
+    r = peers("peers", "--gone", "--json")
+    assert r.code == 0 and re.match(r"\d+ more not shown", r.err), r.err
+    assert 0 < len(r.json()) < 55
 
 
 # --------------------------------------------------------------------------- history
