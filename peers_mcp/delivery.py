@@ -147,10 +147,29 @@ def _sender(msg: Any) -> str:
     return msg["sender_name"] if isinstance(msg, dict) else msg.sender_name
 
 
+UNANSWERED = ("timeout", "daemon_unreachable", "bad_frame", "frame_too_large")
+"""Codes (``peersd.errors.Code``) of a request that got no answer the client could read."""
+
+
+def maybe_done(e: BaseException) -> bool:
+    """Whether a request that failed with ``e`` may still have been done.
+
+    An error frame answering it means the daemon refused it and rolled it back. A time-out,
+    a hang-up or an unreadable answer (or a failure with no code at all) says nothing: the
+    daemon may have committed it before its answer was lost.
+    """
+    code = getattr(e, "code", None)
+    return not isinstance(code, str) or code in UNANSWERED
+
+
 class Unsettled(Exception):
     """The mail was shown but could not be acknowledged (``acked`` false: its leases run
     out and it is offered again), or the rest could not be released (``acked`` true: only
-    the rest waits for its leases)."""
+    the rest waits for its leases).
+
+    ``maybe_acked``: not known to be acknowledged, but the ack's answer was lost, so it may
+    have been (``maybe_done``). The mail may then never come again: treat it as shown (a
+    message shown twice beats one marked read unseen)."""
 
     def __init__(self, shown: Plan, cause: BaseException, acked: bool) -> None:
         what = "release the rest" if acked else "acknowledge them"
@@ -158,6 +177,7 @@ class Unsettled(Exception):
         self.plan = shown
         self.cause = cause
         self.acked = acked
+        self.maybe_acked = not acked and maybe_done(cause)
 
 
 def deliver(

@@ -8,7 +8,9 @@ in ``render.HOOK_BUDGET`` characters (a message too long for it is shown cut, wi
 ``check_messages`` call that reads on), print it, flush, and only then acknowledge
 exactly the messages shown (``Ack`` via "hook") and release the rest at once. A hook
 killed between claim and acknowledgement leaves its lease to run out, and the mail is
-delivered again.
+delivered again. When the acknowledgement's answer is lost (a time-out, a hang-up) the
+daemon may have done it, so the idle wake shows the mail anyway (exit 2): shown twice
+beats marked read unseen.
 
 Output per ``hook_event_name``:
 
@@ -37,7 +39,9 @@ delivery routine, writing to stderr (via "wake"), and exits 2, which makes Claud
 Code wake the idle session with it. One waiter per session (an flock on
 ``<run dir>/peers-hook-wait.<peer id>.lock``; a second one exits 0 at once). It exits
 0 without output when the session's agent process is gone (checked every
-``--check-interval`` seconds), when the daemon goes away and does not come back
+``--check-interval`` seconds, with a ``whoami``: a waiter whose peer was unbound, by an
+unregister from elsewhere or the peer marked gone, attaches again once the session is
+registered again), when the daemon goes away and does not come back
 within ``--reconnect-window`` seconds, or after ``--max-wait`` seconds (default one
 hour) so the next Stop re-arms it. A waiter that starts before ``peers-mcp`` has
 registered its session (Claude Code connects MCP servers in the background, so a quick
@@ -503,8 +507,15 @@ class Waiter:
                         if not identity.is_alive(agent_pid, agent_start):
                             self.session_over()
                             return 0
+                        bound = self.rebind()
+                        if bound is False:
+                            return 0  # the session is another peer now: its next Stop arms one
+                        now = time.monotonic()
                         next_check = now + opts.check_interval
-                    event = self.conn.next_event(min(next_check - now, left))
+                        if bound is None:
+                            need_claim = True  # bound again: mail may have come meanwhile
+                            continue
+                    event = self.conn.next_event(max(0.0, min(next_check - now, left)))
                 except wire.Closed:
                     if not self.reconnect(deadline, agent_pid, agent_start):
                         return 0
@@ -535,6 +546,35 @@ class Waiter:
                 if e.code != Code.UNKNOWN_PEER or time.monotonic() >= deadline:
                     raise
             time.sleep(0.25)
+
+    def rebind(self) -> bool | None:
+        """Make sure this connection still acts as the session's peer: True if it does,
+        None if it had stopped and acts as it again (mail may have come meanwhile), False
+        if the session is another peer now.
+
+        The daemon unbinds a peer's connections when the peer is unregistered from
+        elsewhere or marked gone; a waiter no longer bound gets no doorbells. A gone
+        session that has not registered again yet stays unbound until a later check.
+        """
+        assert self.conn is not None
+        try:
+            self.conn.call({"t": "whoami"})
+            return True
+        except wire.WireError as e:
+            if e.code != Code.NOT_REGISTERED:
+                raise
+        req: dict[str, object] = {"t": "attach"}
+        if isinstance(self.session_id, str) and self.session_id:
+            req["session_id"] = self.session_id
+        try:
+            peer = self.conn.call(req)["peer"]
+        except wire.WireError as e:
+            if e.code != Code.UNKNOWN_PEER:
+                raise
+            return True  # not registered again yet: look again at the next check
+        if not isinstance(peer, dict) or peer.get("id") != self.peer.get("id"):
+            return False
+        return None
 
     def session_over(self) -> None:
         """The agent is gone, so no waiter will come for this peer again: drop the lock file."""
@@ -583,9 +623,10 @@ class Waiter:
             )
         except delivery.Unsettled as e:
             self.log(f"--wait: {e}")
-            # Acknowledged (only the rest's release failed): wake with it. Not
-            # acknowledged: exit 0 so the text is not shown; the mail comes again.
-            return 2 if e.acked else 0
+            # Acknowledged (only the rest's release failed), or maybe (the ack's answer
+            # was lost: a time-out, a hang-up): wake with it, since it may never come
+            # again. Refused: exit 0 so the text is not shown; the mail comes again.
+            return 2 if e.acked or e.maybe_acked else 0
         return 2 if plan is not None and plan.shown else None
 
     def reconnect(self, deadline: float, agent_pid: int, agent_start: float) -> bool:

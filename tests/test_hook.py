@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -778,6 +780,68 @@ def test_wait_rides_out_a_daemon_restart(peers):
             proc.wait()
     with peers.daemon.client() as c:
         assert status(c, mid) == ("delivered", "wake")
+
+
+def test_wait_binds_again_after_its_peer_was_unregistered_and_came_back(peers):
+    """Unregistering a peer unbinds every connection acting as it, the waiter's too: it
+    would get no doorbell until --max-wait. It checks every --check-interval and attaches
+    again once the session is registered again."""
+    proc = spawn_hook(
+        peers.daemon, claude_input("Stop"), "--wait", "--check-interval", "0.3", "--max-wait", "20"
+    )
+    try:
+        wait_for_lock(peers.daemon, peers.alpha.id, proc)
+        peers.alpha_client.request(p.Unregister)
+        time.sleep(1.0)  # a check or more while the session is gone: the waiter keeps waiting
+        assert proc.poll() is None
+        again = register(
+            peers.alpha_client, peers.alpha_agent.pid, "claude-code", session_id=SESSION
+        )
+        assert again.id == peers.alpha.id
+        started = time.monotonic()
+        mid = peers.send("back again?")
+        rc, out, err = finish(proc, 15)
+        assert time.monotonic() - started < 5  # woken by the mail, not by --max-wait
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 2 and "> back again?" in err.decode(), (rc, err)
+    assert peers.status(mid) == ("delivered", "wake")
+
+
+def test_wait_wakes_when_the_ack_may_have_been_done(peers):
+    """The ack is sent but its answer never comes (here: the daemon is stopped while the
+    waiter pauses before acknowledging; it reads the ack once it runs again). The daemon
+    may have marked the mail read, so the waiter wakes the session with it (exit 2)
+    rather than exit 0 and hope it comes again: shown twice beats marked read unseen."""
+    env = hook_env(peers.daemon, **{PAUSE: "1.5"})
+    proc = spawn_hook(peers.daemon, claude_input("Stop"), "--wait", env=env)
+    daemon_pid = peers.daemon.proc.pid
+    stopped = False
+    try:
+        wait_for_lock(peers.daemon, peers.alpha.id, proc)
+        mid = peers.send("is anyone there?")
+        deadline = time.monotonic() + 10
+        while peers.status(mid)[0] != "leased":  # claimed: the waiter now shows, pauses, acks
+            assert time.monotonic() < deadline, "the waiter never claimed the mail"
+            time.sleep(0.02)
+        os.kill(daemon_pid, signal.SIGSTOP)
+        stopped = True
+        rc, out, err = finish(proc, 15)  # the pause, then REQUEST_TIMEOUT for the ack
+        os.kill(daemon_pid, signal.SIGCONT)
+        stopped = False
+    finally:
+        if stopped:
+            os.kill(daemon_pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 2 and "> is anyone there?" in err.decode(), (rc, err)
+    deadline = time.monotonic() + 5
+    while peers.status(mid)[0] == "leased" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert peers.status(mid) == ("delivered", "wake")  # the ack was done after all
 
 
 def test_wait_shows_long_mail_cut_and_acknowledges_it(peers):
