@@ -5,6 +5,10 @@ registers as the agent session (the nearest Claude Code or Codex ancestor), and 
 that identity across daemon restarts. Mail is pushed as a ``claude/channel``
 notification only when the session really has channels on for this server; otherwise
 it waits for the hooks or the tools, and nothing is marked delivered that was not shown.
+
+Test knob: the environment variable ``CLAUDE_PEERS_TEST_MCP_PAUSE_BEFORE_ACK`` (seconds)
+makes ``check_messages`` and ``wait_for_message`` wait between claiming mail and
+acknowledging it, so tests can cancel a call in between. It has no other use.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Literal
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import mcp_types as types
 import msgspec
 from mcp.server import Server, ServerRequestContext
@@ -45,6 +50,8 @@ CLIENT_KINDS = {"claude-code": "claude-code", "codex-mcp-client": "codex"}
 READY_TIMEOUT = 10.0
 EXIT_GRACE = 2.0
 AGENT_CHECK_INTERVAL = 2.0
+PAUSE_ENV = "CLAUDE_PEERS_TEST_MCP_PAUSE_BEFORE_ACK"
+"""Test knob: seconds a tool delivering mail waits between claim and ack (see the docstring)."""
 
 
 class ChannelNotification(
@@ -69,6 +76,11 @@ def instructions(server: str) -> str:
 
 class Unavailable(Exception):
     """The daemon could not be reached in time; the tool says so instead of hanging."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        """What went wrong, without what it means for the tool (for a message of its own)."""
 
 
 def legacy_only(
@@ -305,10 +317,8 @@ class PeersMCP(FileTools):
             with anyio.move_on_after(READY_TIMEOUT):
                 await self.ready.wait()
         if self.client is None:
-            raise Unavailable(
-                "the claude-peers daemon is not reachable right now "
-                f"({self.last_error}); nothing was sent or marked read. Try again shortly."
-            )
+            why = f"the claude-peers daemon is not reachable right now ({self.last_error})"
+            raise Unavailable(f"{why}; nothing was sent or marked read. Try again shortly.", why)
         return self.client
 
     async def _call(self, kind: type[p.Request], **fields: Any) -> Any:
@@ -317,9 +327,12 @@ class PeersMCP(FileTools):
             return await client.call(kind(id=0, **fields), wait_connected=READY_TIMEOUT)
         except PeersError as e:
             if e.code == Code.UNREACHABLE:
+                # Maybe before the request went out, maybe after it was done: unknown.
+                why = f"lost the claude-peers daemon ({e.message})"
                 raise Unavailable(
-                    f"lost the claude-peers daemon ({e.message}); nothing was sent or marked "
-                    "read. Try again shortly."
+                    f"{why} before it answered, so whether this was done is not known "
+                    "(message_history shows what was sent). Try again shortly.",
+                    why,
                 ) from None
             raise
 
@@ -390,39 +403,75 @@ class PeersMCP(FileTools):
         return ok("\n".join(lines), {"messages": [msgspec.to_builtins(i) for i in items]})
 
     async def _read_mail(self, via: str, **filters: Any) -> delivery.Plan | None:
-        """The delivery routine for a tool result: what it shows is acknowledged before
-        the result is returned, the rest released."""
+        """The delivery routine for a tool result: what it shows is acknowledged just
+        before the result is returned, the rest released.
+
+        Every request to the daemon is awaited to its answer, even in a call that is
+        cancelled meanwhile (``ClientMailbox``), so claimed mail is settled, never left
+        leased. A call cancelled before the ack (the client gave up on it, and the SDK
+        drops its result) releases the mail instead: it was never shown.
+        """
         box = ClientMailbox(lambda kind, **f: self._call(kind, **f))
+
+        async def before_ack(plan: delivery.Plan) -> None:
+            pause = os.environ.get(PAUSE_ENV)
+            if pause:
+                await anyio.sleep(float(pause))
+            await anyio.lowlevel.checkpoint_if_cancelled()  # cancelled: release, not ack
+
         try:
-            with anyio.CancelScope(shield=True):  # claimed mail is settled, never left leased
-                return await delivery.adeliver(
-                    box,
-                    None,
-                    via,
-                    100,
-                    filters,
-                    budget=render.TOOL_BUDGET,
-                    server=self.server_name,
-                    client=self.client_kind,
-                )
-            # A shielded scope swallows nothing it did not cancel itself: never reached.
-            raise RuntimeError("the shielded delivery ended without an answer")
+            return await delivery.adeliver(
+                box,
+                before_ack,
+                via,
+                100,
+                filters,
+                budget=render.TOOL_BUDGET,
+                server=self.server_name,
+                client=self.client_kind,
+            )
         except delivery.Unsettled as e:
-            if e.acked:  # only the rest is not released: its leases run out
+            if e.acked or e.maybe_acked:
+                # Only the rest is not released (its leases run out), or the ack's answer
+                # was lost and it may have been done: shown now, even if it comes again.
                 log.warning("%s", e)
                 return e.plan
-            raise e.cause from None  # not acknowledged, so not shown: it comes again
+            raise e.cause from None  # refused, so not acknowledged: it comes again
+
+    async def _mail_or_error(
+        self, via: str, **filters: Any
+    ) -> tuple[delivery.Plan | None, types.CallToolResult | None]:
+        """``_read_mail``, or the error result saying it failed and nothing was marked read
+        (a failure there is a claim that failed, or an ack the daemon refused)."""
+        try:
+            return await self._read_mail(via, **filters), None
+        except (PeersError, Unavailable) as e:
+            why = e.reason if isinstance(e, Unavailable) else e.message
+            return None, error(
+                f"could not read your mail: {why}. Nothing was marked read; it waits for "
+                "the next delivery. Try again shortly."
+            )
 
     async def t_check_messages(self, a: tools.CheckMessagesArgs) -> types.CallToolResult:
         if a.message_id is not None:
             return await self._read_on(a.message_id, a.offset)
-        plan = await self._read_mail("check")
-        shown = plan.shown if plan else []
         recent: list[p.Message] = []
         if a.history:
-            page = await self._call(p.History, limit=a.history + len(shown), state="delivered")
-            seen = {m.id for m in shown}
-            recent = [m for m in page.messages if m.id not in seen][: a.history]
+            # Before the claim: a failure here has claimed nothing, while one after the
+            # ack would lose the mail just marked read.
+            try:
+                page = await self._call(p.History, limit=a.history, state="delivered")
+            except (PeersError, Unavailable) as e:
+                why = e.reason if isinstance(e, Unavailable) else e.message
+                return error(
+                    f"could not read your recent messages: {why}. No mail was claimed or "
+                    "marked read. Try again shortly."
+                )
+            recent = page.messages
+        plan, failed = await self._mail_or_error("check")
+        if failed is not None:
+            return failed
+        shown = plan.shown if plan else []
         parts = [plan.text if plan and plan.text else "No unread messages."]
         if recent:
             parts.append("Recent, already read (newest first):")
@@ -470,7 +519,9 @@ class PeersMCP(FileTools):
         while True:
             # Only the waiting is cut short by the timeout, never a delivery under way.
             signal_ = self.mail_signal
-            plan = await self._read_mail("wait", **filters)
+            plan, failed = await self._mail_or_error("wait", **filters)
+            if failed is not None:
+                return failed
             if plan is not None and plan.shown:
                 return mail_result(
                     plan.text,
@@ -549,19 +600,28 @@ class PeersMCP(FileTools):
 
 class ClientMailbox:
     """This session's mail through a ``request(kind, **fields)`` coroutine, for
-    ``delivery.adeliver``."""
+    ``delivery.adeliver``.
+
+    Each request is shielded from cancellation: once sent, its answer is awaited, so a
+    claim is always followed by its ack or release (a cancelled caller sees the
+    cancellation at its next checkpoint instead)."""
 
     def __init__(self, request: Callable[..., Awaitable[Any]]) -> None:
         self.request = request
 
+    async def _ask(self, kind: type[p.Request], **fields: Any) -> Any:
+        with anyio.CancelScope(shield=True):
+            return await self.request(kind, **fields)
+        raise RuntimeError("the shielded request ended without an answer")  # never reached
+
     async def claim(self, limit: int, filters: dict[str, Any]) -> list[p.Message]:
-        return (await self.request(p.Claim, limit=limit, **filters)).messages
+        return (await self._ask(p.Claim, limit=limit, **filters)).messages
 
     async def ack(self, ids: list[str], via: str) -> None:
-        await self.request(p.Ack, message_ids=ids, via=via)
+        await self._ask(p.Ack, message_ids=ids, via=via)
 
     async def release(self, ids: list[str]) -> None:
-        await self.request(p.Release, message_ids=ids)
+        await self._ask(p.Release, message_ids=ids)
 
 
 def ok(text: str, structured: dict[str, Any]) -> types.CallToolResult:

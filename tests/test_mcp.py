@@ -228,6 +228,31 @@ async def test_check_messages_acknowledges_exactly_what_it_showed(daemon, agent_
             assert len(again["recent"]) == 2
 
 
+async def test_a_cancelled_check_releases_what_it_claimed(daemon, agent_bin, agents):
+    """The client gives up on a check_messages call between its claim and its ack: the SDK
+    drops the result, so the mail must be released, not acknowledged unseen."""
+    env = {"CLAUDE_PEERS_TEST_MCP_PAUSE_BEFORE_ACK": "2"}
+    async with mcp_session(daemon, agent_bin, env=env) as s:
+        me = (await s.whoami())["id"]
+        with daemon.client() as c:
+            register(c, agents.spawn().pid, name="asker")
+            mid = c.request(p.Send, to=me, text="are you there?").message_id
+
+            async def state_is(wanted: str) -> bool:
+                return c.request(p.MessageStatus, message_ids=[mid]).items[0].state == wanted
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(s.call, "check_messages")
+                await wait_until(lambda: state_is("leased"))  # claimed; the ack waits 2 s
+                tg.cancel_scope.cancel()  # the client sends notifications/cancelled
+            await wait_until(lambda: state_is("queued"))  # released at once
+            await anyio.sleep(2.5)  # past the pause: nothing acknowledges it after all
+            assert await state_is("queued")
+            shown = await s.data("check_messages")
+            assert [m["id"] for m in shown["unread"]] == [mid]
+            assert await state_is("delivered")
+
+
 async def test_wait_for_message_returns_on_arrival_and_times_out(daemon, agent_bin, agents):
     async with mcp_session(daemon, agent_bin) as s:
         me = (await s.whoami())["id"]
