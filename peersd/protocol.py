@@ -23,7 +23,6 @@ from .rules import (
     Branch,
     ClaimTTL,
     EpochSeconds,
-    ErrorCode,
     FilePath,
     HostLabel,
     LeaseSeconds,
@@ -451,7 +450,10 @@ class Welcome(Frame, tag="welcome"):
 class Error(Frame, tag="error"):
     """A typed failure. ``id`` is None when the frame could not be tied to a request."""
 
-    code: ErrorCode
+    code: str
+    """One of ``errors.CODES`` when this daemon sends it (tests check every code it can
+    send). Decoded as any string: a newer daemon may send a code this client does not know
+    yet, which reaches the caller as a ``PeersError`` with that code and the message."""
     message: str
     id: int | None = None
     candidates: list[str] = []
