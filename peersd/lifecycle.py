@@ -26,6 +26,7 @@ from . import __version__
 from .config import LAUNCHD_LABEL, ConfigError, Settings
 from .connection import Connection
 from .endpoint import host_port, is_loopback, tcp_warnings
+from .errors import ClaudePeersError
 from .private_files import ensure_private_dir
 from .server import Daemon
 from .store import Store, StoreError
@@ -42,7 +43,7 @@ EXIT_ERROR = 1
 EXIT_ALREADY_RUNNING = 3
 
 
-class StartupError(Exception):
+class StartupError(ClaudePeersError):
     """peersd cannot start; the message says why and what to do."""
 
     exit_code = EXIT_ERROR

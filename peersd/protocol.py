@@ -17,7 +17,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 import msgspec
 from msgspec import Meta
 
-from .errors import PeersError
+from .errors import ClaudePeersError, PeersError
 from .rules import (
     MAX_FILES,
     Branch,
@@ -747,7 +747,7 @@ EVENT_TYPES = (
 # --------------------------------------------------------------------------- codecs
 
 
-class FrameTooLarge(ValueError):
+class FrameTooLarge(ClaudePeersError, ValueError):
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(f"frame of {size} bytes exceeds the {limit}-byte limit")
         self.size = size

@@ -38,7 +38,7 @@ _F32 = _struct.Struct(">f")
 # --------------------------------------------------------------------------- msgpack
 
 
-class CodecError(ValueError):
+class CodecError(ClaudePeersError, ValueError):
     """Bytes that are not the msgpack this module understands."""
 
 

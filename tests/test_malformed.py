@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peersd import config, protocol, rules, store, wire
+from peersd import config, protocol, rules, wire
 from peersd import protocol as p
 from peersd.client import session_registration
 from peersd.errors import CODES, ClaudePeersError, Code, PeersError
@@ -449,9 +449,50 @@ def test_clients_pass_an_error_code_they_do_not_know_to_the_caller(home):
         newer.close()
 
 
+def our_exception_classes() -> list[type[BaseException]]:
+    """Every exception class defined in our three packages, found by importing each module."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    # handlers and coordination import each other: load them the way the daemon does
+    importlib.import_module("peersd.server")
+    found: list[type[BaseException]] = []
+    for package in ("peersd", "peers_mcp", "peers_cli"):
+        root = importlib.import_module(package)
+        names = [package] + [
+            info.name for info in pkgutil.walk_packages(root.__path__, package + ".")
+        ]
+        for name in names:
+            module = importlib.import_module(name)
+            found += [
+                cls
+                for _, cls in inspect.getmembers(module, inspect.isclass)
+                if issubclass(cls, BaseException) and cls.__module__ == name
+            ]
+    return found
+
+
 def test_every_failure_we_raise_shares_one_root():
-    for cls in (PeersError, config.ConfigError, store.StoreError, wire.WireError, wire.Closed):
-        assert issubclass(cls, ClaudePeersError), cls
+    """Each exception class any module of ours defines, so a new one cannot slip by."""
+    classes = our_exception_classes()
+    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in classes}
+    # the walk finds them all, in every package (a broken walk would pass vacuously)
+    for known in (
+        "peersd.errors.PeersError",
+        "peersd.lifecycle.StartupError",
+        "peers_mcp.delivery.Unsettled",
+        "peers_mcp.server.Unavailable",
+        "peers_cli.install.common.InstallError",
+        "peers_cli.service.ServiceError",
+    ):
+        assert known in names, names
+    strays = sorted(
+        f"{cls.__module__}.{cls.__qualname__}"
+        for cls in classes
+        if not issubclass(cls, ClaudePeersError)
+    )
+    assert strays == [], f"derive these from peersd.errors.ClaudePeersError: {strays}"
     assert issubclass(protocol.PeersError, ClaudePeersError)
 
 
