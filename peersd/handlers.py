@@ -90,8 +90,9 @@ def register(d: Daemon, conn: Connection, r: p.Register) -> Op:
             Code.FORBIDDEN,
             f"machine_id {r.machine_id!r} is not the machine this connection proved ({machine})",
         )
-    # A local client is on the daemon's host; a remote one names its own (else its id).
-    host = (r.host or machine) if conn.remote else d.host
+    # A local client is on the daemon's host; a remote one names its own, else it gets the
+    # stand-in others see for its machine id (the id itself is its hub credential).
+    host = (r.host or _stand_in(machine)) if conn.remote else d.host
     if not r.cwd:
         raise PeersError(Code.BAD_REQUEST, "cwd is required")
 

@@ -139,9 +139,13 @@ def registered_ancestor(pid: int, agents: dict[int, tuple[str, float]]) -> tuple
     return None
 
 
+START_TOLERANCE = 0.05
+"""Seconds two start times of one process may differ by: /proc has clock-tick resolution."""
+
+
 def same_start(a: float, b: float) -> bool:
     """Start times from /proc have clock-tick resolution; allow for rounding."""
-    return abs(a - b) < 0.05
+    return abs(a - b) < START_TOLERANCE
 
 
 def is_alive(pid: int, start: float, unknown: bool = False) -> bool:

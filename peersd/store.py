@@ -27,6 +27,7 @@ import msgspec
 from . import files
 from .errors import Code, ConfigError, PeersError
 from .errors import StoreError as StoreError  # still importable from here
+from .identity import START_TOLERANCE, same_start
 from .private_files import ensure_own_dir, open_own_file
 from .protocol import Message, MessageStatusItem, Peer, Register
 from .rules import match_message_id, match_peer_id
@@ -351,9 +352,9 @@ class Store:
     def peer_by_agent(self, machine_id: str, pid: int, start: float) -> Peer | None:
         return self._first(
             "SELECT id FROM peers WHERE machine_id = ? AND agent_pid = ? "
-            "AND abs(agent_start - ?) < 0.05 ORDER BY state = 'active' DESC, "
+            "AND abs(agent_start - ?) < ? ORDER BY state = 'active' DESC, "
             "last_seen DESC LIMIT 1",
-            (machine_id, pid, start),
+            (machine_id, pid, start, START_TOLERANCE),
         )
 
     def peer_by_session(self, machine_id: str, session_id: str) -> Peer | None:
@@ -548,7 +549,7 @@ class Store:
         if peer is None or peer.state == "gone":
             return None
         if expect is not None and (
-            peer.agent_pid != expect[0] or abs(peer.agent_start - expect[1]) >= 0.05
+            peer.agent_pid != expect[0] or not same_start(peer.agent_start, expect[1])
         ):
             return None
         self.conn.execute(

@@ -271,6 +271,29 @@ def test_tcp_clients_do_not_see_other_machines_process_details(make_daemon, agen
         assert everyone["local-one"].machine_id == here.machine_id
 
 
+def test_a_remote_session_without_a_host_is_not_shown_by_its_machine_id(
+    make_daemon, agents, tmp_path
+):
+    """An empty host used to become the raw machine id, which every hub client then saw
+    (and could present as its own, before that machine did)."""
+    d, port = hub(make_daemon)
+    machine, secret = machine_of(tmp_path / "m1")
+    a = Raw(port)
+    try:
+        assert isinstance(a.hello(machine, secret), p.Welcome)
+        proc = agents.spawn()
+        got = remote_register(a, proc.pid, 1.0, name="nameless", host="")
+        assert isinstance(got, p.PeerResult), got
+        assert machine not in got.peer.host and got.peer.host.startswith("h-")
+        with remote_client(tmp_path / "m2", f"tcp://127.0.0.1:{port}") as b:
+            register_remote(b, agents, "other", "m2-box")
+            (x,) = [x for x in b.request(p.ListPeers, scope="all").peers if x.name == "nameless"]
+            assert x.host == x.machine_id == got.peer.host  # the one stand-in, everywhere
+            assert b.request(p.Send, to=f"nameless@{x.host}", text="hi").to == got.peer.id
+    finally:
+        a.close()
+
+
 def test_a_local_client_cannot_choose_its_host_label(daemon, agents):
     with daemon.client("claude-code") as c:
         host = c.connect().host
