@@ -59,13 +59,13 @@ def _hello(kind: str, settings: Settings, target: Endpoint) -> p.Hello:
 
 
 def hub_credentials(settings: Settings) -> tuple[str, str]:
-    """(machine id, machine secret) this machine proves itself with to a hub."""
-    from . import identity, machine_secret
+    """(machine id, machine secret) this machine proves itself with to a hub: the files
+    beside its database (``machine_secret.hub_credentials``, as the hook's client reads them)."""
+    from . import machine_secret
 
-    state = settings.db_path.parent
     try:
-        return identity.machine_id(state), machine_secret.load_or_create(str(state))
-    except (OSError, ConfigError) as e:
+        return machine_secret.hub_credentials(str(settings.db_path.parent))
+    except ConfigError as e:
         raise PeersError(
             Code.FORBIDDEN, f"cannot use this machine's id or hub secret: {e}"
         ) from None

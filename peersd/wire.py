@@ -249,65 +249,69 @@ def frame(body: dict[str, object]) -> bytes:
 # --------------------------------------------------------------------------- settings
 
 
-def locate(
-    env: "Mapping[str, str] | None" = None, config: str | None = None
-) -> "tuple[str, str | None, str | None]":
-    """Where the daemon is, resolved as ``peersd.config.load`` resolves it: the socket
-    path or a hub's ``tcp://`` / ``tls://`` URL, with the hub's token and CA file.
+def _settings(
+    env: "Mapping[str, str]", config: str | None
+) -> "tuple[str, str, str | None, str | None, str]":
+    """(url, socket, token, CA file, database) resolved as ``peersd.config.load`` does.
 
     Without a config file (the common case) only ``CLAUDE_PEERS_*`` variables and HOME
     matter, and nothing heavy is imported; with one, ``config.load`` decides.
     """
-    env = os.environ if env is None else env
     home = env.get("HOME") or os.path.expanduser("~")
     explicit = config or env.get("CLAUDE_PEERS_CONFIG")
     if explicit or os.path.exists(os.path.join(home, ".claude", "claude-peers.toml")):
         from .config import load
 
         settings = load({"config": config}, env=env)
-        url, sock = settings.url, settings.socket
-        token, cafile = settings.token or None, settings.tls_ca or None
-    else:
-        url = env.get("CLAUDE_PEERS_URL", "")
-        sock = env.get("CLAUDE_PEERS_SOCKET") or os.path.join(
-            home, ".claude", "run", "claude-peers.sock"
+        return (
+            settings.url,
+            settings.socket,
+            settings.token or None,
+            settings.tls_ca or None,
+            str(settings.db_path),
         )
-        token = env.get("CLAUDE_PEERS_TOKEN") or None
-        cafile = env.get("CLAUDE_PEERS_TLS_CA") or None
+    sock = env.get("CLAUDE_PEERS_SOCKET") or os.path.join(
+        home, ".claude", "run", "claude-peers.sock"
+    )
+    db = env.get("CLAUDE_PEERS_DB") or os.path.join(home, ".claude", "claude-peers.db")
+    if sock == "~" or sock.startswith("~/"):
+        sock = home + sock[1:]
+    if db == "~" or db.startswith("~/"):
+        db = home + db[1:]
+    return (
+        env.get("CLAUDE_PEERS_URL", ""),
+        sock,
+        env.get("CLAUDE_PEERS_TOKEN") or None,
+        env.get("CLAUDE_PEERS_TLS_CA") or None,
+        os.path.abspath(db),
+    )
+
+
+def locate(
+    env: "Mapping[str, str] | None" = None, config: str | None = None
+) -> "tuple[str, str | None, str | None]":
+    """Where the daemon is: the socket path or a hub's ``tcp://`` / ``tls://`` URL, with
+    the hub's token and CA file (see ``_settings``)."""
+    url, sock, token, cafile, _db = _settings(os.environ if env is None else env, config)
     url = url.strip()
     if url.startswith("unix://"):
         url, sock = "", url[len("unix://") :]
     if url:
         return url, token, cafile  # a hub: tcp://HOST:PORT or tls://HOST:PORT
-    if sock == "~" or sock.startswith("~/"):
-        sock = home + sock[1:]
     return os.path.abspath(sock), None, None
 
 
 def hub_credentials(
     env: "Mapping[str, str] | None" = None, config: str | None = None
 ) -> "tuple[str, str]":
-    """(machine id, machine secret) for a hub's hello: the files beside this machine's
-    database, whose path is resolved as ``locate`` resolves the socket. Hub mode only."""
-    env = os.environ if env is None else env
-    home = env.get("HOME") or os.path.expanduser("~")
-    explicit = config or env.get("CLAUDE_PEERS_CONFIG")
-    if explicit or os.path.exists(os.path.join(home, ".claude", "claude-peers.toml")):
-        from .config import load
+    """(machine id, machine secret) for a hub's hello: ``machine_secret.hub_credentials``
+    (what ``client`` uses too) on the directory of this machine's database. Hub mode only."""
+    from . import machine_secret
 
-        db = load({"config": config}, env=env).db
-    else:
-        db = env.get("CLAUDE_PEERS_DB") or os.path.join(home, ".claude", "claude-peers.db")
-        if db == "~" or db.startswith("~/"):
-            db = home + db[1:]
-    state = os.path.dirname(os.path.abspath(db))
-    from pathlib import Path
-
-    from . import identity, machine_secret
-
+    db = _settings(os.environ if env is None else env, config)[4]
     try:
-        return identity.machine_id(Path(state)), machine_secret.load_or_create(state)
-    except (OSError, ConfigError) as e:
+        return machine_secret.hub_credentials(os.path.dirname(db))
+    except ConfigError as e:
         raise WireError(
             f"cannot use this machine's id or hub secret: {e}", Code.FORBIDDEN
         ) from None

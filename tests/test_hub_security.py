@@ -209,7 +209,8 @@ def test_register_may_not_name_another_machine(make_daemon, agents, tmp_path):
             assert isinstance(refused, p.Error) and refused.code == Code.FORBIDDEN
         ok = remote_register(raw, agents.spawn().pid, 1.0, machine_id="box-one", host="")
         assert isinstance(ok, p.PeerResult)
-        assert (ok.peer.machine_id, ok.peer.host) == ("box-one", "box-one")
+        # no host: the stand-in others see for box-one, not the id it proves itself with
+        assert ok.peer.machine_id == "box-one" and ok.peer.host.startswith("h-")
     finally:
         raw.close()
 
@@ -351,6 +352,47 @@ def test_a_machine_id_that_cannot_be_used_is_the_clients_forbidden_error(tmp_pat
         wire.hub_credentials(env=env)
     assert seen.value.code == Code.FORBIDDEN
     assert "can be written by other users" in seen.value.message
+
+
+def test_the_hook_proves_its_machine_with_the_standard_library_only(make_daemon, agents, tmp_path):
+    """The hook's hub client had its own copy of the credential code, which imported
+    identity (pathlib, uuid, socket: ~14 ms per hook); both clients now share
+    ``machine_secret.hub_credentials``, and the hook finds the session the client made."""
+    import json
+
+    from .test_hook import claude_input
+
+    d, port = hub(make_daemon)
+    url = f"tcp://127.0.0.1:{port}"
+    home = tmp_path / "m1"
+    with remote_client(home, url) as a:
+        req = session_registration(
+            a.settings, agents.spawn().pid, "claude-code", cwd="/w", session_id="sess-hub"
+        )
+        a.call(req)
+        code = (
+            "import sys\nfrom peers_mcp import hook\nrc = hook.main([])\n"
+            "print(' '.join(sorted(sys.modules)), file=sys.stderr)\nsys.exit(rc)\n"
+        )
+        env = {"HOME": str(home), "CLAUDE_PEERS_URL": url, "CLAUDE_PEERS_TOKEN": TOKEN}
+        done = subprocess.run(
+            [PYTHON, "-c", code],
+            input=json.dumps(claude_input("PostToolUse", session_id="sess-hub")).encode(),
+            capture_output=True,
+            env={**env, "PATH": os.environ.get("PATH", "")},
+            cwd=tmp_path,
+            timeout=15,
+        )
+    assert (done.returncode, done.stdout) == (0, b""), done.stderr.decode()
+    log = home / ".claude" / "run" / "peers-hook.log"
+    assert not log.exists(), log.read_text()  # it proved the same machine, found the session
+    modules = set(done.stderr.decode().split())
+    assert {"peersd.wire", "peersd.machine_secret"} <= modules
+    heavy = {
+        "pathlib", "uuid", "peersd.identity", "peersd.config", "msgspec", "typing",
+        "peersd.protocol", "peersd.client", "asyncio", "tomllib",
+    }  # fmt: skip
+    assert modules & heavy == set()
 
 
 def test_processes_racing_to_create_the_secret_agree_on_one(tmp_path):
