@@ -301,6 +301,13 @@ class ForgetMachine(Request["Ok"], tag="forget_machine"):
     machine_id: ProvenMachineId
 
 
+class ListMachines(Request["MachineList"], tag="list_machines"):
+    """Hub owner only (local socket): the remote machine ids bound to a secret, most
+    recently seen first, so the owner can check them (``peers hub machines``)."""
+
+    limit: Limit = 1000
+
+
 class Audit(Request["AuditPage"], tag="audit"):
     """Recent audit records (kills, orphan cleanups), newest first."""
 
@@ -393,6 +400,7 @@ REQUEST_TYPES: tuple[type[Request[Any]], ...] = (
     Kill,
     Audit,
     ForgetMachine,
+    ListMachines,
     TouchFiles,
     CheckEdit,
     ClaimFiles,
@@ -426,6 +434,7 @@ ClientFrame = (
     | Kill
     | Audit
     | ForgetMachine
+    | ListMachines
     | TouchFiles
     | CheckEdit
     | ClaimFiles
@@ -569,6 +578,26 @@ class AuditPage(Frame, tag="audit_page"):
     next_before: int | None = None
 
 
+class MachineRecord(msgspec.Struct, omit_defaults=True):
+    """A remote machine id bound to a secret on this hub."""
+
+    machine_id: str
+    first_seen: float
+    """When its first hello bound it (the secret it presented then is the one it keeps)."""
+    last_seen: float
+    """Its latest hello."""
+    host: str = ""
+    """The host label of its most recently seen peer, if it has one."""
+    active_peers: int = 0
+
+
+class MachineList(Frame, tag="machines"):
+    id: int
+    machines: list[MachineRecord]
+    total: int
+    """Machines bound in all (more than listed when over ``limit``)."""
+
+
 class SweepResult(Frame, tag="sweep_result"):
     id: int
     gone: list[str]
@@ -652,6 +681,7 @@ Response = (
     | SweepResult
     | KillResult
     | AuditPage
+    | MachineList
     | EditCheck
     | FilesClaimed
     | FilesReleased

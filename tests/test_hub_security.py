@@ -26,7 +26,7 @@ from peersd.client import session_registration
 from peersd.config import load
 from peersd.errors import Code, ConfigError, PeersError
 
-from .conftest import PYTHON, register
+from .conftest import PYTHON, register, run_peers
 from .test_abuse import fd_baseline, fd_count, read_until_closed, wait_for
 from .test_hub import TOKEN, _self_signed, free_port, hub, register_remote, remote_client
 
@@ -197,6 +197,27 @@ def test_a_machine_id_is_bound_to_its_first_secret(make_daemon, agents, tmp_path
         assert isinstance(fresh.hello(m1, SECRET_B), p.Welcome)
     finally:
         fresh.close()
+
+
+def test_the_hubs_owner_lists_the_bound_machines(make_daemon, agents, tmp_path):
+    """After an upgrade the owner must check which ids are bound (docs/operations.md):
+    ``peers hub machines`` lists them, locally only."""
+    d, port = hub(make_daemon)
+    url = f"tcp://127.0.0.1:{port}"
+    with remote_client(tmp_path / "m1", url) as a:
+        mine = register_remote(a, agents, "builder", "m1-box")
+        with pytest.raises(PeersError) as info:
+            a.request(p.ListMachines)
+        assert info.value.code == Code.FORBIDDEN
+        listed = run_peers(d.env, "hub", "machines", "--json")
+        assert listed.code == 0, listed
+        found = listed.json()
+        assert found["total"] == 1
+        (m,) = found["machines"]
+        assert (m["machine_id"], m["host"], m["active_peers"]) == (mine.machine_id, "m1-box", 1)
+        assert m["first_seen"] <= m["last_seen"]
+        table = run_peers(d.env, "hub", "machines")
+        assert mine.machine_id in table.out and "m1-box" in table.out, table
 
 
 def test_register_may_not_name_another_machine(make_daemon, agents, tmp_path):
