@@ -370,6 +370,23 @@ def _error(frame_: dict[str, object]) -> WireError:
     return Closed(message, code) if code == Code.SHUTTING_DOWN else WireError(message, code)
 
 
+def tls_failed(url: object, e: BaseException) -> str:
+    """What to say when the TLS handshake with a hub failed. A hub that cannot take one
+    more connection closes it before the handshake (there is no TLS yet to say why in),
+    which the client sees as a reset or an EOF: then say that this may be why."""
+    import ssl
+
+    message = f"TLS with the hub at {url} failed: {e or type(e).__name__}"
+    if isinstance(e, (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        message += (
+            ". If the hub closed the connection, it may be full: it closes one it cannot "
+            "take before the handshake, when it serves tcp_max_connections already or "
+            "tcp_max_per_address from this address have not finished their hello (its log "
+            "says which). Try again shortly, or ask the hub's owner"
+        )
+    return message
+
+
 def _connect_hub(url: str, timeout: float, cafile: str | None) -> "Any":
     """TCP (and TLS, which costs an ``ssl`` import) to a hub; only in hub mode."""
     import socket  # hub mode only: the local path keeps to _socket
@@ -388,7 +405,7 @@ def _connect_hub(url: str, timeout: float, cafile: str | None) -> "Any":
             return ssl.create_default_context(cafile=cafile).wrap_socket(sock, server_hostname=host)
         except (OSError, ssl.SSLError) as e:
             sock.close()
-            raise Closed(f"TLS with the hub at {url} failed: {e}") from None
+            raise Closed(tls_failed(url, e)) from None
     return sock
 
 

@@ -542,6 +542,89 @@ def test_a_failed_tls_handshake_frees_its_slot(make_daemon, tmp_path):
         assert a.request(p.Status).pid == d.proc.pid
 
 
+def test_welcomed_connections_do_not_count_against_their_address(make_daemon, agents, tmp_path):
+    """Each remote session holds peers-mcp and an idle waiter and opens a connection per
+    hook: four sessions on one machine (or machines behind one NAT) hit the per-address
+    cap, and were refused. It now bounds only connections that have not been welcomed."""
+    d, port = hub(make_daemon, tcp_max_connections=12, tcp_max_per_address=2)
+    url = f"tcp://127.0.0.1:{port}"
+    clients = [remote_client(tmp_path / f"m{i % 2}", url) for i in range(6)]
+    idle: list[Raw] = []
+    try:
+        for c in clients:
+            assert isinstance(c.connect(), p.Welcome)
+        register_remote(clients[0], agents, "busy", "m0-box")
+        # what has proved nothing yet is still capped per address
+        idle = [Raw(port) for _ in range(3)]
+        refused = idle[2].read()
+        assert isinstance(refused, p.Error) and refused.code == Code.TOO_MANY_CONNECTIONS
+        assert "not finished their hello (tcp_max_per_address)" in refused.message
+        # one that says hello leaves the pre-hello budget: another may come
+        machine, secret = machine_of(tmp_path / "m1")
+        assert isinstance(idle[0].hello(machine, secret), p.Welcome)
+        late = Raw(port)
+        idle.append(late)
+        assert isinstance(late.hello(machine, secret), p.Welcome)
+        for c in clients:
+            assert c.request(p.Status).pid == d.proc.pid
+        # and tcp_max_connections still bounds them all
+        with d.client() as local:
+            assert local.request(p.Status).connections == 6 + 3 + 1
+    finally:
+        for c in clients:
+            c.close()
+        for raw in idle:
+            raw.close()
+
+
+def test_a_tls_refusal_says_what_it_may_be(make_daemon, tmp_path, monkeypatch):
+    """On TLS the hub can only close a connection it cannot take: the clients said "TLS
+    with the hub failed" and nothing more."""
+    import asyncio
+
+    cert, key = _self_signed(tmp_path)
+    d, port = hub(make_daemon, tls_cert=str(cert), tls_key=str(key), tcp_max_connections=1)
+    url = f"tls://127.0.0.1:{port}"
+    hint = "it may be full"
+    with socket.create_connection(("127.0.0.1", port)):  # holds the one slot
+        time.sleep(0.2)
+        with pytest.raises(PeersError) as info:
+            remote_client(tmp_path / "m1", url, CLAUDE_PEERS_TLS_CA=str(cert)).connect()
+        assert info.value.code == Code.UNREACHABLE
+        assert hint in info.value.message and "tcp_max_connections" in info.value.message
+
+        async def scenario() -> None:
+            c = client.AsyncClient(
+                remote_client(tmp_path / "m1", url, CLAUDE_PEERS_TLS_CA=str(cert)).settings,
+                timeout=5,
+            )
+            with pytest.raises(PeersError) as info:
+                await c.__aenter__()
+            assert info.value.code == Code.UNREACHABLE and hint in info.value.message
+
+        asyncio.run(scenario())
+        monkeypatch.setenv("HOME", str(tmp_path / "m1"))  # the hook's machine
+        with pytest.raises(wire.WireError) as seen:
+            wire.Wire(url, token=TOKEN, cafile=str(cert))
+        assert seen.value.code == Code.UNREACHABLE and hint in seen.value.message
+
+
+def test_a_tcp_hub_with_no_hello_timeout_still_ends_idle_connections(make_daemon):
+    """hello_timeout = 0 turned the pre-hello limit off over plain TCP too (TLS fell back
+    to 10 s): tcp_max_connections idle sockets locked every hub client out for good."""
+    d, port = hub(make_daemon, hello_timeout=0)
+    idle = Raw(port, timeout=20)
+    try:
+        started = time.monotonic()
+        refused = idle.read()
+        assert isinstance(refused, p.Error) and refused.code == Code.HELLO_REQUIRED
+        assert refused.message == "no hello within 10s"
+        assert 9 < time.monotonic() - started < 15
+        assert idle.closed()
+    finally:
+        idle.close()
+
+
 # --------------------------------------------------------------------------- item 7
 
 
