@@ -850,6 +850,34 @@ def hub_forget_machine(
     out.print(f"forgot machine {safe(machine_id)}: the next client to use it binds its secret")
 
 
+@hub_app.command("machines")
+def hub_machines(as_json: JsonOpt = False) -> None:
+    """The remote machine ids bound to a secret on this hub, with when each was first and
+    last seen: check them, and forget the ones you do not recognise. Run on the hub."""
+    with errors(), connect(autostart=False) as client:
+        page = client.request(p.ListMachines)
+    if as_json:
+        emit_json({"machines": page.machines, "total": page.total})
+        return
+    if not page.machines:
+        out.print("No remote machine is bound to this hub.")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("MACHINE", "HOST", "PEERS", "FIRST SEEN", "LAST SEEN"):
+        table.add_column(col, no_wrap=True, overflow="fold")
+    for m in page.machines:
+        table.add_row(
+            safe(m.machine_id),
+            safe(m.host or "-"),
+            str(m.active_peers),
+            clock(m.first_seen),
+            ago(m.last_seen),
+        )
+    out.print(table)
+    if page.total > len(page.machines):
+        out.print(f"{page.total - len(page.machines)} more not shown (least recently seen)")
+
+
 @daemon_app.command("status")
 def daemon_status_cmd(as_json: JsonOpt = False) -> None:
     """Who runs the daemon, its pid, uptime and version."""

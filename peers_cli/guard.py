@@ -27,6 +27,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from peersd.errors import ClaudePeersError
+
 MARK = "# claude-peers guard"
 CHAINED = "pre-commit.peers-chained"
 HOOK = "pre-commit"
@@ -34,7 +36,7 @@ ENV = "PEERS_GUARD"
 CHUNK = 500
 
 
-class GuardError(Exception):
+class GuardError(ClaudePeersError):
     """Something about the repository or its hooks stops install/uninstall; says what."""
 
 

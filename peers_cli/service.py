@@ -50,6 +50,7 @@ from peersd.autostart import (
     systemd_user_dir,
 )
 from peersd.config import LAUNCHD_LABEL, Settings, home
+from peersd.errors import ClaudePeersError
 
 from .files import atomic_write
 
@@ -63,7 +64,7 @@ LOG_HINT = {
 }
 
 
-class ServiceError(Exception):
+class ServiceError(ClaudePeersError):
     """A service step cannot be done; the message says why and what to do."""
 
 

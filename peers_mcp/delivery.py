@@ -24,6 +24,8 @@ imports: the hook loads it when there is mail.
 
 from __future__ import annotations
 
+from peersd.errors import ClaudePeersError, Code
+
 from . import render
 
 TYPE_CHECKING = False
@@ -147,7 +149,7 @@ def _sender(msg: Any) -> str:
     return msg["sender_name"] if isinstance(msg, dict) else msg.sender_name
 
 
-UNANSWERED = ("timeout", "daemon_unreachable", "bad_frame", "frame_too_large")
+UNANSWERED = (Code.TIMEOUT, Code.UNREACHABLE, Code.BAD_FRAME, Code.FRAME_TOO_LARGE)
 """Codes (``peersd.errors.Code``) of a request that got no answer the client could read."""
 
 
@@ -162,7 +164,7 @@ def maybe_done(e: BaseException) -> bool:
     return not isinstance(code, str) or code in UNANSWERED
 
 
-class Unsettled(Exception):
+class Unsettled(ClaudePeersError):
     """The mail was shown but could not be acknowledged (``acked`` false: its leases run
     out and it is offered again), or the rest could not be released (``acked`` true: only
     the rest waits for its leases).

@@ -76,7 +76,7 @@ import sys
 import time
 
 from peersd import __version__, wire
-from peersd.errors import Code
+from peersd.errors import ClaudePeersError, Code
 
 try:  # the C half of the json package, without the package (and the ``re`` it imports)
     import _json
@@ -110,7 +110,7 @@ hook with asyncRewake) it waits for mail and exits 2 with the mail on stderr.
 """
 
 
-class Usage(Exception):
+class Usage(ClaudePeersError):
     pass
 
 

@@ -37,7 +37,7 @@ from peersd import __version__, identity
 from peersd import protocol as p
 from peersd.client import AsyncClient, session_registration
 from peersd.config import ConfigError, Settings, load
-from peersd.errors import Code, PeersError
+from peersd.errors import ClaudePeersError, Code, PeersError
 
 from . import delivery, filetools, render, tools
 from .agent import Agent, channels_enabled, find_agent
@@ -74,7 +74,7 @@ def instructions(server: str) -> str:
     )
 
 
-class Unavailable(Exception):
+class Unavailable(ClaudePeersError):
     """The daemon could not be reached in time; the tool says so instead of hanging."""
 
     def __init__(self, message: str, reason: str) -> None:

@@ -26,6 +26,7 @@ from . import protocol as p
 from .config import Settings, load
 from .endpoint import Endpoint, client_endpoint, client_tls, open_tcp
 from .errors import Code, ConfigError, DaemonUnreachable, PeersError
+from .wire import tls_failed
 
 log = logging.getLogger("peersd.client")
 
@@ -59,13 +60,13 @@ def _hello(kind: str, settings: Settings, target: Endpoint) -> p.Hello:
 
 
 def hub_credentials(settings: Settings) -> tuple[str, str]:
-    """(machine id, machine secret) this machine proves itself with to a hub."""
-    from . import identity, machine_secret
+    """(machine id, machine secret) this machine proves itself with to a hub: the files
+    beside its database (``machine_secret.hub_credentials``, as the hook's client reads them)."""
+    from . import machine_secret
 
-    state = settings.db_path.parent
     try:
-        return identity.machine_id(state), machine_secret.load_or_create(str(state))
-    except (OSError, ConfigError) as e:
+        return machine_secret.hub_credentials(str(settings.db_path.parent))
+    except ConfigError as e:
         raise PeersError(
             Code.FORBIDDEN, f"cannot use this machine's id or hub secret: {e}"
         ) from None
@@ -82,7 +83,7 @@ def _open_remote(target: Endpoint, settings: Settings) -> socket.socket:
             return client_tls(settings).wrap_socket(sock, server_hostname=target.host)
         except (ssl.SSLError, OSError) as e:
             sock.close()
-            raise DaemonUnreachable(f"TLS with the hub at {target} failed: {e}") from None
+            raise DaemonUnreachable(tls_failed(target, e)) from None
     return sock
 
 
@@ -398,12 +399,17 @@ class AsyncClient:
                 raise DaemonUnreachable(f"cannot reach the hub at {target}: {e}") from None
             context = client_tls(self.settings) if target.scheme == "tls" else None
             sock.setblocking(False)
-            reader, writer = await asyncio.open_connection(
-                sock=sock,
-                ssl=context,
-                server_hostname=target.host if context else None,
-                limit=limit,
-            )
+            try:
+                reader, writer = await asyncio.open_connection(
+                    sock=sock,
+                    ssl=context,
+                    server_hostname=target.host if context else None,
+                    limit=limit,
+                )
+            except (ssl.SSLError, OSError) as e:
+                sock.close()
+                why = tls_failed(target, e) if context else f"cannot reach the hub at {target}: {e}"
+                raise DaemonUnreachable(why) from None
         else:
             sock = await asyncio.to_thread(autostart.connect, self.settings, self.autostart)
             sock.setblocking(False)

@@ -33,8 +33,10 @@ FAIL_GRACE = 2.0
 """Seconds a refused client has to read its error and hang up."""
 HELLO_MAX_FRAME = 16 * 1024
 """Largest first frame a TCP client may send: a hello is a few hundred bytes."""
-TLS_HANDSHAKE_TIMEOUT = 10.0
-"""Seconds a TLS handshake may take when ``hello_timeout`` is 0 (no hello limit)."""
+PRE_AUTH_TIMEOUT = 10.0
+"""Seconds a TCP connection has for its TLS handshake and hello when ``hello_timeout`` is 0:
+that turns the limit off for local clients only. Over TCP, connections that prove nothing
+must not hold the budget: 64 idle sockets would lock every hub client out."""
 
 
 class _RequestId(msgspec.Struct):
@@ -93,6 +95,8 @@ class Connection(asyncio.Protocol):
         self.uid: int | None = None
         self.address = ""
         """A TCP client's IP address (its per-address budget)."""
+        self.unproven = False
+        """A TCP connection counted in its address's budget until it is welcomed."""
         self.machine_id: str | None = None if remote else daemon.machine_id
         """The machine this connection speaks for: the daemon's own for a local client,
         the machine a TCP client proved in its hello, None until then."""
@@ -155,11 +159,11 @@ class Connection(asyncio.Protocol):
                 f"the hub already serves {s.tcp_max_connections} TCP connections "
                 "(tcp_max_connections); try again later",
             )
-        elif d.remote_by_address.get(self.address, 0) >= s.tcp_max_per_address:
+        elif d.unproven_by_address.get(self.address, 0) >= s.tcp_max_per_address:
             refusal = (
                 Code.TOO_MANY_CONNECTIONS,
                 f"{self.address} already has {s.tcp_max_per_address} connections to the hub "
-                "(tcp_max_per_address)",
+                "that have not finished their hello (tcp_max_per_address); try again shortly",
             )
         if refusal is not None:
             _log_throttled(
@@ -183,7 +187,7 @@ class Connection(asyncio.Protocol):
         """The server side of the TLS handshake, bounded in time; a failure frees the slot."""
         if self.closed or raw.is_closing():
             return  # gone before the handshake began: connection_lost has run
-        timeout = self.daemon.settings.hello_timeout or TLS_HANDSHAKE_TIMEOUT
+        timeout = self.hello_limit()
         loop = asyncio.get_running_loop()
         # start_tls installs its protocol at once and starts the handshake on the next
         # tick; this callback, registered first, runs between the two.
@@ -230,8 +234,13 @@ class Connection(asyncio.Protocol):
         else:  # pragma: no cover - no loop we know of
             proto.data_received(early)  # type: ignore[attr-defined]
 
-    def start_hello_timer(self) -> None:
+    def hello_limit(self) -> float:
+        """Seconds this connection has to say hello (0: no limit, local clients only)."""
         timeout = self.daemon.settings.hello_timeout
+        return timeout if timeout > 0 or not self.remote else PRE_AUTH_TIMEOUT
+
+    def start_hello_timer(self) -> None:
+        timeout = self.hello_limit()
         if timeout > 0:
             self.hello_timer = asyncio.get_running_loop().call_later(timeout, self.hello_overdue)
 
@@ -242,8 +251,7 @@ class Connection(asyncio.Protocol):
             self.transport.abort()  # the TLS handshake has not finished: nothing to say
             return
         if not self.greeted and not self.closed and not self.failing:
-            timeout = self.daemon.settings.hello_timeout
-            self.fail(Code.HELLO_REQUIRED, f"no hello within {timeout:g}s")
+            self.fail(Code.HELLO_REQUIRED, f"no hello within {self.hello_limit():g}s")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -401,6 +409,7 @@ class Connection(asyncio.Protocol):
 
     def welcome(self, client_kind: str) -> None:
         self.greeted = True
+        self.daemon.proven(self)
         if self.hello_timer is not None:
             self.hello_timer.cancel()
             self.hello_timer = None

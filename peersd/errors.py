@@ -43,7 +43,8 @@ class Code:
 
 
 CODES: tuple[str, ...] = tuple(v for k, v in vars(Code).items() if k.isupper())
-"""The whole vocabulary; ``protocol.ErrorCode`` is the Literal of exactly these."""
+"""The whole vocabulary this daemon sends. Clients decode ``Error.code`` as any string, so
+a new code needs no protocol version: an older client passes it on as a ``PeersError``."""
 
 
 class ClaudePeersError(Exception):

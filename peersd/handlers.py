@@ -90,8 +90,9 @@ def register(d: Daemon, conn: Connection, r: p.Register) -> Op:
             Code.FORBIDDEN,
             f"machine_id {r.machine_id!r} is not the machine this connection proved ({machine})",
         )
-    # A local client is on the daemon's host; a remote one names its own (else its id).
-    host = (r.host or machine) if conn.remote else d.host
+    # A local client is on the daemon's host; a remote one names its own, else it gets the
+    # stand-in others see for its machine id (the id itself is its hub credential).
+    host = (r.host or _stand_in(machine)) if conn.remote else d.host
     if not r.cwd:
         raise PeersError(Code.BAD_REQUEST, "cwd is required")
 
@@ -469,6 +470,22 @@ def forget_machine(d: Daemon, conn: Connection, r: p.ForgetMachine) -> Op:
     return op
 
 
+def list_machines(d: Daemon, conn: Connection, r: p.ListMachines) -> Op:
+    _local_only(conn, "listing hub machines")
+
+    def op() -> Outcome:
+        rows, total = d.store.machines(r.limit)
+        machines = [
+            p.MachineRecord(
+                machine_id=m, first_seen=first, last_seen=last, host=host, active_peers=n
+            )
+            for m, first, last, host, n in rows
+        ]
+        return Outcome(p.MachineList(id=r.id, machines=machines, total=total))
+
+    return op
+
+
 def audit(d: Daemon, conn: Connection, r: p.Audit) -> Op:
     def op() -> Outcome:
         rows, next_before = d.store.audit_page(r.limit, r.before, r.action)
@@ -512,6 +529,7 @@ HANDLERS: dict[type[p.Request[Any]], Handler] = {
     p.Kill: kill.handle,
     p.Audit: audit,
     p.ForgetMachine: forget_machine,
+    p.ListMachines: list_machines,
 }
 
 # Working on the same repository (peersd/coordination.py): its requests join the table.

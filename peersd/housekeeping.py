@@ -90,7 +90,9 @@ class Housekeeper:
             if expired:
                 effects += self.d.receipt_effects(expired, "expired", now, None)
             if now - self.last_purge > PURGE_INTERVAL:
-                self.d.store.purge(now, s.history_retention, s.gone_retention)
+                machines = self.d.store.purge(now, s.history_retention, s.gone_retention)[2]
+                if machines:
+                    log.info("forgot %d hub machine(s) not seen for gone_retention", machines)
                 self.last_purge = now
             report = SweepReport(gone, len(requeued), len(expired), 0.0)
             return report, effects

@@ -9,12 +9,10 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import ConfigError
-from .private_files import ensure_own_dir, read_private_file, write_private_file
+from . import machine_secret
 
 _LINUX = sys.platform.startswith("linux")
 _boot_time: float | None = None
@@ -139,9 +137,13 @@ def registered_ancestor(pid: int, agents: dict[int, tuple[str, float]]) -> tuple
     return None
 
 
+START_TOLERANCE = 0.05
+"""Seconds two start times of one process may differ by: /proc has clock-tick resolution."""
+
+
 def same_start(a: float, b: float) -> bool:
     """Start times from /proc have clock-tick resolution; allow for rounding."""
-    return abs(a - b) < 0.05
+    return abs(a - b) < START_TOLERANCE
 
 
 def is_alive(pid: int, start: float, unknown: bool = False) -> bool:
@@ -199,30 +201,9 @@ def process_uid(pid: int) -> int | None:
 
 
 def machine_id(state_dir: Path) -> str:
-    """A stable id for this machine, persisted on first use beside the database.
-
-    Raises ConfigError when the directory or the file could be another user's doing (a
-    shared directory, a link, a file of another uid or one others may write), never
-    writing through a planted name; the message says what to do.
-    """
-    path = state_dir / "claude-peers.machine-id"
-    ensure_own_dir(state_dir, "db")
-    raw = read_private_file(path, "machine-id file", limit=256)
-    value = (raw or b"").decode("utf-8", "replace").strip()
-    if value:
-        return value
-    value = str(uuid.uuid4())
-    try:
-        # An empty file of ours is filled in; otherwise the first writer wins.
-        write_private_file(path, f"{value}\n".encode(), replace=raw is not None)
-    except FileExistsError:  # another process made it meanwhile: its id is the id
-        raw = read_private_file(path, "machine-id file", limit=256)
-        value = (raw or b"").decode("utf-8", "replace").strip()
-        if not value:
-            raise ConfigError(f"machine-id file {path} is empty; remove it") from None
-    except OSError as e:
-        raise ConfigError(f"cannot write machine-id file {path}: {e.strerror}") from None
-    return value
+    """A stable id for this machine, persisted on first use beside the database
+    (``machine_secret.machine_id``, which the hook's hub client uses without this module)."""
+    return machine_secret.machine_id(os.fspath(state_dir))
 
 
 def host_label() -> str:

@@ -26,6 +26,7 @@ from . import __version__
 from .config import LAUNCHD_LABEL, ConfigError, Settings
 from .connection import Connection
 from .endpoint import host_port, is_loopback, tcp_warnings
+from .errors import ClaudePeersError
 from .private_files import ensure_private_dir
 from .server import Daemon
 from .store import Store, StoreError
@@ -42,7 +43,7 @@ EXIT_ERROR = 1
 EXIT_ALREADY_RUNNING = 3
 
 
-class StartupError(Exception):
+class StartupError(ClaudePeersError):
     """peersd cannot start; the message says why and what to do."""
 
     exit_code = EXIT_ERROR
@@ -299,6 +300,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     lock.acquire()
     store: Store | None = None
     server: asyncio.AbstractServer | None = None
+    tcp_server: asyncio.AbstractServer | None = None
     bound_path: Path | None = None
     try:
         if adopted_socks:
@@ -320,37 +322,48 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
             )
         except (StoreError, ConfigError) as e:
             raise StartupError(str(e)) from None
-        # TCP first: once the local socket answers, everything is up.
-        tcp_server = await _tcp_listener(settings, daemon, loop)
-        # asyncio listens again, with a backlog of 100 unless told otherwise.
-        server = await loop.create_unix_server(
-            lambda: Connection(daemon), sock=sock, backlog=BACKLOG
-        )
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, daemon.stop_requested.set)
-        log.info(
-            "peersd %s listening on %s (db %s, pid %d, %s)",
-            __version__,
-            settings.socket,
-            settings.db,
-            os.getpid(),
-            daemon.supervisor,
-        )
-        if ready is not None:
-            ready.set()
-        # Every task the daemon starts belongs to this group: on stop they are cancelled
-        # and awaited (a kill records its outcome) before the store is closed below.
+        failed: Exception | None = None
+        # Every task the daemon starts belongs to this group, open before anything listens
+        # (a TLS connection accepted at once starts its handshake as a task; with asyncio's
+        # own loop that can happen while the next listener is being created). On stop the
+        # tasks are cancelled and awaited (a kill records its outcome) before the store is
+        # closed below.
         async with asyncio.TaskGroup() as tg:
             daemon.task_group = tg
-            daemon.spawn(daemon.housekeeper.run())
-            await daemon.stop_requested.wait()
-            log.info("stopping: finishing writes in flight")
-            daemon.stopping = True
-            server.close()
-            if tcp_server is not None:
-                tcp_server.close()
-            daemon.cancel_tasks()
+            try:
+                # TCP first: once the local socket answers, everything is up.
+                tcp_server = await _tcp_listener(settings, daemon, loop)
+                # asyncio listens again, with a backlog of 100 unless told otherwise.
+                server = await loop.create_unix_server(
+                    lambda: Connection(daemon), sock=sock, backlog=BACKLOG
+                )
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, daemon.stop_requested.set)
+                log.info(
+                    "peersd %s listening on %s (db %s, pid %d, %s)",
+                    __version__,
+                    settings.socket,
+                    settings.db,
+                    os.getpid(),
+                    daemon.supervisor,
+                )
+                if ready is not None:
+                    ready.set()
+                daemon.spawn(daemon.housekeeper.run())
+                await daemon.stop_requested.wait()
+                log.info("stopping: finishing writes in flight")
+            except Exception as e:  # raised as itself below, not in an ExceptionGroup
+                failed = e
+            finally:
+                daemon.stopping = True
+                if server is not None:
+                    server.close()
+                if tcp_server is not None:
+                    tcp_server.close()
+                daemon.cancel_tasks()
         daemon.task_group = None
+        if failed is not None:
+            raise failed
         await daemon.commit.drained()
         for conn in list(daemon.connections):
             if conn.transport is not None:

@@ -20,11 +20,13 @@ no ``pathlib``).
 
 import os
 
+from .errors import ClaudePeersError
+
 MAX_PATH_BYTES = 4096
 """A path or pattern longer than this (UTF-8 bytes) is refused: PATH_MAX on Linux."""
 
 
-class PathError(ValueError):
+class PathError(ClaudePeersError, ValueError):
     """A path that cannot be used; the message says which and why."""
 
 

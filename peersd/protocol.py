@@ -17,13 +17,12 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 import msgspec
 from msgspec import Meta
 
-from .errors import PeersError
+from .errors import ClaudePeersError, PeersError
 from .rules import (
     MAX_FILES,
     Branch,
     ClaimTTL,
     EpochSeconds,
-    ErrorCode,
     FilePath,
     HostLabel,
     LeaseSeconds,
@@ -302,6 +301,13 @@ class ForgetMachine(Request["Ok"], tag="forget_machine"):
     machine_id: ProvenMachineId
 
 
+class ListMachines(Request["MachineList"], tag="list_machines"):
+    """Hub owner only (local socket): the remote machine ids bound to a secret, most
+    recently seen first, so the owner can check them (``peers hub machines``)."""
+
+    limit: Limit = 1000
+
+
 class Audit(Request["AuditPage"], tag="audit"):
     """Recent audit records (kills, orphan cleanups), newest first."""
 
@@ -394,6 +400,7 @@ REQUEST_TYPES: tuple[type[Request[Any]], ...] = (
     Kill,
     Audit,
     ForgetMachine,
+    ListMachines,
     TouchFiles,
     CheckEdit,
     ClaimFiles,
@@ -427,6 +434,7 @@ ClientFrame = (
     | Kill
     | Audit
     | ForgetMachine
+    | ListMachines
     | TouchFiles
     | CheckEdit
     | ClaimFiles
@@ -451,7 +459,10 @@ class Welcome(Frame, tag="welcome"):
 class Error(Frame, tag="error"):
     """A typed failure. ``id`` is None when the frame could not be tied to a request."""
 
-    code: ErrorCode
+    code: str
+    """One of ``errors.CODES`` when this daemon sends it (tests check every code it can
+    send). Decoded as any string: a newer daemon may send a code this client does not know
+    yet, which reaches the caller as a ``PeersError`` with that code and the message."""
     message: str
     id: int | None = None
     candidates: list[str] = []
@@ -569,6 +580,26 @@ class AuditPage(Frame, tag="audit_page"):
     next_before: int | None = None
 
 
+class MachineRecord(msgspec.Struct, omit_defaults=True):
+    """A remote machine id bound to a secret on this hub."""
+
+    machine_id: str
+    first_seen: float
+    """When its first hello bound it (the secret it presented then is the one it keeps)."""
+    last_seen: float
+    """Its latest hello."""
+    host: str = ""
+    """The host label of its most recently seen peer, if it has one."""
+    active_peers: int = 0
+
+
+class MachineList(Frame, tag="machines"):
+    id: int
+    machines: list[MachineRecord]
+    total: int
+    """Machines bound in all (more than listed when over ``limit``)."""
+
+
 class SweepResult(Frame, tag="sweep_result"):
     id: int
     gone: list[str]
@@ -652,6 +683,7 @@ Response = (
     | SweepResult
     | KillResult
     | AuditPage
+    | MachineList
     | EditCheck
     | FilesClaimed
     | FilesReleased
@@ -747,7 +779,7 @@ EVENT_TYPES = (
 # --------------------------------------------------------------------------- codecs
 
 
-class FrameTooLarge(ValueError):
+class FrameTooLarge(ClaudePeersError, ValueError):
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(f"frame of {size} bytes exceeds the {limit}-byte limit")
         self.size = size

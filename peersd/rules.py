@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
-from .errors import CODES, Code, PeersError
+from .errors import Code, PeersError
 
 
 def _whole(body: str) -> str:
@@ -105,12 +105,6 @@ ClaimTTL = Annotated[float, Meta(gt=0, le=24 * 3600)]
 """Seconds a claim lasts: at most a day."""
 Reason = Annotated[str, Meta(max_length=500)]
 Note = Annotated[str, Meta(max_length=200)]
-
-if TYPE_CHECKING:
-    ErrorCode = str
-else:
-    ErrorCode = Literal[CODES]
-    """Every code in ``errors.Code``: a daemon that sends another fails the client's decode."""
 
 
 def meta(t: Any) -> Meta:

@@ -58,7 +58,11 @@ class Daemon:
         """Every open connection, local and TCP (TLS ones from before their handshake)."""
         self.remote_connections: set[Connection] = set()
         """The TCP ones: their own budget (``tcp_max_connections``), never the local one."""
-        self.remote_by_address: dict[str, int] = {}
+        self.unproven_by_address: dict[str, int] = {}
+        """TCP connections per IP address not yet welcomed (TLS handshake, hello, machine
+        check): ``tcp_max_per_address`` bounds these only, the flood it defends against.
+        Welcomed ones count in ``tcp_max_connections`` alone: machines behind one NAT, or
+        one machine with many sessions, each hold several."""
         self.by_peer: dict[str, set[Connection]] = {}
         self.helpers: dict[str, int] = {}
         """Peer id -> how many of its connections registered (its helpers)."""
@@ -139,17 +143,25 @@ class Daemon:
     def admit_remote(self, conn: Connection) -> None:
         self.connections.add(conn)
         self.remote_connections.add(conn)
-        self.remote_by_address[conn.address] = self.remote_by_address.get(conn.address, 0) + 1
+        self.unproven_by_address[conn.address] = self.unproven_by_address.get(conn.address, 0) + 1
+        conn.unproven = True
+
+    def proven(self, conn: Connection) -> None:
+        """A TCP connection was welcomed (or has gone): no longer in its address's budget."""
+        if not conn.unproven:
+            return
+        conn.unproven = False
+        left = self.unproven_by_address.get(conn.address, 1) - 1
+        if left:
+            self.unproven_by_address[conn.address] = left
+        else:
+            self.unproven_by_address.pop(conn.address, None)
 
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
         if conn in self.remote_connections:
             self.remote_connections.remove(conn)
-            left = self.remote_by_address.get(conn.address, 1) - 1
-            if left:
-                self.remote_by_address[conn.address] = left
-            else:
-                self.remote_by_address.pop(conn.address, None)
+            self.proven(conn)
         self.set_kinds(conn, set())
         self.unbind(conn)
 

@@ -27,6 +27,7 @@ import msgspec
 from . import files
 from .errors import Code, ConfigError, PeersError
 from .errors import StoreError as StoreError  # still importable from here
+from .identity import START_TOLERANCE, same_start
 from .private_files import ensure_own_dir, open_own_file
 from .protocol import Message, MessageStatusItem, Peer, Register
 from .rules import match_message_id, match_peer_id
@@ -371,9 +372,9 @@ class Store:
     def peer_by_agent(self, machine_id: str, pid: int, start: float) -> Peer | None:
         return self._first(
             "SELECT id FROM peers WHERE machine_id = ? AND agent_pid = ? "
-            "AND abs(agent_start - ?) < 0.05 ORDER BY state = 'active' DESC, "
+            "AND abs(agent_start - ?) < ? ORDER BY state = 'active' DESC, "
             "last_seen DESC LIMIT 1",
-            (machine_id, pid, start),
+            (machine_id, pid, start, START_TOLERANCE),
         )
 
     def peer_by_session(self, machine_id: str, session_id: str) -> Peer | None:
@@ -568,7 +569,7 @@ class Store:
         if peer is None or peer.state == "gone":
             return None
         if expect is not None and (
-            peer.agent_pid != expect[0] or abs(peer.agent_start - expect[1]) >= 0.05
+            peer.agent_pid != expect[0] or not same_start(peer.agent_start, expect[1])
         ):
             return None
         self.conn.execute(
@@ -670,6 +671,31 @@ class Store:
             "UPDATE machines SET last_seen = ? WHERE machine_id = ?", (now, machine_id)
         )
         return True
+
+    def machines(self, limit: int) -> tuple[list[tuple[str, float, float, str, int]], int]:
+        """(machine id, first seen, last seen, host of its latest peer, active peers) of
+        the ``limit`` machines seen most recently, and how many are bound in all."""
+        rows: list[tuple[str, float, float]] = list(
+            self.conn.execute(
+                "SELECT machine_id, first_seen, last_seen FROM machines "
+                "ORDER BY last_seen DESC, machine_id LIMIT ?",
+                (limit,),
+            )
+        )
+        row = self._one("SELECT count(*) FROM machines")
+        total = int(row[0]) if row is not None else 0
+        hosts: dict[str, tuple[float, str]] = {}
+        active: dict[str, int] = {}
+        for x in self._peers.values():
+            if x.last_seen >= hosts.get(x.machine_id, (-1.0, ""))[0]:
+                hosts[x.machine_id] = (x.last_seen, x.host)
+            if x.state == "active":
+                active[x.machine_id] = active.get(x.machine_id, 0) + 1
+        found = [
+            (m, first, last, hosts.get(m, (0.0, ""))[1], active.get(m, 0))
+            for m, first, last in rows
+        ]
+        return found, total
 
     def forget_machine(self, machine_id: str) -> bool:
         """Unbind ``machine_id`` from its secret; False if it was not bound."""
@@ -995,7 +1021,11 @@ class Store:
             self._add_pending(msg.recipient, -1)
         return expired
 
-    def purge(self, now: float, history_retention: float, gone_retention: float) -> tuple[int, int]:
+    def purge(
+        self, now: float, history_retention: float, gone_retention: float
+    ) -> tuple[int, int, int]:
+        """Delete old delivered and expired mail, peers gone for ``gone_retention`` and the
+        hub machine bindings not seen as long; (messages, peers, machines) deleted."""
         cutoff = now - history_retention
         # The newest row is never deleted: SQLite numbers new rows max(seq) + 1, so
         # keeping it means a message id is never issued twice.
@@ -1021,7 +1051,15 @@ class Store:
             del self._peers[peer_id]
         if old:
             self.generation += 1
-        return messages, len(old)
+        # A hub's machine bindings: one row per machine id ever presented, its last_seen
+        # written by each hello. Kept while any peer of the machine is (its mail must not
+        # go to whoever presents the id next); its peers are purged above in time.
+        self.conn.execute(
+            "DELETE FROM machines WHERE last_seen < ? "
+            "AND machine_id NOT IN (SELECT machine_id FROM peers)",
+            (now - gone_retention,),
+        )
+        return messages, len(old), self.conn.changes()
 
     def stale_remote(self, machine_id: str, cutoff: float) -> list[tuple[str, str]]:
         """Active peers of other machines not heard from since ``cutoff``."""

@@ -38,7 +38,7 @@ _F32 = _struct.Struct(">f")
 # --------------------------------------------------------------------------- msgpack
 
 
-class CodecError(ValueError):
+class CodecError(ClaudePeersError, ValueError):
     """Bytes that are not the msgpack this module understands."""
 
 
@@ -249,65 +249,69 @@ def frame(body: dict[str, object]) -> bytes:
 # --------------------------------------------------------------------------- settings
 
 
-def locate(
-    env: "Mapping[str, str] | None" = None, config: str | None = None
-) -> "tuple[str, str | None, str | None]":
-    """Where the daemon is, resolved as ``peersd.config.load`` resolves it: the socket
-    path or a hub's ``tcp://`` / ``tls://`` URL, with the hub's token and CA file.
+def _settings(
+    env: "Mapping[str, str]", config: str | None
+) -> "tuple[str, str, str | None, str | None, str]":
+    """(url, socket, token, CA file, database) resolved as ``peersd.config.load`` does.
 
     Without a config file (the common case) only ``CLAUDE_PEERS_*`` variables and HOME
     matter, and nothing heavy is imported; with one, ``config.load`` decides.
     """
-    env = os.environ if env is None else env
     home = env.get("HOME") or os.path.expanduser("~")
     explicit = config or env.get("CLAUDE_PEERS_CONFIG")
     if explicit or os.path.exists(os.path.join(home, ".claude", "claude-peers.toml")):
         from .config import load
 
         settings = load({"config": config}, env=env)
-        url, sock = settings.url, settings.socket
-        token, cafile = settings.token or None, settings.tls_ca or None
-    else:
-        url = env.get("CLAUDE_PEERS_URL", "")
-        sock = env.get("CLAUDE_PEERS_SOCKET") or os.path.join(
-            home, ".claude", "run", "claude-peers.sock"
+        return (
+            settings.url,
+            settings.socket,
+            settings.token or None,
+            settings.tls_ca or None,
+            str(settings.db_path),
         )
-        token = env.get("CLAUDE_PEERS_TOKEN") or None
-        cafile = env.get("CLAUDE_PEERS_TLS_CA") or None
+    sock = env.get("CLAUDE_PEERS_SOCKET") or os.path.join(
+        home, ".claude", "run", "claude-peers.sock"
+    )
+    db = env.get("CLAUDE_PEERS_DB") or os.path.join(home, ".claude", "claude-peers.db")
+    if sock == "~" or sock.startswith("~/"):
+        sock = home + sock[1:]
+    if db == "~" or db.startswith("~/"):
+        db = home + db[1:]
+    return (
+        env.get("CLAUDE_PEERS_URL", ""),
+        sock,
+        env.get("CLAUDE_PEERS_TOKEN") or None,
+        env.get("CLAUDE_PEERS_TLS_CA") or None,
+        os.path.abspath(db),
+    )
+
+
+def locate(
+    env: "Mapping[str, str] | None" = None, config: str | None = None
+) -> "tuple[str, str | None, str | None]":
+    """Where the daemon is: the socket path or a hub's ``tcp://`` / ``tls://`` URL, with
+    the hub's token and CA file (see ``_settings``)."""
+    url, sock, token, cafile, _db = _settings(os.environ if env is None else env, config)
     url = url.strip()
     if url.startswith("unix://"):
         url, sock = "", url[len("unix://") :]
     if url:
         return url, token, cafile  # a hub: tcp://HOST:PORT or tls://HOST:PORT
-    if sock == "~" or sock.startswith("~/"):
-        sock = home + sock[1:]
     return os.path.abspath(sock), None, None
 
 
 def hub_credentials(
     env: "Mapping[str, str] | None" = None, config: str | None = None
 ) -> "tuple[str, str]":
-    """(machine id, machine secret) for a hub's hello: the files beside this machine's
-    database, whose path is resolved as ``locate`` resolves the socket. Hub mode only."""
-    env = os.environ if env is None else env
-    home = env.get("HOME") or os.path.expanduser("~")
-    explicit = config or env.get("CLAUDE_PEERS_CONFIG")
-    if explicit or os.path.exists(os.path.join(home, ".claude", "claude-peers.toml")):
-        from .config import load
+    """(machine id, machine secret) for a hub's hello: ``machine_secret.hub_credentials``
+    (what ``client`` uses too) on the directory of this machine's database. Hub mode only."""
+    from . import machine_secret
 
-        db = load({"config": config}, env=env).db
-    else:
-        db = env.get("CLAUDE_PEERS_DB") or os.path.join(home, ".claude", "claude-peers.db")
-        if db == "~" or db.startswith("~/"):
-            db = home + db[1:]
-    state = os.path.dirname(os.path.abspath(db))
-    from pathlib import Path
-
-    from . import identity, machine_secret
-
+    db = _settings(os.environ if env is None else env, config)[4]
     try:
-        return identity.machine_id(Path(state)), machine_secret.load_or_create(state)
-    except (OSError, ConfigError) as e:
+        return machine_secret.hub_credentials(os.path.dirname(db))
+    except ConfigError as e:
         raise WireError(
             f"cannot use this machine's id or hub secret: {e}", Code.FORBIDDEN
         ) from None
@@ -366,6 +370,23 @@ def _error(frame_: dict[str, object]) -> WireError:
     return Closed(message, code) if code == Code.SHUTTING_DOWN else WireError(message, code)
 
 
+def tls_failed(url: object, e: BaseException) -> str:
+    """What to say when the TLS handshake with a hub failed. A hub that cannot take one
+    more connection closes it before the handshake (there is no TLS yet to say why in),
+    which the client sees as a reset or an EOF: then say that this may be why."""
+    import ssl
+
+    message = f"TLS with the hub at {url} failed: {e or type(e).__name__}"
+    if isinstance(e, (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        message += (
+            ". If the hub closed the connection, it may be full: it closes one it cannot "
+            "take before the handshake, when it serves tcp_max_connections already or "
+            "tcp_max_per_address from this address have not finished their hello (its log "
+            "says which). Try again shortly, or ask the hub's owner"
+        )
+    return message
+
+
 def _connect_hub(url: str, timeout: float, cafile: str | None) -> "Any":
     """TCP (and TLS, which costs an ``ssl`` import) to a hub; only in hub mode."""
     import socket  # hub mode only: the local path keeps to _socket
@@ -384,7 +405,7 @@ def _connect_hub(url: str, timeout: float, cafile: str | None) -> "Any":
             return ssl.create_default_context(cafile=cafile).wrap_socket(sock, server_hostname=host)
         except (OSError, ssl.SSLError) as e:
             sock.close()
-            raise Closed(f"TLS with the hub at {url} failed: {e}") from None
+            raise Closed(tls_failed(url, e)) from None
     return sock
 
 

@@ -76,6 +76,7 @@ EXPECTED: dict[type[p.Request], type[p.Frame]] = {
     p.Kill: p.KillResult,
     p.Audit: p.AuditPage,
     p.ForgetMachine: p.Ok,
+    p.ListMachines: p.MachineList,
     p.TouchFiles: p.Ok,
     p.CheckEdit: p.EditCheck,
     p.ClaimFiles: p.FilesClaimed,

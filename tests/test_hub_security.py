@@ -26,7 +26,7 @@ from peersd.client import session_registration
 from peersd.config import load
 from peersd.errors import Code, ConfigError, PeersError
 
-from .conftest import PYTHON, register
+from .conftest import PYTHON, register, run_peers
 from .test_abuse import fd_baseline, fd_count, read_until_closed, wait_for
 from .test_hub import TOKEN, _self_signed, free_port, hub, register_remote, remote_client
 
@@ -199,6 +199,27 @@ def test_a_machine_id_is_bound_to_its_first_secret(make_daemon, agents, tmp_path
         fresh.close()
 
 
+def test_the_hubs_owner_lists_the_bound_machines(make_daemon, agents, tmp_path):
+    """After an upgrade the owner must check which ids are bound (docs/operations.md):
+    ``peers hub machines`` lists them, locally only."""
+    d, port = hub(make_daemon)
+    url = f"tcp://127.0.0.1:{port}"
+    with remote_client(tmp_path / "m1", url) as a:
+        mine = register_remote(a, agents, "builder", "m1-box")
+        with pytest.raises(PeersError) as info:
+            a.request(p.ListMachines)
+        assert info.value.code == Code.FORBIDDEN
+        listed = run_peers(d.env, "hub", "machines", "--json")
+        assert listed.code == 0, listed
+        found = listed.json()
+        assert found["total"] == 1
+        (m,) = found["machines"]
+        assert (m["machine_id"], m["host"], m["active_peers"]) == (mine.machine_id, "m1-box", 1)
+        assert m["first_seen"] <= m["last_seen"]
+        table = run_peers(d.env, "hub", "machines")
+        assert mine.machine_id in table.out and "m1-box" in table.out, table
+
+
 def test_register_may_not_name_another_machine(make_daemon, agents, tmp_path):
     d, port = hub(make_daemon)
     raw = Raw(port)
@@ -209,7 +230,8 @@ def test_register_may_not_name_another_machine(make_daemon, agents, tmp_path):
             assert isinstance(refused, p.Error) and refused.code == Code.FORBIDDEN
         ok = remote_register(raw, agents.spawn().pid, 1.0, machine_id="box-one", host="")
         assert isinstance(ok, p.PeerResult)
-        assert (ok.peer.machine_id, ok.peer.host) == ("box-one", "box-one")
+        # no host: the stand-in others see for box-one, not the id it proves itself with
+        assert ok.peer.machine_id == "box-one" and ok.peer.host.startswith("h-")
     finally:
         raw.close()
 
@@ -271,6 +293,29 @@ def test_tcp_clients_do_not_see_other_machines_process_details(make_daemon, agen
         assert everyone["local-one"].machine_id == here.machine_id
 
 
+def test_a_remote_session_without_a_host_is_not_shown_by_its_machine_id(
+    make_daemon, agents, tmp_path
+):
+    """An empty host used to become the raw machine id, which every hub client then saw
+    (and could present as its own, before that machine did)."""
+    d, port = hub(make_daemon)
+    machine, secret = machine_of(tmp_path / "m1")
+    a = Raw(port)
+    try:
+        assert isinstance(a.hello(machine, secret), p.Welcome)
+        proc = agents.spawn()
+        got = remote_register(a, proc.pid, 1.0, name="nameless", host="")
+        assert isinstance(got, p.PeerResult), got
+        assert machine not in got.peer.host and got.peer.host.startswith("h-")
+        with remote_client(tmp_path / "m2", f"tcp://127.0.0.1:{port}") as b:
+            register_remote(b, agents, "other", "m2-box")
+            (x,) = [x for x in b.request(p.ListPeers, scope="all").peers if x.name == "nameless"]
+            assert x.host == x.machine_id == got.peer.host  # the one stand-in, everywhere
+            assert b.request(p.Send, to=f"nameless@{x.host}", text="hi").to == got.peer.id
+    finally:
+        a.close()
+
+
 def test_a_local_client_cannot_choose_its_host_label(daemon, agents):
     with daemon.client("claude-code") as c:
         host = c.connect().host
@@ -328,6 +373,47 @@ def test_a_machine_id_that_cannot_be_used_is_the_clients_forbidden_error(tmp_pat
         wire.hub_credentials(env=env)
     assert seen.value.code == Code.FORBIDDEN
     assert "can be written by other users" in seen.value.message
+
+
+def test_the_hook_proves_its_machine_with_the_standard_library_only(make_daemon, agents, tmp_path):
+    """The hook's hub client had its own copy of the credential code, which imported
+    identity (pathlib, uuid, socket: ~14 ms per hook); both clients now share
+    ``machine_secret.hub_credentials``, and the hook finds the session the client made."""
+    import json
+
+    from .test_hook import claude_input
+
+    d, port = hub(make_daemon)
+    url = f"tcp://127.0.0.1:{port}"
+    home = tmp_path / "m1"
+    with remote_client(home, url) as a:
+        req = session_registration(
+            a.settings, agents.spawn().pid, "claude-code", cwd="/w", session_id="sess-hub"
+        )
+        a.call(req)
+        code = (
+            "import sys\nfrom peers_mcp import hook\nrc = hook.main([])\n"
+            "print(' '.join(sorted(sys.modules)), file=sys.stderr)\nsys.exit(rc)\n"
+        )
+        env = {"HOME": str(home), "CLAUDE_PEERS_URL": url, "CLAUDE_PEERS_TOKEN": TOKEN}
+        done = subprocess.run(
+            [PYTHON, "-c", code],
+            input=json.dumps(claude_input("PostToolUse", session_id="sess-hub")).encode(),
+            capture_output=True,
+            env={**env, "PATH": os.environ.get("PATH", "")},
+            cwd=tmp_path,
+            timeout=15,
+        )
+    assert (done.returncode, done.stdout) == (0, b""), done.stderr.decode()
+    log = home / ".claude" / "run" / "peers-hook.log"
+    assert not log.exists(), log.read_text()  # it proved the same machine, found the session
+    modules = set(done.stderr.decode().split())
+    assert {"peersd.wire", "peersd.machine_secret"} <= modules
+    heavy = {
+        "pathlib", "uuid", "peersd.identity", "peersd.config", "msgspec", "typing",
+        "peersd.protocol", "peersd.client", "asyncio", "tomllib",
+    }  # fmt: skip
+    assert modules & heavy == set()
 
 
 def test_processes_racing_to_create_the_secret_agree_on_one(tmp_path):
@@ -454,6 +540,89 @@ def test_a_failed_tls_handshake_frees_its_slot(make_daemon, tmp_path):
         tmp_path / "m1", f"tls://127.0.0.1:{port}", CLAUDE_PEERS_TLS_CA=str(cert)
     ) as a:
         assert a.request(p.Status).pid == d.proc.pid
+
+
+def test_welcomed_connections_do_not_count_against_their_address(make_daemon, agents, tmp_path):
+    """Each remote session holds peers-mcp and an idle waiter and opens a connection per
+    hook: four sessions on one machine (or machines behind one NAT) hit the per-address
+    cap, and were refused. It now bounds only connections that have not been welcomed."""
+    d, port = hub(make_daemon, tcp_max_connections=12, tcp_max_per_address=2)
+    url = f"tcp://127.0.0.1:{port}"
+    clients = [remote_client(tmp_path / f"m{i % 2}", url) for i in range(6)]
+    idle: list[Raw] = []
+    try:
+        for c in clients:
+            assert isinstance(c.connect(), p.Welcome)
+        register_remote(clients[0], agents, "busy", "m0-box")
+        # what has proved nothing yet is still capped per address
+        idle = [Raw(port) for _ in range(3)]
+        refused = idle[2].read()
+        assert isinstance(refused, p.Error) and refused.code == Code.TOO_MANY_CONNECTIONS
+        assert "not finished their hello (tcp_max_per_address)" in refused.message
+        # one that says hello leaves the pre-hello budget: another may come
+        machine, secret = machine_of(tmp_path / "m1")
+        assert isinstance(idle[0].hello(machine, secret), p.Welcome)
+        late = Raw(port)
+        idle.append(late)
+        assert isinstance(late.hello(machine, secret), p.Welcome)
+        for c in clients:
+            assert c.request(p.Status).pid == d.proc.pid
+        # and tcp_max_connections still bounds them all
+        with d.client() as local:
+            assert local.request(p.Status).connections == 6 + 3 + 1
+    finally:
+        for c in clients:
+            c.close()
+        for raw in idle:
+            raw.close()
+
+
+def test_a_tls_refusal_says_what_it_may_be(make_daemon, tmp_path, monkeypatch):
+    """On TLS the hub can only close a connection it cannot take: the clients said "TLS
+    with the hub failed" and nothing more."""
+    import asyncio
+
+    cert, key = _self_signed(tmp_path)
+    d, port = hub(make_daemon, tls_cert=str(cert), tls_key=str(key), tcp_max_connections=1)
+    url = f"tls://127.0.0.1:{port}"
+    hint = "it may be full"
+    with socket.create_connection(("127.0.0.1", port)):  # holds the one slot
+        time.sleep(0.2)
+        with pytest.raises(PeersError) as info:
+            remote_client(tmp_path / "m1", url, CLAUDE_PEERS_TLS_CA=str(cert)).connect()
+        assert info.value.code == Code.UNREACHABLE
+        assert hint in info.value.message and "tcp_max_connections" in info.value.message
+
+        async def scenario() -> None:
+            c = client.AsyncClient(
+                remote_client(tmp_path / "m1", url, CLAUDE_PEERS_TLS_CA=str(cert)).settings,
+                timeout=5,
+            )
+            with pytest.raises(PeersError) as info:
+                await c.__aenter__()
+            assert info.value.code == Code.UNREACHABLE and hint in info.value.message
+
+        asyncio.run(scenario())
+        monkeypatch.setenv("HOME", str(tmp_path / "m1"))  # the hook's machine
+        with pytest.raises(wire.WireError) as seen:
+            wire.Wire(url, token=TOKEN, cafile=str(cert))
+        assert seen.value.code == Code.UNREACHABLE and hint in seen.value.message
+
+
+def test_a_tcp_hub_with_no_hello_timeout_still_ends_idle_connections(make_daemon):
+    """hello_timeout = 0 turned the pre-hello limit off over plain TCP too (TLS fell back
+    to 10 s): tcp_max_connections idle sockets locked every hub client out for good."""
+    d, port = hub(make_daemon, hello_timeout=0)
+    idle = Raw(port, timeout=20)
+    try:
+        started = time.monotonic()
+        refused = idle.read()
+        assert isinstance(refused, p.Error) and refused.code == Code.HELLO_REQUIRED
+        assert refused.message == "no hello within 10s"
+        assert 9 < time.monotonic() - started < 15
+        assert idle.closed()
+    finally:
+        idle.close()
 
 
 # --------------------------------------------------------------------------- item 7

@@ -405,3 +405,94 @@ def test_a_stop_while_a_sweep_runs_exits_cleanly(daemon, agents):
         state = {x.id: x.state for x in c.request(p.ListPeers, include_gone=True).peers}
         assert state[peer.id] in ("active", "gone")
         assert c.request(p.Sweep).gone in ([], [peer.id])
+
+
+SLOW_LISTENER = """
+import asyncio, sys
+from peersd import lifecycle
+from peersd.config import load
+
+class SlowLoop(asyncio.SelectorEventLoop):
+    '''asyncio's own loop (peersd's fallback without uvloop), slow to make the local
+    listener: the TCP one already accepts meanwhile.'''
+
+    async def create_unix_server(self, *args, **kwargs):
+        await asyncio.sleep(float(sys.argv[1]))
+        return await super().create_unix_server(*args, **kwargs)
+
+lifecycle.setup_logging("info")
+with asyncio.Runner(loop_factory=SlowLoop) as runner:
+    sys.exit(runner.run(lifecycle.serve(load())))
+"""
+
+
+def test_a_tls_client_accepted_while_the_daemon_starts_gets_its_handshake(home, tmp_path):
+    """The task group was entered after both listeners were made: with asyncio's own loop a
+    TLS connection accepted in between called Daemon.spawn, which raised in
+    connection_made, and the client's handshake never started (it timed out)."""
+    from peersd.client import Client
+    from peersd.config import load
+
+    from .test_hub import TOKEN, _self_signed, free_port, remote_client
+
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    env = clean_env(
+        home,
+        CLAUDE_PEERS_TCP=f"127.0.0.1:{port}",
+        CLAUDE_PEERS_TOKEN=TOKEN,
+        CLAUDE_PEERS_TLS_CERT=str(cert),
+        CLAUDE_PEERS_TLS_KEY=str(key),
+        CLAUDE_PEERS_HELLO_TIMEOUT="3",
+    )
+    log = tmp_path / "peersd.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([PYTHON, "-c", SLOW_LISTENER, "2"], env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 15
+        while True:  # the TCP listener is up; the local one comes 2 s later
+            assert proc.poll() is None, log.read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.01)
+        url = f"tls://127.0.0.1:{port}"
+        with remote_client(tmp_path / "m1", url, CLAUDE_PEERS_TLS_CA=str(cert)) as c:
+            assert c.request(p.Status).pid == proc.pid
+        # then the local socket answers too, and the daemon stops cleanly
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with Client(load(env=env), autostart=False, timeout=5) as local:
+                    local.request(p.Shutdown)
+                break
+            except PeersError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+        assert proc.wait(15) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "Traceback" not in text and "task group is not running" not in text, text
+
+
+def test_a_listener_that_cannot_be_made_is_a_clear_startup_error(make_daemon):
+    """Listeners are made inside the task group now: a refusal there still ends the daemon
+    with its own message and exit 1 (not an ExceptionGroup traceback)."""
+    from .test_hub import TOKEN
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        d = make_daemon(start=False, tcp=f"127.0.0.1:{port}", token=TOKEN)
+        d.start(wait=False)
+        assert d.proc is not None
+        assert d.proc.wait(15) == 1, d.log()
+    assert f"cannot listen on 127.0.0.1:{port}" in d.log()
+    assert "Traceback" not in d.log() and "ExceptionGroup" not in d.log()
+    assert not d.settings.socket_path.exists()

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peersd import config, protocol, rules, store, wire
+from peersd import config, protocol, rules, wire
 from peersd import protocol as p
 from peersd.client import session_registration
 from peersd.errors import CODES, ClaudePeersError, Code, PeersError
@@ -326,22 +326,173 @@ def test_patterns_match_whole_strings_only():
 # --------------------------------------------------------------------------- one vocabulary
 
 
-def test_error_codes_are_one_vocabulary_checked_on_the_wire():
+def test_error_codes_are_one_vocabulary_and_a_new_one_is_passed_through():
     for code in CODES:
         frame = p.server_decoder.decode(
             msgspec.msgpack.encode({"t": "error", "code": code, "message": "m"})
         )
         assert isinstance(frame, p.Error) and frame.code == code
-    with pytest.raises(msgspec.ValidationError, match=r"\$\.code"):
-        p.server_decoder.decode(
-            msgspec.msgpack.encode({"t": "error", "code": "bad_requst", "message": "m"})
-        )
+    # A code this client does not know (a newer daemon's) still decodes: it used to fail
+    # the decode, which the clients took for a broken connection.
+    frame = p.server_decoder.decode(
+        msgspec.msgpack.encode({"t": "error", "code": "brand_new_code", "message": "m", "id": 3})
+    )
+    assert isinstance(frame, p.Error) and (frame.code, frame.id) == ("brand_new_code", 3)
     assert len(set(CODES)) == len(CODES) == len([k for k in vars(Code) if k.isupper()])
 
 
+class NewerDaemon:
+    """A stand-in for a newer daemon on a Unix socket: it welcomes every client and
+    answers each request with an error whose code this client has never heard of."""
+
+    CODE = "brand_new_code"
+
+    def __init__(self, home: Path) -> None:
+        import threading
+
+        self.settings = config.load(env={"HOME": str(home)})
+        self.settings.run_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(self.settings.socket)
+        self.listener.listen(8)
+        self.listener.settimeout(0.05)
+        self.accepted = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        import threading
+
+        while not self.done.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn: socket.socket) -> None:
+        welcome = p.Welcome(
+            protocol=1, daemon_version="9", daemon_pid=1, machine_id="m", host="h", conn_id=1
+        )
+        frames = p.FrameBuffer()
+        conn.settimeout(0.1)
+        with conn:
+            while not self.done.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                for body in frames.feed(data):
+                    req = p.client_decoder.decode(body)
+                    if isinstance(req, p.Hello):
+                        conn.sendall(p.encode(welcome))
+                    else:
+                        error = {
+                            "t": "error",
+                            "code": self.CODE,
+                            "message": "new rule",
+                            "id": req.id,
+                        }
+                        body = msgspec.msgpack.encode(error)
+                        conn.sendall(struct.pack(">I", len(body)) + body)
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+def test_clients_pass_an_error_code_they_do_not_know_to_the_caller(home):
+    """A daemon with a new code (as claim_conflict was) and protocol 1: the sync client
+    raised bad_frame, the async one failed every request in flight and reconnected, again
+    and again. Now each caller gets a PeersError with the code and the daemon's message,
+    and the connection lives on."""
+    import asyncio
+
+    from peersd.client import AsyncClient, Client
+
+    newer = NewerDaemon(home)
+    try:
+        with Client(newer.settings, autostart=False, timeout=5) as c:
+            for _ in range(2):
+                with pytest.raises(PeersError) as err:
+                    c.request(p.Status)
+                assert (err.value.code, err.value.message) == (newer.CODE, "new rule")
+            assert c.sock is not None  # the same connection
+        assert newer.accepted == 1
+
+        async def scenario() -> None:
+            async with AsyncClient(newer.settings, autostart=False, timeout=5) as c:
+                results = await asyncio.gather(
+                    *(c.request(p.Status) for _ in range(3)), return_exceptions=True
+                )
+                for e in results:
+                    assert isinstance(e, PeersError), e
+                    assert (e.code, e.message) == (newer.CODE, "new rule")
+                assert c.connected and c._task is not None and not c._task.done()
+
+        asyncio.run(scenario())
+        assert newer.accepted == 2  # one each: nobody reconnected
+        with wire.Wire(str(newer.settings.socket_path)) as w:
+            with pytest.raises(wire.WireError) as werr:
+                w.call({"t": "status"})
+            assert (werr.value.code, werr.value.message) == (newer.CODE, "new rule")
+    finally:
+        newer.close()
+
+
+def our_exception_classes() -> list[type[BaseException]]:
+    """Every exception class defined in our three packages, found by importing each module."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    # handlers and coordination import each other: load them the way the daemon does
+    importlib.import_module("peersd.server")
+    found: list[type[BaseException]] = []
+    for package in ("peersd", "peers_mcp", "peers_cli"):
+        root = importlib.import_module(package)
+        names = [package] + [
+            info.name for info in pkgutil.walk_packages(root.__path__, package + ".")
+        ]
+        for name in names:
+            module = importlib.import_module(name)
+            found += [
+                cls
+                for _, cls in inspect.getmembers(module, inspect.isclass)
+                if issubclass(cls, BaseException) and cls.__module__ == name
+            ]
+    return found
+
+
 def test_every_failure_we_raise_shares_one_root():
-    for cls in (PeersError, config.ConfigError, store.StoreError, wire.WireError, wire.Closed):
-        assert issubclass(cls, ClaudePeersError), cls
+    """Each exception class any module of ours defines, so a new one cannot slip by."""
+    classes = our_exception_classes()
+    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in classes}
+    # the walk finds them all, in every package (a broken walk would pass vacuously)
+    for known in (
+        "peersd.errors.PeersError",
+        "peersd.lifecycle.StartupError",
+        "peers_mcp.delivery.Unsettled",
+        "peers_mcp.server.Unavailable",
+        "peers_cli.install.common.InstallError",
+        "peers_cli.service.ServiceError",
+    ):
+        assert known in names, names
+    strays = sorted(
+        f"{cls.__module__}.{cls.__qualname__}"
+        for cls in classes
+        if not issubclass(cls, ClaudePeersError)
+    )
+    assert strays == [], f"derive these from peersd.errors.ClaudePeersError: {strays}"
     assert issubclass(protocol.PeersError, ClaudePeersError)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from peersd.config import ConfigError, Settings, load
+from peersd.errors import ClaudePeersError
 
 SERVER_NAME = "claude-peers"
 """Default name of the MCP server in the clients' configs (as ``peers-mcp`` assumes)."""
@@ -33,7 +34,7 @@ PINNED = {"socket": "CLAUDE_PEERS_SOCKET", "db": "CLAUDE_PEERS_DB", "config": "C
 LABELS = {"claude": "Claude Code", "codex": "Codex"}
 
 
-class InstallError(Exception):
+class InstallError(ClaudePeersError):
     """An install or uninstall step cannot be done; the message says why and what to do."""
 
 

@@ -97,6 +97,26 @@ def test_purge_keeps_the_newest_row_so_ids_are_never_reused(store):
     assert send(store, a, b).id not in ids
 
 
+def test_purge_forgets_hub_machines_not_seen_for_gone_retention(store):
+    """Every machine id a hub client ever presented kept a row, forever: a token holder
+    minting random ids grew the table without end."""
+    with store.transaction():
+        for machine in ("old-quiet", "old-with-a-peer", "recent"):
+            assert store.prove_machine(machine, "a" * 64, 1000.0)
+        assert store.prove_machine("recent", "a" * 64, 1000.0 + 35 * DAY)  # a later hello
+        r = p.Register(id=1, agent_pid=7, agent_start=1.0, cwd="/w")
+        store.register(r, 1000.0, "old-with-a-peer", "box")
+    with store.transaction():
+        assert store.purge(1000.0 + 31 * DAY, 30 * DAY, 30 * DAY)[2] == 1
+    listed, total = store.machines(10)
+    assert [m[0] for m in listed] == ["recent", "old-with-a-peer"] and total == 2
+    assert listed[1][3:] == ("box", 1)  # its peer's host, one active peer
+    # the forgotten id is free: the next secret presented binds it
+    with store.transaction():
+        assert store.prove_machine("old-quiet", "b" * 64, 1000.0 + 32 * DAY)
+        assert not store.prove_machine("old-with-a-peer", "b" * 64, 1000.0 + 32 * DAY)
+
+
 def test_mail_of_a_gone_peer_waits_for_the_next_holder_of_its_name(store):
     a, b = register(store, 1).peer, register(store, 2, name="bob").peer
     msg = send(store, a, b)
