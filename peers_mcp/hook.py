@@ -16,8 +16,13 @@ Output per ``hook_event_name``:
 
 - SessionStart, UserPromptSubmit, PostToolUse:
   ``{"hookSpecificOutput": {"hookEventName": E, "additionalContext": text}}``
-- Stop: ``{"decision": "block", "reason": text}`` so the session answers before it
-  idles; with ``stop_hook_active`` true nothing is claimed or printed (loop guard).
+- Stop: the session must answer before it idles. Claude Code (>= 2.1.163):
+  ``{"hookSpecificOutput": {"hookEventName": "Stop", "additionalContext": text}}``,
+  which continues the conversation with the mail shown once (a blocking ``reason`` is
+  shown twice: "Stop hook feedback" and "Stop hook blocking error"). Codex and any
+  other client: ``{"decision": "block", "reason": text}`` (Codex has no context at
+  Stop; the reason becomes the continuation prompt, shown once). With
+  ``stop_hook_active`` true nothing is claimed or printed (loop guard).
 - PreToolUse of an edit tool: a warning or a denial when another session holds the
   file (``filehook``, ``docs/coordination.md``); mail is not claimed.
 - anything else (SessionEnd, …), and any event from inside a subagent (``agent_id``
@@ -263,9 +268,14 @@ def json_string(text: str) -> str:
     return json.dumps(text)  # pragma: no cover
 
 
-def hook_output(event: str, text: str) -> str:
-    """The JSON line for ``event`` (formatted as ``json.dumps`` would)."""
-    if event == "Stop":
+def hook_output(event: str, text: str, client: str | None = None) -> str:
+    """The JSON line for ``event`` (formatted as ``json.dumps`` would).
+
+    Stop in Claude Code carries the mail as ``additionalContext`` (the session goes on
+    and the model sees it once); a blocking ``reason`` would be shown twice there.
+    Other clients (Codex) have no context at Stop: the reason is the continuation.
+    """
+    if event == "Stop" and client != "claude-code":
         return '{"decision": "block", "reason": ' + json_string(text) + "}\n"
     return (
         '{"hookSpecificOutput": {"hookEventName": '
@@ -412,7 +422,7 @@ def run_hook(opts: Options, log: Log) -> int:
             from . import delivery, render
 
             def show(plan: delivery.Plan) -> None:
-                write_all(sys.stdout, hook_output(str(event), plan.text))
+                write_all(sys.stdout, hook_output(str(event), plan.text, _client(peer)))
                 pause_before_ack()
 
             delivery.deliver(

@@ -282,12 +282,19 @@ def test_claude_code_context_events_show_mail_and_ack_via_hook(peers):
         assert peers.status(mid) == ("delivered", "hook")
 
 
-def test_stop_blocks_with_the_mail(peers):
+def test_stop_in_claude_code_carries_the_mail_as_context_once(peers):
+    """Claude Code shows a blocking Stop reason twice ("Stop hook feedback" and "Stop
+    hook blocking error"); additionalContext continues the session and shows it once
+    (tests/e2e/test_claude_code.py counts it in the real client's next request)."""
     first, second = peers.send("one"), peers.send("two")
     out = output(run_hook(peers.daemon, claude_input("Stop")))
-    assert set(out) == {"decision", "reason"}
-    assert out["decision"] == "block"
-    assert out["reason"].index(first) < out["reason"].index(second)
+    assert set(out) == {"hookSpecificOutput"}
+    spec = out["hookSpecificOutput"]
+    assert set(spec) == {"hookEventName", "additionalContext"}
+    assert spec["hookEventName"] == "Stop"
+    text = spec["additionalContext"]
+    assert text.index(first) < text.index(second)
+    assert text.count(f'Message {first} from peer "beta"') == 1
     assert peers.status(first) == peers.status(second) == ("delivered", "hook")
 
 
@@ -657,13 +664,14 @@ def test_hook_json_refuses_what_json_refuses():
 
 def test_hook_output_is_what_json_dumps_would_print():
     text = 'quote " backslash \\ control \x01 é 日本 \ud800'
-    for event in (*CONTEXT_EVENTS, "Stop"):
-        expected = (
-            {"decision": "block", "reason": text}
-            if event == "Stop"
-            else {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
-        )
-        assert hook.hook_output(event, text) == json.dumps(expected) + "\n"
+    for client in ("claude-code", "codex", None):
+        for event in (*CONTEXT_EVENTS, "Stop"):
+            expected = (
+                {"decision": "block", "reason": text}
+                if event == "Stop" and client != "claude-code"
+                else {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
+            )
+            assert hook.hook_output(event, text, client) == json.dumps(expected) + "\n"
 
 
 # --------------------------------------------------------------------------- --wait

@@ -109,8 +109,8 @@ def test_mail_reaches_claude_code_at_the_first_turn_and_after_a_tool_call(world:
 
 
 def test_stop_hook_makes_claude_code_answer_mail_once(world: World) -> None:
-    """Mail waiting when the model wants to stop blocks the stop: the session continues,
-    reads it (Stop hook feedback) and answers. The second Stop arrives with
+    """Mail waiting when the model wants to stop keeps the session going: it reads the
+    mail once (the Stop hook's additionalContext) and answers. The second Stop arrives with
     stop_hook_active and does not block again, even with new mail waiting."""
     world.install_claude()
     carol = world.fake_peer("carol")
@@ -144,11 +144,18 @@ def test_stop_hook_makes_claude_code_answer_mail_once(world: World) -> None:
     # and the one after the reply. No fourth: the second Stop did not block.
     reqs = stub.scripted
     assert len(reqs) == 3
-    feedback = [text for _, _, text in blocks(reqs[1]) if "Stop hook feedback" in text]
-    assert len(feedback) == 1, "the blocked Stop is not in the continuation request"
+    # The mail is in the continuation request exactly once, as the Stop hook's context
+    # (a blocking reason was shown twice: "Stop hook feedback:" and "Stop hook blocking
+    # error from command: ...").
+    header = f'Message {sent["question"]} from peer "carol"'
+    shown = [text for _, _, text in blocks(reqs[1]) if header in text]
+    assert sum(text.count(header) for _, _, text in blocks(reqs[1])) == 1, shown
+    assert sum(text.count(question) for _, _, text in blocks(reqs[1])) == 1, shown
+    assert "Stop hook additional context" in shown[0]
+    assert "blocking error" not in reqs[1].text()
     for piece in rendered(sent["question"], "carol", question):
-        assert piece in feedback[0], piece
-    assert reqs[2].text().count("Stop hook feedback") == 1
+        assert piece in shown[0], piece
+    assert sum(text.count(header) for _, _, text in blocks(reqs[2])) == 1
     assert not any(later in r.text() for r in reqs)
 
     stops = world.hook_inputs("Stop")
@@ -202,8 +209,13 @@ def test_idle_wake_brings_mail_to_an_idle_interactive_session(world: World) -> N
         assert time.monotonic() < deadline, "the idle session was not woken"
         time.sleep(0.1)
     woken = stub.scripted[1]
+    # Shown once (asyncRewake shows the waiter's stderr as one "Stop hook blocking
+    # error" reminder): the header and the text each appear once in the whole request.
     wake = [text for _, _, text in blocks(woken) if wake_text in text]
     assert len(wake) == 1
+    header = f'Message {mid} from peer "carol"'
+    assert sum(text.count(header) for _, _, text in blocks(woken)) == 1
+    assert sum(text.count(wake_text) for _, _, text in blocks(woken)) == 1
     for piece in rendered(mid, "carol", wake_text):
         assert piece in wake[0], piece
     status = world.status(mid)[mid]

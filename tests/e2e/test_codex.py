@@ -115,6 +115,11 @@ def test_codex_gets_mail_through_its_hooks_and_check_messages(world: World) -> N
     #    Codex escapes it as HTML ("> " arrives as "&gt; ").
     prompts = [t for t in reqs[3].role_texts("user") if t.startswith("<hook_prompt")]
     assert len(prompts) == 1
+    # ... and only there: the mail reaches the model once.
+    header = html.escape(f'Message {sent["stopped"]} from peer "carol"', quote=False)
+    everything = reqs[3].role_texts("user") + reqs[3].role_texts("developer")
+    assert sum(t.count(header) for t in everything) == 1
+    assert reqs[3].text().count(texts["stopped"]) == 1
     for piece in rendered(sent["stopped"], "carol", texts["stopped"]):
         assert html.escape(piece, quote=False) in prompts[0], piece
     stops = world.hook_inputs("Stop")
