@@ -72,8 +72,29 @@ def effective_status(d: Daemon, peer_id: str) -> str | None:
     return state
 
 
+def reach(d: Daemon, peer: p.Peer) -> p.Reach:
+    """How mail sent now reaches ``peer``, from what the daemon knows of it.
+
+    The one place that decides: a new way to reach a peer (a wake the daemon starts for
+    an idle session) is one more branch here, before ``next_prompt``.
+    """
+    if peer.state != "active":
+        return "gone"  # the mail waits for a successor of the name, or expires
+    if peer.receive == "push" and peer.connected:
+        return "push"  # channel on, helper connected (``receive`` says push only then)
+    status = effective_status(d, peer.id)
+    if status == "working":
+        return "next_tool_call"  # its hooks deliver after the next tool call or at Stop
+    if status == "waiting":
+        return "idle_wake"  # idle with a ``peers-hook --wait`` armed
+    if status == "idle":
+        return "next_prompt"  # idle, nothing armed: the next prompt's hook delivers
+    return "when_checked"  # no hook has reported: only check_messages / the CLI
+
+
 def decorate(d: Daemon, peers: list[p.Peer]) -> list[p.Peer]:
-    """Peers with status, note and active files filled in (copies; the cache stays as is)."""
+    """Peers with reach, status, note and active files filled in (copies; the cache
+    stays as is)."""
     files = d.store.files
     now = time.time()
     by_peer: dict[str, list[tuple[str, str | None]]] = {}
@@ -82,17 +103,15 @@ def decorate(d: Daemon, peers: list[p.Peer]) -> list[p.Peer]:
     out = []
     for peer in peers:
         if peer.state != "active":
-            out.append(peer)
+            out.append(msgspec.structs.replace(peer, reach=reach(d, peer)))
             continue
         status = effective_status(d, peer.id)
         note = files.status.get(peer.id, (None, None, ""))[2]
         active = by_peer.get(peer.id, [])
-        if status is None and not note and not active:
-            out.append(peer)
-            continue
         out.append(
             msgspec.structs.replace(
                 peer,
+                reach=reach(d, peer),
                 status=status,
                 note=note,
                 files=len(active),

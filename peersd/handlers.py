@@ -291,12 +291,25 @@ def send(d: Daemon, conn: Connection, r: p.Send) -> Op:
             raise d.store.queue_full(recipient, s.queue_limit)
         d.rate_limits.take(me)
         msg = d.store.send(sender, recipient, r.text, r.reply_to, now, s.message_ttl)
+        health = _health(d, recipient.id, msg)
         return Outcome(
-            p.Sent(id=r.id, message_id=msg.id, to=recipient.id, to_name=recipient.name),
+            p.Sent(id=r.id, to=recipient.id, to_name=recipient.name, **health),
             d.mail_effects(msg),
         )
 
     return op
+
+
+def _health(d: Daemon, peer_id: str, msg: p.Message) -> dict[str, Any]:
+    """The delivery-health fields of a ``Sent`` / ``SentItem`` for ``msg`` to ``peer_id``."""
+    peer = d.store.require_peer(peer_id)  # after the send: pending counts this message
+    return {
+        "message_id": msg.id,
+        "reach": coordination.reach(d, peer),
+        "pending": peer.pending,
+        "last_read": peer.last_read,
+        "expires_at": msg.expires_at,
+    }
 
 
 def broadcast(d: Daemon, conn: Connection, r: p.Broadcast) -> Op:
@@ -316,7 +329,8 @@ def broadcast(d: Daemon, conn: Connection, r: p.Broadcast) -> Op:
         effects: list[Effect] = []
         for peer in targets:
             msg = d.store.send(sender, peer, r.text, None, now, s.message_ttl)
-            sent.append(p.SentItem(message_id=msg.id, to=peer.id, to_name=peer.name))
+            health = _health(d, peer.id, msg)
+            sent.append(p.SentItem(to=peer.id, to_name=peer.name, **health))
             effects += d.mail_effects(msg)
         skipped = [f"{peer.name}: queue full ({s.queue_limit} unread)" for peer in full]
         return Outcome(p.BroadcastSent(id=r.id, sent=sent, skipped=skipped), effects)

@@ -61,6 +61,10 @@ MessageState = Literal["queued", "leased", "delivered", "expired"]
 KillOutcome = Literal["terminated", "killed", "still_running", "already_gone"]
 EventKind = Literal["mail", "receipts", "peers", "traffic"]
 PeerStatus = Literal["working", "idle", "waiting"]
+Reach = str
+"""How mail sent now reaches a peer (``coordination.reach``): ``push``, ``next_tool_call``,
+``idle_wake``, ``next_prompt``, ``when_checked`` or ``gone``; a plain string, so a newer
+daemon may name a new way (render shows an unknown value as it is)."""
 
 
 class Frame(msgspec.Struct, tag_field="t", forbid_unknown_fields=False, omit_defaults=True):
@@ -102,6 +106,10 @@ class Peer(msgspec.Struct, omit_defaults=True):
     """Files this peer edited within ``activity_ttl``."""
     recent_files: list[str] = []
     """The most recent few of them, newest first, relative to their repository."""
+    last_read: float | None = None
+    """When the peer last acknowledged mail (any ``via``), if ever."""
+    reach: Reach | None = None
+    """In list_peers answers: how mail sent now would reach it."""
 
 
 class Message(msgspec.Struct, omit_defaults=True):
@@ -130,6 +138,12 @@ class SentItem(msgspec.Struct):
     message_id: str
     to: str
     to_name: str
+    # Delivery health: how the recipient gets this message now.
+    reach: Reach = ""
+    pending: int = 0
+    """The recipient's undelivered mail, this message included."""
+    last_read: float | None = None
+    expires_at: float = 0.0
 
 
 class MessageStatusItem(msgspec.Struct, omit_defaults=True):
@@ -495,6 +509,11 @@ class Sent(Frame, tag="sent"):
     message_id: str
     to: str
     to_name: str
+    reach: Reach = ""
+    """Delivery health, as in ``SentItem``."""
+    pending: int = 0
+    last_read: float | None = None
+    expires_at: float = 0.0
 
 
 class BroadcastSent(Frame, tag="broadcast_sent"):

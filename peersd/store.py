@@ -117,9 +117,12 @@ MIGRATIONS: list[str] = [
 # Working on the same repository: file activity, claims, peer status (peersd/files.py).
 MIGRATIONS.append(files.MIGRATION)
 
+# Delivery health: when each peer last acknowledged mail.
+MIGRATIONS.append("ALTER TABLE peers ADD COLUMN last_read REAL;")
+
 PEER_COLUMNS = """p.id, p.name, p.client, p.state, p.machine_id, p.host, p.cwd, p.agent_pid,
     p.agent_start, p.registered_at, p.last_seen, p.receive, p.summary, p.git_root, p.branch,
-    p.tty, p.session_id, p.helper_pid, 0, 0, p.gone_reason"""
+    p.tty, p.session_id, p.helper_pid, 0, 0, p.gone_reason, p.last_read"""
 
 MESSAGE_COLUMNS = """m.seq, m.sender, m.sender_name, m.recipient, m.recipient_name, m.text,
     m.created, m.state, m.expires_at, m.reply_to, m.delivered_at, m.delivered_via, m.attempts,
@@ -146,6 +149,7 @@ def _peer(row: tuple[Any, ...]) -> Peer:
     # is enough to act as that session, so no other peer should ever see it.
     peer = Peer(*row[:19])
     peer.gone_reason = row[20]
+    peer.last_read = row[21]
     peer.session_id = None
     return peer
 
@@ -876,6 +880,10 @@ class Store:
                 [now, via, *fresh],
             )
             self._add_pending(peer_id, -len(fresh))
+            self.conn.execute("UPDATE peers SET last_read = ? WHERE id = ?", (now, peer_id))
+            peer = self._peers.get(peer_id)
+            if peer is not None:
+                peer.last_read = now  # the cached copy, like pending
         return [self.message_id(seq) for seq in fresh], already
 
     def release(self, peer_id: str, ids: list[str]) -> list[str]:

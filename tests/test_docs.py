@@ -170,7 +170,9 @@ def test_each_event_documents_exactly_its_fields(cls: type) -> None:
     pytest.fail(f"`{tag(cls)}` missing from §13")
 
 
-@pytest.mark.parametrize("cls", [p.Peer, p.Message, p.MessageStatusItem], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls", [p.Peer, p.Message, p.MessageStatusItem, p.SentItem], ids=lambda c: c.__name__
+)
 def test_each_value_type_documents_exactly_its_fields(cls: type) -> None:
     body = section(VALUES, f"### {cls.__name__}")
     assert first_column(body) == {f.encode_name for f in msgspec.structs.fields(cls)}
