@@ -281,7 +281,8 @@ def list_peers(
         return
     hosts = {peer.host for peer in peers}
     table = Table(box=None, pad_edge=False, header_style="bold")
-    columns = ("NAME", "ID", "CLIENT", "STATE", "RECEIVES", "MAIL", "SEEN", "WHERE", "BRANCH")
+    columns = ("NAME", "ID", "CLIENT", "STATE", "RECEIVES", "REACH", "MAIL", "READ", "SEEN")
+    columns += ("WHERE", "BRANCH")
     for col in (*columns, "FILES", "SUMMARY"):
         table.add_column(col, no_wrap=col not in ("WHERE", "FILES", "SUMMARY"), overflow="fold")
     for peer in peers:
@@ -298,7 +299,9 @@ def list_peers(
             peer.client,
             "gone" if peer.state == "gone" else peer.status or "-",
             peer.receive,
+            (peer.reach or "-").replace("_", " "),
             str(peer.pending) if peer.pending else "-",
+            ago(peer.last_read),
             ago(peer.last_seen),
             safe(where),
             safe(peer.branch or "-"),
@@ -332,10 +335,16 @@ def send(
                 "to_name": sent.to_name,
                 "from": me.id,
                 "from_name": me.name,
+                "reach": sent.reach,
+                "pending": sent.pending,
+                "last_read": sent.last_read,
+                "expires_at": sent.expires_at,
             }
         )
         return
     out.print(f"sent {sent.message_id} to {safe(sent.to_name)} ({sent.to})")
+    health = render.health(sent.reach, sent.pending, sent.last_read, sent.expires_at)
+    out.print(f"  reaches {safe(sent.to_name)} by {safe(health)}")
 
 
 @app.command()
@@ -359,6 +368,8 @@ def broadcast(
         return
     for item in reply.sent:
         out.print(f"sent {item.message_id} to {safe(item.to_name)} ({item.to})")
+        health = render.health(item.reach, item.pending, item.last_read, item.expires_at)
+        out.print(f"  reaches {safe(item.to_name)} by {safe(health)}")
 
 
 def show_message(msg: p.Message, unread: bool = False) -> None:

@@ -223,3 +223,46 @@ INTRO = (
     '"> ", with control characters shown as escapes and a "<" that would open a tag shown '
     'as "&lt;".'
 )
+
+
+REACH = {
+    "push": "push (channel on and connected): shown at once",
+    "next_tool_call": "next tool call (it is working; its hooks show mail)",
+    "idle_wake": "idle wake armed: the idle session is woken at once",
+    "next_prompt": "its next prompt (idle, no wake armed)",
+    "when_checked": "only when it checks (no hooks seen)",
+}
+"""How each ``reach`` value (``peersd.coordination.reach``) reads; a new way to reach a
+peer adds its words here. An unknown value is shown as it is."""
+
+
+def reach(value: str | None, expires_at: float | None = None) -> str:
+    """How mail sent now reaches a peer, in words."""
+    if value == "gone":
+        until = f"expires at {stamp(expires_at)}" if expires_at else "expires unread"
+        return f"gone — waits for its successor or {until}"
+    if not value:
+        return "unknown (an older daemon)"
+    return REACH.get(value, value)
+
+
+def since(ts: float | None) -> str:
+    """``3m ago``, or ``never``."""
+    if not ts:
+        return "never"
+    delta = max(0.0, time.time() - ts)
+    if delta < 60:
+        return f"{delta:.0f}s ago"
+    if delta < 3600:
+        return f"{delta / 60:.0f}m ago"
+    if delta < 86400:
+        return f"{delta / 3600:.1f}h ago"
+    return f"{delta / 86400:.1f}d ago"
+
+
+def health(
+    value: str | None, pending: int, last_read: float | None, expires_at: float | None = None
+) -> str:
+    """Delivery health in one line: how mail reaches the peer now, its unread mail, and
+    when it last read mail."""
+    return f"{reach(value, expires_at)}; {pending} unread; last read mail {since(last_read)}"

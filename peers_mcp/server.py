@@ -349,12 +349,12 @@ class PeersMCP(FileTools):
                 # Paths, branch and summary are the peer's own words: one line each.
                 where = render.field(x.git_root or x.cwd)
                 branch = f" on branch {render.field(x.branch)}" if x.branch else ""
-                unread = f", {x.pending} unread" if x.pending else ""
                 summary = f" — summary {render.field(x.summary, 1000)}" if x.summary else ""
                 doing = filetools.doing(x)
+                health = render.health(x.reach, x.pending, x.last_read)
                 lines.append(
                     f"- {x.name} ({x.id}): {x.client} in {where}{branch}{doing}; receives by "
-                    f"{x.receive}{unread}{summary}"
+                    f"{x.receive}; mail reaches it: {health}{summary}"
                 )
             if reply.omitted:
                 lines.append(
@@ -367,10 +367,20 @@ class PeersMCP(FileTools):
 
     async def t_send_message(self, a: tools.SendMessageArgs) -> types.CallToolResult:
         sent = await self._call(p.Send, to=a.to, text=a.message, reply_to=a.reply_to)
+        health = render.health(sent.reach, sent.pending, sent.last_read, sent.expires_at)
         return ok(
             f"Sent {sent.message_id} to {sent.to_name}. It waits in their mailbox until their "
-            "session reads it; message_status tells you when it was delivered.",
-            {"message_id": sent.message_id, "to": sent.to, "to_name": sent.to_name},
+            f"session reads it. It reaches {sent.to_name} by {health}. message_status tells "
+            "you when it was delivered.",
+            {
+                "message_id": sent.message_id,
+                "to": sent.to,
+                "to_name": sent.to_name,
+                "reach": sent.reach,
+                "pending": sent.pending,
+                "last_read": sent.last_read,
+                "expires_at": sent.expires_at,
+            },
         )
 
     async def t_broadcast(self, a: tools.BroadcastArgs) -> types.CallToolResult:
@@ -378,10 +388,13 @@ class PeersMCP(FileTools):
         if not reply.sent:
             text = f"Nobody else is in scope '{a.scope}'; nothing was sent."
         else:
-            names = ", ".join(f"{s.to_name} ({s.message_id})" for s in reply.sent)
-            text = f"Sent to {len(reply.sent)} peer(s): {names}."
+            text = f"Sent to {len(reply.sent)} peer(s); how each gets it now:" + "".join(
+                f"\n- {s.to_name} ({s.message_id}): "
+                + render.health(s.reach, s.pending, s.last_read, s.expires_at)
+                for s in reply.sent
+            )
         if reply.skipped:
-            text += " Not sent to: " + "; ".join(reply.skipped) + "."
+            text += ("\n" if reply.sent else " ") + "Not sent to: " + "; ".join(reply.skipped) + "."
         sent = [msgspec.to_builtins(s) for s in reply.sent]
         return ok(text, {"sent": sent, "skipped": list(reply.skipped)})
 

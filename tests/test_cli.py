@@ -356,24 +356,28 @@ def test_peers_lists_sessions_and_gone_ones(
     _, alpha = agent("alpha", "claude-code")
     cb, beta = agent("beta", "codex")
     table = peers.ok("peers").out.splitlines()
-    header = ["NAME", "ID", "CLIENT", "STATE", "RECEIVES", "MAIL", "SEEN", "WHERE", "BRANCH"]
-    header += ["FILES", "SUMMARY"]
+    header = ["NAME", "ID", "CLIENT", "STATE", "RECEIVES", "REACH", "MAIL", "READ", "SEEN"]
+    header += ["WHERE", "BRANCH", "FILES", "SUMMARY"]
     assert table[0].split() == header
     rows = {line.split()[0]: line.split() for line in table[1:]}
     # Listing the machine does not make this shell a peer.
     assert set(rows) == {"alpha", "beta"}
     assert rows["alpha"][1:3] == [alpha.id, "claude-code"]
     assert rows["beta"][1:3] == [beta.id, "codex"]
+    # No hook has reported for either: mail reaches them only when they check; never read.
+    assert rows["alpha"][4:9] == ["poll", "when", "checked", "-", "-"]
 
     cb.request(p.Unregister)
     active = peers.ok("peers", "--json").json()
     assert {x["name"] for x in active} == {"alpha"}
     assert all(x["state"] == "active" for x in active)
+    assert active[0]["reach"] == "when_checked"
 
     everyone = {x["name"]: x for x in peers.ok("peers", "--gone", "--json").json()}
     assert set(everyone) == {"alpha", "beta"}
     assert everyone["beta"]["state"] == "gone"
     assert everyone["beta"]["gone_reason"] == "unregistered"
+    assert everyone["beta"]["reach"] == "gone"
 
     gone_table = peers.ok("peers", "--gone").out
     assert re.search(rf"^beta \(gone\)\s+{beta.id}", gone_table, re.M), gone_table
@@ -419,12 +423,24 @@ def test_send_stores_the_message_for_the_recipient(
 ) -> None:
     ca, alpha = agent("alpha")
     r = peers.ok("send", "alpha", "hello there")
-    m = re.fullmatch(rf"sent ({MSG_ID}) to alpha \({alpha.id}\)\n", r.out)
+    m = re.fullmatch(
+        rf"sent ({MSG_ID}) to alpha \({alpha.id}\)\n"
+        r"  reaches alpha by only when it checks \(no hooks seen\); 1 unread; "
+        r"last read mail never\n",
+        r.out,
+    )
     assert m, r
     (msg,) = ca.request(p.Claim).messages
     assert (msg.id, msg.text) == (m.group(1), "hello there")
     assert (msg.sender_name, msg.sender_client) == ("desk", "cli")
     assert msg.reply_to is None
+    ca.request(p.Ack, message_ids=[msg.id], via="check")
+    ca.request(p.SetStatus, state="idle")  # what its Stop hook says
+    r = peers.ok("send", "alpha", "are you there?")
+    assert "reaches alpha by its next prompt (idle, no wake armed); 1 unread; " in r.out
+    assert re.search(r"last read mail \d+s ago", r.out), r.out
+    row = next(line for line in peers.ok("peers").out.splitlines() if line.startswith("alpha"))
+    assert re.search(r"poll\s+next prompt\s+1\s+\d+s ago", row), row
 
     # By id works as well as by name.
     r = peers.ok("send", alpha.id, "by id")
@@ -441,6 +457,8 @@ def test_send_json_and_reply_to(peers: Peers, agent: Callable[..., tuple[Client,
     assert sent["message_id"] != question
     assert (sent["to"], sent["to_name"]) == (alpha.id, "alpha")
     assert (sent["from"], sent["from_name"]) == (me["id"], me["name"])
+    assert (sent["reach"], sent["pending"], sent["last_read"]) == ("when_checked", 1, None)
+    assert sent["expires_at"] > time.time()
     (msg,) = ca.request(p.Claim).messages
     assert (msg.id, msg.reply_to, msg.text) == (sent["message_id"], question, "noon")
 
@@ -506,6 +524,7 @@ def test_broadcast(peers: Peers, agent: Callable[..., tuple[Client, p.Peer]]) ->
     r = peers.ok("broadcast", "machine", "all hands")
     sent = dict(re.findall(rf"^sent ({MSG_ID}) to (\w+) \(p-[0-9a-f]+\)$", r.out, re.M))
     assert sorted(sent.values()) == ["alpha", "beta"], r
+    assert "  reaches beta by only when it checks (no hooks seen); 1 unread;" in r.out
     for client, peer in ((ca, alpha), (cb, beta)):
         (msg,) = client.request(p.Claim).messages
         assert msg.text == "all hands" and msg.sender_name == "desk"

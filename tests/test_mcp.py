@@ -181,6 +181,8 @@ async def test_channel_push_only_when_channels_are_on(daemon, agent_bin, agents)
             register(c, agents.spawn().pid, name="sender")
             first = c.request(p.Send, to=push_me, text="pushed to you", reply_to=None)
             second = c.request(p.Send, to=plain_me, text="wait for your hooks")
+            # The sender learns at once which one is pushed and which one waits.
+            assert (first.reach, second.reach) == ("push", "when_checked")
 
             async def arrived() -> bool:
                 return bool(pushed.pushed)
@@ -442,6 +444,44 @@ async def test_history_and_broadcast(daemon, agent_bin, tmp_path):
         history = await a.data("message_history")
         assert history["messages"][0]["text"] == "standup"
         assert history["messages"][0]["state"] == "delivered"
+
+
+async def test_send_broadcast_and_list_peers_say_how_mail_reaches_each_peer(
+    daemon, agent_bin, tmp_path
+):
+    """Delivery health in the tools' text and data: how the recipient gets the mail now,
+    its unread count, when it last read mail."""
+    room = tmp_path / "room"
+    room.mkdir()
+    async with (
+        mcp_session(daemon, agent_bin, cwd=str(room)) as a,
+        mcp_session(daemon, agent_bin, "codex", "codex-mcp-client", cwd=str(room)) as b,
+    ):
+        b_me = await b.whoami()
+        b_name = b_me["name"]
+        result = await a.call("send_message", to=b_name, message="first")
+        text, data = result.content[0].text, result.structured_content
+        assert (data["reach"], data["pending"], data["last_read"]) == ("when_checked", 1, None)
+        assert data["expires_at"] > time.time()
+        assert f"reaches {b_name} by only when it checks (no hooks seen); 1 unread; " in text
+        assert "last read mail never" in text
+        await b.text("check_messages")  # b reads: last_read is set
+        with daemon.client() as hook:  # what b's hook says at a prompt
+            hook.request(p.Attach, pid=b_me["agent_pid"])
+            hook.request(p.SetStatus, state="working")
+        result = await a.call("broadcast", scope="directory", message="standup")
+        (item,) = result.structured_content["sent"]
+        assert (item["to_name"], item["reach"], item["pending"]) == (b_name, "next_tool_call", 1)
+        assert item["last_read"] is not None
+        assert f"- {b_name} ({item['message_id']}): next tool call (it is working" in (
+            result.content[0].text
+        )
+        assert "last read mail 0s ago" in result.content[0].text
+        listed = await a.call("list_peers", scope="directory")
+        (peer,) = listed.structured_content["peers"]
+        assert (peer["reach"], peer["pending"]) == ("next_tool_call", 1)
+        assert peer["last_read"] == item["last_read"]
+        assert "mail reaches it: next tool call" in listed.content[0].text
 
 
 def test_legacy_handshake_is_kept_when_probed(daemon, agent_bin):
