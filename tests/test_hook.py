@@ -712,6 +712,41 @@ def test_wait_wakes_with_mail_on_stderr_and_acks_via_wake(peers):
     assert peers.status(mid) == ("delivered", "wake")
 
 
+def test_a_sender_sees_how_the_hooks_will_deliver(peers):
+    """Delivery health follows the real hooks: no hook yet, working after the prompt,
+    an armed idle wake after Stop, and the next prompt once the waiter is gone."""
+
+    def reach() -> str:
+        sent = peers.beta_client.request(p.Send, to="alpha", text="health check")
+        return sent.reach
+
+    assert reach() == "when_checked"
+    run_hook(peers.daemon, claude_input("UserPromptSubmit"))  # delivers, says working
+    assert reach() == "next_tool_call"
+    run_hook(peers.daemon, claude_input("Stop"))  # delivers, says idle
+    proc = spawn_hook(peers.daemon, claude_input("Stop"), "--wait", "--max-wait", "30")
+    try:
+        wait_for_lock(peers.daemon, peers.alpha.id, proc)
+        listed = peers.beta_client.request(p.ListPeers).peers
+        assert next(x.reach for x in listed if x.name == "alpha") == "idle_wake"
+        sent = peers.beta_client.request(p.Send, to="alpha", text="wake")
+        assert (sent.reach, sent.pending) == ("idle_wake", 1)
+        assert sent.last_read is not None  # the hooks above acknowledged what they showed
+        rc, _, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 2 and "> wake" in err.decode()
+    deadline = time.monotonic() + 5  # the daemon sees the waiter's hang-up a moment later
+
+    def listed() -> str | None:
+        return next(x.reach for x in peers.beta_client.request(p.ListPeers).peers)
+
+    while listed() == "idle_wake" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reach() == "next_prompt"  # the waiter exited: idle, nothing armed
+
+
 def test_wait_delivers_queued_mail_at_once(peers):
     mid = peers.send("already waiting")
     done = run_hook(peers.daemon, claude_input("Stop", stop_hook_active=True), "--wait")
