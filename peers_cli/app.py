@@ -281,8 +281,8 @@ def list_peers(
         return
     hosts = {peer.host for peer in peers}
     table = Table(box=None, pad_edge=False, header_style="bold")
-    columns = ("NAME", "ID", "CLIENT", "STATE", "RECEIVES", "REACH", "MAIL", "READ", "SEEN")
-    columns += ("WHERE", "BRANCH")
+    columns: tuple[str, ...] = ("NAME", "ID", "CLIENT", "STATE", "RECEIVES", "REACH", "MAIL")
+    columns += ("READ", "SEEN", "WHERE", "BRANCH")
     for col in (*columns, "FILES", "SUMMARY"):
         table.add_column(col, no_wrap=col not in ("WHERE", "FILES", "SUMMARY"), overflow="fold")
     for peer in peers:
