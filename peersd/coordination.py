@@ -87,7 +87,8 @@ def decorate(d: Daemon, peers: list[p.Peer]) -> list[p.Peer]:
         status = effective_status(d, peer.id)
         note = files.status.get(peer.id, (None, None, ""))[2]
         active = by_peer.get(peer.id, [])
-        if status is None and not note and not active:
+        wake = d.waker.last.get(peer.id)
+        if status is None and not note and not active and wake is None:
             out.append(peer)
             continue
         out.append(
@@ -97,6 +98,7 @@ def decorate(d: Daemon, peers: list[p.Peer]) -> list[p.Peer]:
                 note=note,
                 files=len(active),
                 recent_files=[relative(path, repo) for path, repo in active[:RECENT_FILES]],
+                wake=wake,
             )
         )
     return out
@@ -104,6 +106,9 @@ def decorate(d: Daemon, peers: list[p.Peer]) -> list[p.Peer]:
 
 def set_status(d: Daemon, conn: Connection, r: p.SetStatus) -> Op:
     me = _me(conn)
+    if r.wake is not None and conn.remote:
+        # The daemon would run the program and connect to the socket named here.
+        raise PeersError(Code.FORBIDDEN, "wake routes are only for the daemon's own machine")
 
     def op() -> Outcome:
         files = d.store.files
@@ -114,7 +119,8 @@ def set_status(d: Daemon, conn: Connection, r: p.SetStatus) -> Op:
             note = r.note
         files.set_status(me, state, at, note)
         peer = decorate(d, [d.store.require_peer(me)])[0]
-        return Outcome(p.PeerResult(id=r.id, peer=peer))
+        # The session acted (or was told to): its next mail may wake it (peersd.wake).
+        return Outcome(p.PeerResult(id=r.id, peer=peer), [lambda: d.waker.reported(me, r.wake)])
 
     return op
 
