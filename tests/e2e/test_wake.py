@@ -1,14 +1,19 @@
-"""Idle wakes with the real Codex CLI: the daemon's ``codex queue`` command line is
-accepted and queues (offline; whether a loaded TUI then starts a turn is not run here).
+"""Idle wakes with the real clients.
 
-A real ``codex exec`` run creates the thread (and its real Stop hook reports the wake
-route). A stand-in interactive Codex session then reports that route the way
+Codex CLI: the daemon's ``codex queue`` command line is accepted and queues (offline;
+whether a loaded TUI then starts a turn is not run here). A real ``codex exec`` run
+creates the thread. A stand-in interactive Codex session then reports that route the way
 ``peers-hook`` does (``set_status`` with ``wake``), and mail to it makes the daemon run the
 real ``codex queue``; the nudge must land in Codex's durable queue.
+
+Claude Code: its terminal UI exports ``CLAUDE_CODE_MESSAGING_SOCKET`` and ``_TOKEN`` to
+hooks; with the ``--wait`` hook not installed, mail for the idle session makes the daemon
+post the nudge to that inbox, and Claude Code starts a turn with it.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -17,7 +22,8 @@ import pytest
 from peersd import protocol as p
 
 from .conftest import TEST_TIMEOUT, World
-from .model_stub import ResponsesStub, Turn
+from .model_stub import AnthropicStub, ResponsesStub, Turn
+from .test_claude_code import PROMPT, blocks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(TEST_TIMEOUT)]
 
@@ -61,3 +67,45 @@ def test_the_real_codex_queue_takes_the_daemons_nudge(world: World) -> None:
         db.close()
     assert len(found) == 1, (tables, found)
     assert thread in found[0][1]
+
+
+def test_the_real_claude_code_inbox_takes_the_daemons_nudge(world: World) -> None:
+    world.install_claude()
+    settings = world.home / ".claude" / "settings.json"
+    data = json.loads(settings.read_text())
+    data["hooks"]["Stop"] = [  # no idle-wake waiter: the inbox is the way in
+        group for group in data["hooks"]["Stop"] if "--wait" not in json.dumps(group)
+    ]
+    settings.write_text(json.dumps(data, indent=2))
+    carol = world.fake_peer("carol")
+    stub = world.stub(
+        AnthropicStub(
+            [Turn.say("Hi. Idle now."), Turn.say("Nudged: I will check my mail.")],
+            name="claude alpha (interactive, inbox)",
+        )
+    )
+    ui = world.claude_interactive(stub, world.workdir("alpha"))
+    ui.wait_for(PROMPT)
+    # registered first: a Stop before that is not seen (the first turn is quick)
+    alpha = world.wait_peer("alpha", "claude-code")
+    ui.type("Say hi")
+    deadline = time.monotonic() + 30
+    while not [
+        x for x in world.cli.request(p.ListPeers).peers if x.id == alpha.id and x.status == "idle"
+    ]:
+        assert time.monotonic() < deadline, "the first turn never ended (Stop: idle)"
+        time.sleep(0.1)
+    assert len(stub.scripted) == 1
+
+    mid = carol.request(p.Send, to="alpha", text="BODY: not in the nudge").message_id
+    deadline = time.monotonic() + 30
+    while len(stub.scripted) < 2:
+        assert time.monotonic() < deadline, f"not woken: {world.status(mid)[mid].wake}"
+        time.sleep(0.1)
+    wake = world.status(mid)[mid].wake
+    assert wake is not None and (wake.via, wake.outcome) == ("inbox", "queued"), wake
+    nudge = "[claude-peers] new message from carol; call check_messages to read and reply."
+    texts = [text for _, _, text in blocks(stub.scripted[1])]
+    assert any(nudge in text for text in texts), texts[-3:]
+    assert world.status(mid)[mid].state in ("queued", "delivered")  # hooks may show it
+    ui.wait_for("Nudged: I will check my mail.")
