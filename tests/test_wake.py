@@ -30,7 +30,7 @@ import pytest
 from peersd import protocol as p
 from peersd.errors import PeersError
 
-from .conftest import PYTHON, Agents, register, run_peers
+from .conftest import PYTHON, Agents, clean_env, register, run_peers
 from .test_hook import (
     AGENT_HOST,
     CODEX_SESSION,
@@ -415,3 +415,31 @@ def test_a_claude_session_without_an_inbox_is_skipped(daemon, sender, agents) ->
         assert "not woken via inbox: no inbox socket reported" in out
     finally:
         c.close()
+
+
+# --------------------------------------------------------------------------- peers doctor
+
+
+def test_doctor_tells_of_a_bypass_session_that_would_hold_the_nudge(home: Path) -> None:
+    env = {**clean_env(home), "PATH": "/usr/bin:/bin"}
+
+    def check() -> dict:
+        return {c["check"]: c for c in run_peers(env, "doctor", "--json").json()}["native wake"]
+
+    assert check()["status"] == "ok"
+    settings = home / ".claude" / "settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"permissions": {"defaultMode": "bypassPermissions"}}))
+    found = check()
+    assert found["status"] == "warn" and "crossSessionInbound" in found["fix"], found
+    settings.write_text(
+        json.dumps(
+            {"permissions": {"defaultMode": "bypassPermissions"}, "crossSessionInbound": "accept"}
+        )
+    )
+    assert check()["status"] == "ok"
+    off = {
+        c["check"]: c
+        for c in run_peers({**env, "CLAUDE_PEERS_NATIVE_WAKE": "false"}, "doctor", "--json").json()
+    }
+    assert "off" in off["native wake"]["detail"]
