@@ -443,3 +443,24 @@ def test_doctor_tells_of_a_bypass_session_that_would_hold_the_nudge(home: Path) 
         for c in run_peers({**env, "CLAUDE_PEERS_NATIVE_WAKE": "false"}, "doctor", "--json").json()
     }
     assert "off" in off["native wake"]["detail"]
+
+
+def test_a_hub_client_cannot_give_a_wake_route_and_is_not_woken(
+    make_daemon, agents, tmp_path: Path
+) -> None:
+    from .test_hub import hub, register_remote, remote_client
+
+    d, port = hub(make_daemon)
+    local = d.client("claude-code")
+    register(local, agents.spawn().pid, "claude-code", name="sender")
+    with remote_client(tmp_path / "m1", f"tcp://127.0.0.1:{port}") as far:
+        register_remote(far, agents, "faraway", "far-box")
+        route = p.WakeRoute(thread=CODEX_SESSION, codex_bin="/bin/true")
+        with pytest.raises(PeersError, match="only for the daemon's own machine") as e:
+            far.request(p.SetStatus, state="idle", wake=route)
+        assert e.value.code == "forbidden"
+        far.request(p.SetStatus, state="idle")  # without a route: fine
+        mid = local.request(p.Send, to="faraway@far-box", text=BODY).message_id
+        wake = wait_for(lambda: wake_of(local, mid))
+        assert (wake.outcome, wake.reason) == ("skipped", "the session is on another machine")
+    local.close()
