@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from peersd import identity, wake
 from peersd import protocol as p
 
 from .conftest import TEST_TIMEOUT, World
@@ -29,9 +30,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(TEST_TIMEOUT)]
 
 
 def test_the_real_codex_queue_takes_the_daemons_nudge(world: World) -> None:
-    stub = world.stub(ResponsesStub([Turn.say("Hello.")], name="codex bravo"))
+    seen: dict[str, list[str]] = {}
+
+    def first(req: object) -> Turn:
+        # the real exec session's agent process, as the daemon sees it: skipped as exec
+        seen["cmdline"] = identity.process_cmdline(world.wait_peer("bravo", "codex").agent_pid)
+        return Turn.say("Hello.")
+
+    stub = world.stub(ResponsesStub([first], name="codex bravo"))
     world.install_codex(stub)
     world.codex(world.workdir("bravo"), "Say hello.").check()
+    assert wake.codex_exec(seen["cmdline"]), seen
     stops = world.hook_inputs("Stop")
     assert stops, "no Stop hook ran"
     thread = stops[-1]["session_id"]
@@ -45,10 +54,10 @@ def test_the_real_codex_queue_takes_the_daemons_nudge(world: World) -> None:
     mid = carol.request(p.Send, to="cx", text="BODY: never in the queue").message_id
 
     deadline = time.monotonic() + 60
-    while (wake := world.status(mid)[mid].wake) is None:
+    while (woke := world.status(mid)[mid].wake) is None:
         assert time.monotonic() < deadline, "no wake recorded"
         time.sleep(0.2)
-    assert (wake.via, wake.outcome) == ("codex queue", "queued"), wake.reason
+    assert (woke.via, woke.outcome) == ("codex queue", "queued"), woke.reason
     assert world.status(mid)[mid].state == "queued"
 
     nudge = "[claude-peers] new message from carol; call check_messages to read and reply."
