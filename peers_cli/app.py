@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from peers_mcp import delivery, render
+from peers_mcp import delivery, render, wakes
 from peers_mcp.render import clean, detag
 from peersd import __version__, identity
 from peersd import protocol as p
@@ -297,7 +297,8 @@ def list_peers(
             name,
             peer.id,
             peer.client,
-            "gone" if peer.state == "gone" else peer.status or "-",
+            ("gone" if peer.state == "gone" else peer.status or "-")
+            + (f" ({wakes.short(peer.wake)} {ago(peer.wake.at)})" if peer.wake else ""),
             peer.receive,
             (peer.reach or "-").replace("_", " "),
             str(peer.pending) if peer.pending else "-",
@@ -549,7 +550,8 @@ def message_status(
                     f"{ago(item.delivered_at)} via {item.delivered_via}"
                 )
             else:
-                out.print(f"{item.message_id}: {item.state} for {safe(item.to_name or '?')}")
+                woken = f"; {safe(wakes.describe(item.wake))}" if item.wake else ""
+                out.print(f"{item.message_id}: {item.state} for {safe(item.to_name or '?')}{woken}")
     if any(not item.found for item in items):
         raise typer.Exit(EXIT_FAILED)
 

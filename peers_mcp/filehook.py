@@ -12,7 +12,8 @@
   ``PostToolUse`` of an edit tool (the mail path ignores subagents) records the files.
 - ``after_attach``, on the mail path's connection once it has found the session:
   ``PostToolUse`` of an edit tool records the files (``touch_files``);
-  ``UserPromptSubmit`` sets the status ``working``, ``Stop`` ``idle``.
+  ``UserPromptSubmit`` sets the status ``working``, ``Stop`` ``idle`` (with the route by
+  which the daemon can wake the idle session: ``wakes``).
 
 Everything fails open: the daemon down, the session unknown or any error leaves one line
 in the hook log and the session untouched. ``conflicts`` (the text) is imported only when
@@ -70,7 +71,14 @@ def after_attach(conn: wire.Wire, log: "Log", data: dict) -> None:
 
                 _touch(conn, paths.file_refs(raws, _cwd(data)))
         elif event in STATUS_OF:
-            conn.call({"t": "set_status", "state": STATUS_OF[str(event)]})
+            req: dict = {"t": "set_status", "state": STATUS_OF[str(event)]}
+            if event == "Stop" and not conn.remote:
+                from . import wakes  # how the daemon can wake the idle session
+
+                route = wakes.route(data)
+                if route:
+                    req["wake"] = route
+            conn.call(req)
     except Exception as e:
         log(_describe(e))
 

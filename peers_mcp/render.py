@@ -229,6 +229,8 @@ REACH = {
     "push": "push (channel on and connected): shown at once",
     "next_tool_call": "next tool call (it is working; its hooks show mail)",
     "idle_wake": "idle wake armed: the idle session is woken at once",
+    "codex_queue": "woken via codex queue (idle: the daemon starts a turn with a nudge)",
+    "inbox": "woken via inbox (idle: the daemon nudges the session's inbox)",
     "next_prompt": "its next prompt (idle, no wake armed)",
     "when_checked": "only when it checks (no hooks seen)",
 }

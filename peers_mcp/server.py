@@ -39,7 +39,7 @@ from peersd.client import AsyncClient, session_registration
 from peersd.config import ConfigError, Settings, load
 from peersd.errors import ClaudePeersError, Code, PeersError
 
-from . import delivery, filetools, render, tools
+from . import delivery, filetools, render, tools, wakes
 from .agent import Agent, channels_enabled, find_agent
 from .filetools import FileTools
 
@@ -352,9 +352,10 @@ class PeersMCP(FileTools):
                 summary = f" — summary {render.field(x.summary, 1000)}" if x.summary else ""
                 doing = filetools.doing(x)
                 health = render.health(x.reach, x.pending, x.last_read)
+                woken = f" ({render.field(wakes.describe(x.wake))})" if x.wake else ""
                 lines.append(
                     f"- {x.name} ({x.id}): {x.client} in {where}{branch}{doing}; receives by "
-                    f"{x.receive}; mail reaches it: {health}{summary}"
+                    f"{x.receive}; mail reaches it: {health}{woken}{summary}"
                 )
             if reply.omitted:
                 lines.append(
@@ -412,7 +413,8 @@ class PeersMCP(FileTools):
                     f"{render.stamp(i.delivered_at or 0)} via {i.delivered_via}"
                 )
             else:
-                lines.append(f"{i.message_id}: {i.state} (for {i.to_name})")
+                woken = f"; {render.field(wakes.describe(i.wake))}" if i.wake else ""
+                lines.append(f"{i.message_id}: {i.state} (for {i.to_name}{woken})")
         return ok("\n".join(lines), {"messages": [msgspec.to_builtins(i) for i in items]})
 
     async def _read_mail(self, via: str, **filters: Any) -> delivery.Plan | None:

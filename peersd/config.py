@@ -85,6 +85,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Daemon: seconds a file counts as active for a peer after its last edit."""
     claims: Literal["deny", "warn"] = "deny"
     """Daemon: what another peer's exclusive claim does to an edit or commit."""
+    native_wake: bool = True
+    """Daemon: wake idle Codex (``codex queue``) and Claude Code (inbox) sessions for mail."""
+    codex_bin: str = ""
+    """Daemon: the ``codex`` to run for a wake; empty: the one the session's hooks found."""
+    wake_rearm: Positive = 300.0
+    """Daemon: seconds after a wake before an idle session that has not acted is woken again."""
 
     @property
     def socket_path(self) -> Path:
@@ -121,6 +127,9 @@ def home(env: Mapping[str, str] | None = None) -> Path:
 
 INHERITED_ELSEWHERE = (
     "CLAUDE_CODE_SESSION_ID",
+    "CLAUDE_CODE_MESSAGING_SOCKET",
+    "CLAUDE_CODE_MESSAGING_TOKEN",
+    "CODEX_THREAD_ID",
     "CLAUDE_PROJECT_DIR",
     "CLAUDECODE",
     "LISTEN_PID",

@@ -88,6 +88,9 @@ def reach(d: Daemon, peer: p.Peer) -> p.Reach:
     if status == "waiting":
         return "idle_wake"  # idle with a ``peers-hook --wait`` armed
     if status == "idle":
+        via = d.waker.route_for(peer)
+        if via is not None:  # the daemon wakes it (peersd/wake.py)
+            return "codex_queue" if via == "codex queue" else "inbox"
         return "next_prompt"  # idle, nothing armed: the next prompt's hook delivers
     return "when_checked"  # no hook has reported: only check_messages / the CLI
 
@@ -108,6 +111,7 @@ def decorate(d: Daemon, peers: list[p.Peer]) -> list[p.Peer]:
         status = effective_status(d, peer.id)
         note = files.status.get(peer.id, (None, None, ""))[2]
         active = by_peer.get(peer.id, [])
+        wake = d.waker.last.get(peer.id)
         out.append(
             msgspec.structs.replace(
                 peer,
@@ -116,6 +120,7 @@ def decorate(d: Daemon, peers: list[p.Peer]) -> list[p.Peer]:
                 note=note,
                 files=len(active),
                 recent_files=[relative(path, repo) for path, repo in active[:RECENT_FILES]],
+                wake=wake,
             )
         )
     return out
@@ -123,6 +128,9 @@ def decorate(d: Daemon, peers: list[p.Peer]) -> list[p.Peer]:
 
 def set_status(d: Daemon, conn: Connection, r: p.SetStatus) -> Op:
     me = _me(conn)
+    if r.wake is not None and conn.remote:
+        # The daemon would run the program and connect to the socket named here.
+        raise PeersError(Code.FORBIDDEN, "wake routes are only for the daemon's own machine")
 
     def op() -> Outcome:
         files = d.store.files
@@ -133,7 +141,8 @@ def set_status(d: Daemon, conn: Connection, r: p.SetStatus) -> Op:
             note = r.note
         files.set_status(me, state, at, note)
         peer = decorate(d, [d.store.require_peer(me)])[0]
-        return Outcome(p.PeerResult(id=r.id, peer=peer))
+        # The session acted (or was told to): its next mail may wake it (peersd.wake).
+        return Outcome(p.PeerResult(id=r.id, peer=peer), [lambda: d.waker.reported(me, r.wake)])
 
     return op
 

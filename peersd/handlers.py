@@ -141,7 +141,9 @@ def attach(d: Daemon, conn: Connection, r: p.Attach) -> Op:
         d.store.touch(peer.id, time.time())
         found = peer
         found.connected = True
-        return Outcome(p.PeerResult(id=r.id, peer=found), [lambda: d.bind(conn, found.id)])
+        # A hook attaching: the session acts, so its next mail may wake it (peersd.wake).
+        effects: list[Effect] = [lambda: d.bind(conn, found.id), lambda: d.waker.acted(found.id)]
+        return Outcome(p.PeerResult(id=r.id, peer=found), effects)
 
     return op
 
@@ -340,7 +342,13 @@ def broadcast(d: Daemon, conn: Connection, r: p.Broadcast) -> Op:
 
 def message_status(d: Daemon, conn: Connection, r: p.MessageStatus) -> Op:
     def op() -> Outcome:
-        return Outcome(p.Statuses(id=r.id, items=d.store.statuses(r.message_ids)))
+        items = [
+            msgspec.structs.replace(item, wake=wake)
+            if (wake := d.waker.message_wake(item.message_id)) is not None and item.found
+            else item
+            for item in d.store.statuses(r.message_ids)
+        ]
+        return Outcome(p.Statuses(id=r.id, items=items))
 
     return op
 

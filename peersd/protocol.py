@@ -20,6 +20,7 @@ from msgspec import Meta
 from .errors import ClaudePeersError, PeersError
 from .rules import (
     MAX_FILES,
+    AbsolutePath,
     Branch,
     ClaimTTL,
     EpochSeconds,
@@ -63,8 +64,10 @@ EventKind = Literal["mail", "receipts", "peers", "traffic"]
 PeerStatus = Literal["working", "idle", "waiting"]
 Reach = str
 """How mail sent now reaches a peer (``coordination.reach``): ``push``, ``next_tool_call``,
-``idle_wake``, ``next_prompt``, ``when_checked`` or ``gone``; a plain string, so a newer
-daemon may name a new way (render shows an unknown value as it is)."""
+``idle_wake``, ``codex_queue``, ``inbox``, ``next_prompt``, ``when_checked`` or ``gone``; a
+plain string, so a newer daemon may name a new way (render shows an unknown one as it is)."""
+WakeVia = Literal["codex queue", "inbox"]
+WakeResult = Literal["queued", "failed", "skipped"]
 
 
 class Frame(msgspec.Struct, tag_field="t", forbid_unknown_fields=False, omit_defaults=True):
@@ -72,6 +75,16 @@ class Frame(msgspec.Struct, tag_field="t", forbid_unknown_fields=False, omit_def
 
 
 # --------------------------------------------------------------------------- values
+
+
+class Wake(msgspec.Struct, omit_defaults=True):
+    """What the daemon did to wake an idle session for its mail (``peersd.wake``)."""
+
+    via: WakeVia
+    outcome: WakeResult
+    at: float
+    reason: str = ""
+    """Why it failed or was skipped; empty when queued."""
 
 
 class Peer(msgspec.Struct, omit_defaults=True):
@@ -110,6 +123,8 @@ class Peer(msgspec.Struct, omit_defaults=True):
     """When the peer last acknowledged mail (any ``via``), if ever."""
     reach: Reach | None = None
     """In list_peers answers: how mail sent now would reach it."""
+    wake: Wake | None = None
+    """The last idle wake for its mail (list_peers; kept in the daemon's memory)."""
 
 
 class Message(msgspec.Struct, omit_defaults=True):
@@ -156,6 +171,8 @@ class MessageStatusItem(msgspec.Struct, omit_defaults=True):
     delivered_at: float | None = None
     delivered_via: str | None = None
     expires_at: float | None = None
+    wake: Wake | None = None
+    """The idle wake that told its recipient about it, if any (kept in memory)."""
 
 
 # --------------------------------------------------------------------------- client -> daemon
@@ -386,9 +403,25 @@ class ListFiles(Request["FileListing"], tag="list_files"):
     repo: FilePath | None = None
 
 
+class WakeRoute(msgspec.Struct, omit_defaults=True):
+    """How the daemon can wake this session when it is idle (``peers-hook`` at Stop)."""
+
+    thread: SessionId | None = None
+    """The Codex thread id (the hook's ``session_id``)."""
+    codex_bin: AbsolutePath | None = None
+    """The ``codex`` on the PATH the session's hooks run with."""
+    codex_home: AbsolutePath | None = None
+    """The session's ``CODEX_HOME``, when set."""
+    inbox: AbsolutePath | None = None
+    """Claude Code's inbox socket (``CLAUDE_CODE_MESSAGING_SOCKET``)."""
+    inbox_token: Token | None = None
+    """Its ``CLAUDE_CODE_MESSAGING_TOKEN``."""
+
+
 class SetStatus(Request["PeerResult"], tag="set_status"):
     state: PeerStatus | None = None
     note: Note | None = None
+    wake: WakeRoute | None = None
 
 
 REQUEST_TYPES: tuple[type[Request[Any]], ...] = (

@@ -73,6 +73,13 @@ Seq = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 # Free text a peer describes itself with: bounded so one peer cannot flood every listing
 # and mail header. Paths get PATH_MAX; the rest what real values need, with room.
 PathText = Annotated[str, Meta(max_length=4096)]
+AbsolutePath = Annotated[
+    str,
+    Meta(
+        pattern=_whole(r"/[^\x00]{0,4095}"),
+        description="an absolute path: starts with / (at most 4096 characters, no NUL)",
+    ),
+]
 Branch = Annotated[str, Meta(max_length=256)]
 HostLabel = Annotated[str, Meta(max_length=255)]
 Tty = Annotated[str, Meta(max_length=64)]
@@ -121,6 +128,7 @@ _PATTERNS: list[tuple[str, str, str]] = [
         (MessageId, Code.BAD_REQUEST),
         (ProvenMachineId, Code.BAD_REQUEST),
         (MachineSecret, Code.BAD_REQUEST),
+        (AbsolutePath, Code.BAD_REQUEST),
     )
 ]
 """msgspec's words for each of our patterns -> (the rule in words, the error code)."""

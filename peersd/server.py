@@ -24,6 +24,7 @@ from .handlers import HANDLERS, SINGLE_STATEMENT, Effect, visible
 from .housekeeping import Housekeeper
 from .ratelimit import SenderLimits
 from .store import Store
+from .wake import Waker
 
 log = logging.getLogger("peersd")
 
@@ -78,6 +79,7 @@ class Daemon:
         """The group's tasks still running, to cancel on stop."""
         self._conn_seq = 0
         self.housekeeper = Housekeeper(self)
+        self.waker = Waker(self)
 
     def next_conn_id(self) -> int:
         self._conn_seq += 1
@@ -206,7 +208,8 @@ class Daemon:
         effects: list[Effect] = [
             lambda: self.publish(
                 "mail", p.MailEvent(peer_id=msg.recipient, message_id=msg.id), msg.recipient
-            )
+            ),
+            lambda: self.waker.mail(msg),  # an idle session: wake it (peersd.wake)
         ]
         if fresh:
             effects.append(

@@ -430,7 +430,9 @@ class Wire:
         self.events: list[dict[str, object]] = []
         self._buf = b""
         self._next_id = 0
-        if path.startswith(("tcp://", "tls://")):
+        self.remote = path.startswith(("tcp://", "tls://"))
+        """A hub over TCP, not this machine's daemon."""
+        if self.remote:
             # A hub needs to know (and have proved) which machine this is.
             machine, secret = hub_credentials(config=config)
             self.sock = _connect_hub(

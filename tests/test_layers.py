@@ -49,6 +49,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.lifecycle",
         "peersd.__main__",
         "peersd.coordination",
+        "peersd.wake",
     },
     "client": {"peersd.client", "peersd.autostart", "peersd.wire"},
 }

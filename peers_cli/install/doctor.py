@@ -620,7 +620,34 @@ def doctor(
     checks.append(claude_check)
     checks.append(_check_binary("codex", codex, codex_found is not None, "Codex")[0])
     checks.append(_check_channels(settings, claude_name, claude_version))
+    checks.append(_check_native_wake(settings, paths.claude_settings))
     return checks
+
+
+def _check_native_wake(settings: Settings, claude_settings: Path) -> Check:
+    """The daemon's idle wakes (peersd/wake.py); what it can tell of Claude Code's
+    inbound rule: a bypass-permissions session holds the daemon's nudge unless
+    ``crossSessionInbound`` is ``accept`` (docs/clients.md, "Idle wakes")."""
+    if not settings.native_wake:
+        return Check("native wake", "ok", "off (native_wake = false): no codex queue, no inbox")
+    detail = "idle Codex sessions get codex queue, idle Claude Code sessions an inbox nudge"
+    try:
+        data = read_json(claude_settings).data
+    except InstallError:
+        return Check("native wake", "ok", detail)
+    permissions = data.get("permissions") if isinstance(data, dict) else None
+    mode = permissions.get("defaultMode") if isinstance(permissions, dict) else None
+    inbound = data.get("crossSessionInbound") if isinstance(data, dict) else None
+    if mode == "bypassPermissions" and inbound != "accept":
+        return Check(
+            "native wake",
+            "warn",
+            f"{tilde(claude_settings)} starts sessions in bypass-permissions mode, which holds "
+            "the daemon's inbox nudge (it is not the session's child) unless "
+            "crossSessionInbound is accept; the mail still comes with the next hook",
+            f'set "crossSessionInbound": "accept" in {tilde(claude_settings)}',
+        )
+    return Check("native wake", "ok", detail)
 
 
 def _start_hint(settings: Settings) -> str:

@@ -86,3 +86,21 @@ def test_last_read_is_the_last_ack_and_survives_a_restart(ring):
     ring.run(ring.daemon.commit.drained())
     ring.store.reload()
     assert ring.store.peer(bob.call(p.Whoami).peer.id).last_read == sent.last_read
+
+
+def test_an_idle_session_the_daemon_can_wake(ring):
+    """Idle with a wake route reported (its Stop hook did) and native_wake on: the sender is
+    told the daemon wakes it, by the client's own way; without a route, its next prompt."""
+    alice = ring.agent(name="alice")
+    codex = ring.client("codex")
+    codex.register(name="cx", client="codex", agent_pid=5151, agent_start=1.0)
+    codex.call(p.SetStatus, state="idle")
+    assert alice.call(p.Send, to="cx", text="1").reach == "next_prompt"
+    codex.call(p.SetStatus, state="idle", wake=p.WakeRoute(thread="t-1", codex_bin="/bin/true"))
+    assert alice.call(p.Send, to="cx", text="2").reach == "codex_queue"
+    claude = ring.client()
+    claude.register(name="cc", agent_pid=5252, agent_start=1.0)
+    claude.call(p.SetStatus, state="idle", wake=p.WakeRoute(inbox="/tmp/inbox.sock"))
+    assert reach_of(ring, "cc") == "inbox"
+    ring.settings.native_wake = False
+    assert reach_of(ring, "cc") == "next_prompt"
