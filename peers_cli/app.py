@@ -152,16 +152,8 @@ def emit_json(value: Any) -> None:
 
 
 def ago(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    delta = max(0.0, time.time() - ts)
-    if delta < 60:
-        return f"{delta:.0f}s ago"
-    if delta < 3600:
-        return f"{delta / 60:.0f}m ago"
-    if delta < 86400:
-        return f"{delta / 3600:.1f}h ago"
-    return f"{delta / 86400:.1f}d ago"
+    """``3m ago`` (render's wording), or ``-`` in a table cell."""
+    return render.since(ts) if ts else "-"
 
 
 def clock(ts: float | None) -> str:

@@ -150,6 +150,17 @@ def set_status(d: Daemon, conn: Connection, r: p.SetStatus) -> Op:
 # --------------------------------------------------------------------------- holders
 
 
+def _holder(d: Daemon, peer: p.Peer, **fields: Any) -> p.FileHolder:
+    """``peer`` holding a file or pattern: who it is and what it is doing, plus ``fields``."""
+    return p.FileHolder(
+        peer_id=peer.id,
+        name=peer.name,
+        client=peer.client,
+        status=effective_status(d, peer.id),  # type: ignore[arg-type]
+        **fields,
+    )
+
+
 def holders(
     d: Daemon, targets: list[str], exclude: str | None, machine: str, now: float
 ) -> list[p.FileHolder]:
@@ -157,15 +168,6 @@ def holders(
     files = d.store.files
     ttl = d.settings.activity_ttl
     found: list[p.FileHolder] = []
-
-    def holder(peer: p.Peer, **fields: Any) -> p.FileHolder:
-        return p.FileHolder(
-            peer_id=peer.id,
-            name=peer.name,
-            client=peer.client,
-            status=effective_status(d, peer.id),  # type: ignore[arg-type]
-            **fields,
-        )
 
     plain = [t for t in targets if not globs.is_glob(t)]
     literal = set(plain)
@@ -188,7 +190,8 @@ def holders(
                 continue
             seen.add((peer_id, path, target))
             found.append(
-                holder(
+                _holder(
+                    d,
                     peer,
                     kind="active",
                     path=path,
@@ -206,7 +209,8 @@ def holders(
         for target in targets:
             if globs.overlap(pattern, target):
                 found.append(
-                    holder(
+                    _holder(
+                        d,
                         peer,
                         kind="claim",
                         path=pattern,
@@ -499,11 +503,9 @@ def list_files(d: Daemon, conn: Connection, r: p.ListFiles) -> Op:
             peer = files.live(peer_id, machine)
             if peer is not None and (r.repo is None or repo == r.repo):
                 found.append(
-                    p.FileHolder(
-                        peer_id=peer.id,
-                        name=peer.name,
-                        client=peer.client,
-                        status=effective_status(d, peer.id),  # type: ignore[arg-type]
+                    _holder(
+                        d,
+                        peer,
                         kind="claim",
                         path=pattern,
                         repo=repo,
@@ -517,11 +519,9 @@ def list_files(d: Daemon, conn: Connection, r: p.ListFiles) -> Op:
             peer = files.live(peer_id, machine)
             if peer is not None and (r.repo is None or where == r.repo):
                 found.append(
-                    p.FileHolder(
-                        peer_id=peer.id,
-                        name=peer.name,
-                        client=peer.client,
-                        status=effective_status(d, peer.id),  # type: ignore[arg-type]
+                    _holder(
+                        d,
+                        peer,
                         kind="active",
                         path=path,
                         repo=where,
