@@ -1,4 +1,4 @@
-"""Wire Claude Code and Codex to claude-peers, unwire them, and check the wiring.
+"""Wire Claude Code, Codex and Gemini CLI to claude-peers, unwire them, check the wiring.
 
 ``install`` registers the ``peers-mcp`` stdio server and the ``peers-hook`` hooks in the
 client's own config files; ``uninstall`` removes exactly those entries; ``doctor``
@@ -9,7 +9,8 @@ around :func:`install_claude`, :func:`install_codex`, :func:`uninstall_claude`,
 
 The modules: ``common`` (names, paths, our console scripts, settings pins), ``edits``
 (reading files, planning steps, reports, backups and atomic writes), ``hooks`` (our
-hooks in a JSON hooks file), ``claude`` and ``codex`` (one client each) and ``doctor``.
+hooks in a JSON hooks file), ``claude``, ``codex`` and ``gemini`` (one client each) and
+``doctor``.
 
 Rules every edit follows:
 
@@ -44,6 +45,7 @@ from .codex import install_codex, uninstall_codex
 from .common import SERVER_NAME, InstallError, Paths, env_pins, find_script
 from .doctor import Check, doctor
 from .edits import Change, Report
+from .gemini import install_gemini, uninstall_gemini
 
 __all__ = [
     "SERVER_NAME",
@@ -57,6 +59,8 @@ __all__ = [
     "find_script",
     "install_claude",
     "install_codex",
+    "install_gemini",
     "uninstall_claude",
     "uninstall_codex",
+    "uninstall_gemini",
 ]

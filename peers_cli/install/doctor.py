@@ -620,6 +620,10 @@ def doctor(
     checks.append(claude_check)
     checks.append(_check_binary("codex", codex, codex_found is not None, "Codex")[0])
     checks.append(_check_channels(settings, claude_name, claude_version))
+
+    from .gemini import doctor_checks as gemini_checks  # other clients: only where used
+
+    checks += gemini_checks(settings, server_name, env)
     return checks
 
 
