@@ -1051,6 +1051,20 @@ def install_gemini(
     show_report(report, as_json)
 
 
+@install_app.command("cursor")
+def install_cursor(
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    server_name: ServerNameOpt = "claude-peers",
+) -> None:
+    """Add peers-mcp to ~/.cursor/mcp.json and a peers-hook stop hook to hooks.json."""
+    from . import install
+
+    with install_errors():
+        report = install.install_cursor(settings(), server_name, dry_run)
+    show_report(report, as_json)
+
+
 @install_app.command("service")
 def install_service(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
     """Run peersd under systemd --user (socket activation) or launchd (macOS)."""
@@ -1098,6 +1112,16 @@ def uninstall_gemini(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> No
 
     with install_errors():
         report = install.uninstall_gemini(settings(), dry_run)
+    show_report(report, as_json)
+
+
+@uninstall_app.command("cursor")
+def uninstall_cursor(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Remove the claude-peers MCP server and hook from ~/.cursor."""
+    from . import install
+
+    with install_errors():
+        report = install.uninstall_cursor(settings(), dry_run)
     show_report(report, as_json)
 
 

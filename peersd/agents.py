@@ -1,4 +1,4 @@
-"""Which processes are agent sessions: Claude Code, Codex, Gemini CLI, recognised by name.
+"""Which processes are agent sessions: Claude Code, Codex, Gemini CLI, Cursor CLI, by name.
 
 The daemon (orphan cleanup) and the helpers (whose agent am I) both need this, so it
 lives at the bottom layer beside ``identity``.
@@ -15,7 +15,7 @@ from . import identity
 class Agent:
     pid: int
     kind: str | None
-    """"claude-code", "codex", "gemini", or None when no agent was recognised (then the
+    """"claude-code", "codex", "gemini", "cursor", or None when no agent was recognised (then the
     parent is used)."""
 
 
@@ -27,6 +27,8 @@ def classify(pid: int) -> str | None:
         return "codex"
     if name == "gemini":
         return "gemini"
+    if name == "cursor-agent":
+        return "cursor"
     if name in ("node", "bun", "deno"):
         script = " ".join(identity.process_cmdline(pid)[1:3])
         if "claude-code" in script or script.endswith("/claude"):
@@ -35,6 +37,8 @@ def classify(pid: int) -> str | None:
             return "codex"
         if "@google/gemini-cli" in script or script.endswith("/gemini"):
             return "gemini"
+        if "cursor-agent" in script:
+            return "cursor"
     return None
 
 

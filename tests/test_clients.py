@@ -219,3 +219,57 @@ def test_gemini_processes_are_classified(tmp_path):
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+# --------------------------------------------------------------------------- Cursor CLI
+
+
+def test_cursor_stop_carries_mail_as_a_followup_within_the_loop_limit(daemon, sender, host):
+    with daemon.client("other") as c:
+        peer = register(c, host.pid, "cursor", name="cur", receive="hook")
+        assert (peer.client, peer.receive) == ("cursor", "hook")
+        mid = sender.send("cur", "before you stop")
+        out = output(host.run(daemon, cursor_input("stop"), "--client", "cursor"))
+        assert set(out) == {"followup_message"}
+        assert "> before you stop" in out["followup_message"]
+        assert sender.status(mid) == ("delivered", "hook")
+        # at the loop limit a follow-up would be dropped; a stopped turn wants none;
+        # other events carry nothing; Claude-shaped input is not Cursor's
+        mid = sender.send("cur", "later")
+        for data in (
+            cursor_input("stop", loop_count=5),
+            cursor_input("stop", status="aborted"),
+            cursor_input("stop", status="error"),
+            cursor_input("beforeSubmitPrompt"),
+            cursor_input("postToolUse"),
+            cursor_input("stop", conversation_id=None),
+            claude_input("Stop"),
+        ):
+            done = host.run(daemon, data, "--client", "cursor")
+            assert (done.returncode, done.stdout, done.stderr) == (0, b"", b""), data
+        assert sender.status(mid) == ("queued", None)
+        assert attempts(c, mid) == 0
+        out = output(host.run(daemon, cursor_input("stop", loop_count=4), "--client", "cursor"))
+        assert mid in out["followup_message"]
+    assert log_lines(daemon) == []
+
+
+def test_cursor_processes_are_classified(tmp_path):
+    script = tmp_path / ".local" / "share" / "cursor-agent" / "versions" / "1" / "index.js"
+    script.parent.mkdir(parents=True)
+    script.write_text("import time\ntime.sleep(30)\n")
+    procs = [
+        _named(tmp_path, "cursor-agent", "-c", "import time; time.sleep(30)"),
+        _named(tmp_path, "node", str(script)),
+    ]
+    try:
+        for proc in procs:
+            for _ in range(50):
+                if agents.classify(proc.pid) == "cursor":
+                    break
+                subprocess.run([PYTHON, "-c", "pass"], check=True)  # let it exec
+            assert agents.classify(proc.pid) == "cursor"
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

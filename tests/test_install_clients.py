@@ -152,3 +152,92 @@ def test_doctor_checks_gemini_only_where_it_is_used(
     result = checks(peers(env, "doctor", "--json"))
     assert result["Gemini CLI hooks"]["status"] == "fail"
     assert "for AfterAgent" in result["Gemini CLI hooks"]["detail"]
+
+
+# --------------------------------------------------------------------------- Cursor CLI
+
+CURSOR_MCP = {"mcpServers": {"linear": {"url": "https://mcp.example.org/sse"}}}
+CURSOR_HOOKS = {
+    "version": 1,
+    "hooks": {
+        "stop": [{"command": "./hooks/audit.sh"}],
+        "afterFileEdit": [{"command": "./hooks/format.sh"}],
+    },
+}
+
+
+def test_install_cursor_keeps_the_users_config_and_goes_back(
+    home: Path, env: dict[str, str]
+) -> None:
+    mcp_path, hooks_path = home / ".cursor" / "mcp.json", home / ".cursor" / "hooks.json"
+    write_json(mcp_path, CURSOR_MCP)
+    write_json(hooks_path, CURSOR_HOOKS)
+
+    run = ok(peers(env, "install", "cursor", "--dry-run"))
+    assert "would add" in run.out
+    assert json.loads(hooks_path.read_text()) == CURSOR_HOOKS
+
+    report = ok(peers(env, "install", "cursor", "--json")).json()
+    assert report["changed"] is True and len(report["backups"]) == 2
+    mcp = json.loads(mcp_path.read_text())
+    assert mcp["mcpServers"] == {
+        **CURSOR_MCP["mcpServers"],
+        "claude-peers": {"command": MCP, "args": []},
+    }
+    hooks = json.loads(hooks_path.read_text())
+    assert hooks["version"] == 1
+    assert hooks["hooks"]["stop"] == [
+        {"command": "./hooks/audit.sh"},
+        {"command": f"{HOOK} --client cursor", "loop_limit": 5},
+    ]
+    assert hooks["hooks"]["afterFileEdit"] == CURSOR_HOOKS["hooks"]["afterFileEdit"]
+
+    installed = snapshot(home)
+    assert ok(peers(env, "install", "cursor", "--json")).json()["changed"] is False
+    assert snapshot(home) == installed
+
+    ok(peers(env, "uninstall", "cursor"))
+    assert json.loads(mcp_path.read_text()) == CURSOR_MCP
+    assert json.loads(hooks_path.read_text()) == CURSOR_HOOKS
+    assert ok(peers(env, "uninstall", "cursor", "--json")).json()["changed"] is False
+
+
+def test_install_cursor_fresh_and_refusals(home: Path, env: dict[str, str]) -> None:
+    ok(peers(env, "install", "cursor"))
+    hooks_path = home / ".cursor" / "hooks.json"
+    assert json.loads(hooks_path.read_text()) == {
+        "hooks": {"stop": [{"command": f"{HOOK} --client cursor", "loop_limit": 5}]},
+        "version": 1,
+    }
+    ok(peers(env, "uninstall", "cursor"))
+    assert not hooks_path.exists() and not (home / ".cursor" / "mcp.json").exists()
+
+    write_json(hooks_path, {"version": 1, "hooks": {"stop": {"command": "x"}}})
+    run = peers(env, "install", "cursor")
+    assert run.code == 1 and '"hooks.stop" is not a list' in run.err, run
+    assert not (home / ".cursor" / "mcp.json").exists()  # nothing written at all
+
+    write_json(hooks_path, CURSOR_HOOKS)
+    hooks_path.chmod(0o444)
+    run = peers(env, "install", "cursor")
+    assert run.code == 1 and f"{hooks_path} is read-only (mode 444)" in run.err, run
+    assert not (home / ".cursor" / "mcp.json").exists()
+
+
+def test_doctor_checks_cursor_only_where_it_is_used(
+    home: Path, env: dict[str, str], daemon: DaemonProc
+) -> None:
+    assert not any(n.startswith("Cursor") for n in checks(peers(env, "doctor", "--json")))
+    (home / ".cursor").mkdir()
+    result = checks(peers(env, "doctor", "--json"))
+    assert result["Cursor MCP"]["status"] == "fail"
+    assert result["Cursor hooks"]["fix"] == "peers install cursor"
+    ok(peers(env, "install", "cursor"))
+    result = checks(peers(env, "doctor", "--json"))
+    assert result["Cursor MCP"]["status"] == "ok", result["Cursor MCP"]
+    assert result["Cursor hooks"]["status"] == "ok", result["Cursor hooks"]
+    hooks_path = home / ".cursor" / "hooks.json"
+    hooks_path.write_text(hooks_path.read_text().replace(" --client cursor", ""))
+    result = checks(peers(env, "doctor", "--json"))
+    assert result["Cursor hooks"]["status"] == "fail"
+    assert "lacks --client cursor" in result["Cursor hooks"]["detail"]

@@ -624,6 +624,9 @@ def doctor(
     from .gemini import doctor_checks as gemini_checks  # other clients: only where used
 
     checks += gemini_checks(settings, server_name, env)
+    from .cursor import doctor_checks as cursor_checks
+
+    checks += cursor_checks(settings, server_name, env)
     return checks
 
 
