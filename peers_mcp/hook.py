@@ -61,8 +61,8 @@ itself imports ``re`` (~6 ms, as much as the rest of the hook together); a hook
 command of the form
 ``<venv>/bin/python -c "from peers_mcp.hook import main; main()"`` avoids that.
 
-Other clients: ``--client NAME`` (``gemini``) hands the input to ``adapters``, which maps
-that client's events and output fields onto the ones above. Without it, an input that
+Other clients: ``--client NAME`` (``gemini``, ``cursor``) hands the input to ``adapters``,
+which maps that client's events and output fields onto the ones above. Without it, an input that
 does not look like Claude Code's or Codex's (no ``session_id``, or Cursor's keys: Cursor
 can run the hooks in ``~/.claude/settings.json``) is ignored before any connection.
 
