@@ -64,7 +64,8 @@ command of the form
 Other clients: ``--client NAME`` (``gemini``, ``cursor``) hands the input to ``adapters``,
 which maps that client's events and output fields onto the ones above. Without it, an input that
 does not look like Claude Code's or Codex's (no ``session_id``, or Cursor's keys: Cursor
-can run the hooks in ``~/.claude/settings.json``) is ignored before any connection.
+can run the hooks in ``~/.claude/settings.json``, ``--wait`` too) is ignored before any
+connection.
 
 Options: ``--wait``, ``--client NAME``, ``--server-name NAME`` (the MCP server's name in
 the client's config, for the reply instruction), ``--socket PATH``, ``--config FILE``, and
@@ -733,6 +734,8 @@ def run(args: list[str]) -> int:
                 log.context = "--wait"
                 log(f"{e}; finding the session by process ancestry")
                 data = {}
+            if data and not claude_or_codex(data):
+                return 0  # someone else's payload (Cursor runs Claude Code's hooks, this too)
             log.context = f"--wait session {data.get('session_id')}"
             return Waiter(opts, log, data.get("session_id")).run()
         return run_hook(opts, log)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,23 @@ def test_unrecognised_payloads_are_ignored_before_any_connection(daemon, sender,
     # the same hook with Claude Code's own input does connect (and logs that it cannot)
     run_hook(daemon, claude_input("Stop"), "--socket", str(nowhere))
     assert (tmp_path / "peers-hook.log").exists()
+
+
+def test_the_idle_wake_ignores_foreign_payloads_too(daemon, sender, host):
+    """Claude Code's settings.json also has the async Stop hook ``peers-hook --wait``;
+    Cursor running it (Cursor has no asyncRewake) must not block on, nor take, the mail
+    of the peer its ancestry reaches."""
+    with daemon.client("claude-code") as c:
+        register(c, host.pid, "claude-code", name="gamma")
+        mid = sender.send("gamma", "not for cursor")
+        for event in ("stop", "Stop"):
+            start = time.monotonic()
+            done = host.run(daemon, cursor_input(event), "--wait", "--max-wait", "5")
+            assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
+            assert time.monotonic() - start < 4
+        assert sender.status(mid) == ("queued", None)
+        assert attempts(c, mid) == 0
+    assert log_lines(daemon) == []
 
 
 # --------------------------------------------------------------------------- Gemini CLI
