@@ -1042,6 +1042,34 @@ def install_codex(
     show_report(report, as_json)
 
 
+@install_app.command("gemini")
+def install_gemini(
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    server_name: ServerNameOpt = "claude-peers",
+) -> None:
+    """Add peers-mcp and the peers-hook hooks to ~/.gemini/settings.json (Gemini CLI)."""
+    from . import install
+
+    with install_errors():
+        report = install.install_gemini(settings(), server_name, dry_run)
+    show_report(report, as_json)
+
+
+@install_app.command("cursor")
+def install_cursor(
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    server_name: ServerNameOpt = "claude-peers",
+) -> None:
+    """Add peers-mcp to ~/.cursor/mcp.json and a peers-hook stop hook to hooks.json."""
+    from . import install
+
+    with install_errors():
+        report = install.install_cursor(settings(), server_name, dry_run)
+    show_report(report, as_json)
+
+
 @install_app.command("service")
 def install_service(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
     """Run peersd under systemd --user (socket activation) or launchd (macOS)."""
@@ -1079,6 +1107,26 @@ def uninstall_codex(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> Non
 
     with install_errors():
         report = install.uninstall_codex(settings(), dry_run)
+    show_report(report, as_json)
+
+
+@uninstall_app.command("gemini")
+def uninstall_gemini(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Remove the claude-peers MCP server and hooks from ~/.gemini/settings.json."""
+    from . import install
+
+    with install_errors():
+        report = install.uninstall_gemini(settings(), dry_run)
+    show_report(report, as_json)
+
+
+@uninstall_app.command("cursor")
+def uninstall_cursor(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Remove the claude-peers MCP server and hook from ~/.cursor."""
+    from . import install
+
+    with install_errors():
+        report = install.uninstall_cursor(settings(), dry_run)
     show_report(report, as_json)
 
 

@@ -66,9 +66,15 @@ itself imports ``re`` (~6 ms, as much as the rest of the hook together); a hook
 command of the form
 ``<venv>/bin/python -c "from peers_mcp.hook import main; main()"`` avoids that.
 
-Options: ``--wait``, ``--server-name NAME`` (the MCP server's name in the client's
-config, for the reply instruction), ``--socket PATH``, ``--config FILE``, and for
-``--wait`` also ``--max-wait S``, ``--check-interval S``, ``--reconnect-window S``.
+Other clients: ``--client NAME`` (``gemini``, ``cursor``) hands the input to ``adapters``,
+which maps that client's events and output fields onto the ones above. Without it, an input that
+does not look like Claude Code's or Codex's (no ``session_id``, or Cursor's keys: Cursor
+can run the hooks in ``~/.claude/settings.json``, ``--wait`` too) is ignored before any
+connection.
+
+Options: ``--wait``, ``--client NAME``, ``--server-name NAME`` (the MCP server's name in
+the client's config, for the reply instruction), ``--socket PATH``, ``--config FILE``, and
+for ``--wait`` also ``--max-wait S``, ``--check-interval S``, ``--reconnect-window S``.
 
 Test knob: the environment variable ``CLAUDE_PEERS_TEST_HOOK_PAUSE_BEFORE_ACK`` (seconds)
 makes the hook sleep after its output is flushed and before it acknowledges, so tests
@@ -105,7 +111,7 @@ PAUSE_ENV = "CLAUDE_PEERS_TEST_HOOK_PAUSE_BEFORE_ACK"
 SERVER_NAME = "claude-peers"  # = render.SERVER_NAME, without importing render
 
 USAGE = """\
-usage: peers-hook [--wait] [--server-name NAME] [--socket PATH] [--config FILE]
+usage: peers-hook [--wait] [--client NAME] [--server-name NAME] [--socket PATH] [--config FILE]
                   [--max-wait S] [--check-interval S] [--reconnect-window S]
 
 Delivers claude-peers mail into a Claude Code or Codex session from its hooks. Reads
@@ -122,6 +128,7 @@ class Usage(ClaudePeersError):
 class Options:
     __slots__ = (
         "check_interval",
+        "client",
         "config",
         "max_wait",
         "reconnect_window",
@@ -138,9 +145,11 @@ class Options:
         self.max_wait = MAX_WAIT
         self.check_interval = CHECK_INTERVAL
         self.reconnect_window = RECONNECT_WINDOW
+        self.client: str | None = None
 
 
 _VALUED = {
+    "--client": ("client", str),
     "--server-name": ("server_name", str),
     "--socket": ("socket", str),
     "--config": ("config", str),
@@ -392,6 +401,16 @@ def run_hook(opts: Options, log: Log) -> int:
         log.context = "hook"
         log(str(e))
         return 0
+    output = hook_output
+    if opts.client:
+        from . import adapters  # another client's events and output fields (Gemini CLI, …)
+
+        adapted = adapters.adapt(opts.client, data, log)
+        if adapted is None:
+            return 0
+        data, output = adapted  # type: ignore[assignment]  # (no typing import here)
+    elif not claude_or_codex(data):
+        return 0  # someone else's payload (Cursor runs Claude Code's hooks): not ours to read
     event = data.get("hook_event_name")
     session_id = data.get("session_id")
     log.context = f"{event} session {session_id}"
@@ -422,7 +441,10 @@ def run_hook(opts: Options, log: Log) -> int:
             from . import delivery, render
 
             def show(plan: delivery.Plan) -> None:
-                write_all(sys.stdout, hook_output(str(event), plan.text, _client(peer)))
+                if opts.client:  # another client's output fields (adapters)
+                    write_all(sys.stdout, output(str(event), plan.text))
+                else:
+                    write_all(sys.stdout, hook_output(str(event), plan.text, _client(peer)))
                 pause_before_ack()
 
             delivery.deliver(
@@ -439,6 +461,22 @@ def run_hook(opts: Options, log: Log) -> int:
             # the mail comes again.
             log(_describe(e))
     return 0
+
+
+FOREIGN_KEYS = ("conversation_id", "cursor_version", "generation_id", "loop_count")
+"""Keys of Cursor's hook input, which Claude Code and Codex never send."""
+
+
+def claude_or_codex(data: dict[str, object]) -> bool:
+    """Whether a hook input has the shape Claude Code and Codex give (without ``--client``).
+
+    Cursor can run the hooks in ``~/.claude/settings.json`` with its own input; such a
+    payload (no ``session_id``, Cursor's keys) is ignored before any connection is made.
+    """
+    session_id = data.get("session_id")
+    if not isinstance(session_id, str) or not session_id:
+        return False
+    return not any(key in data for key in FOREIGN_KEYS)
 
 
 def _client(peer: object) -> str | None:
@@ -709,6 +747,8 @@ def run(args: list[str]) -> int:
                 log.context = "--wait"
                 log(f"{e}; finding the session by process ancestry")
                 data = {}
+            if data and not claude_or_codex(data):
+                return 0  # someone else's payload (Cursor runs Claude Code's hooks, this too)
             log.context = f"--wait session {data.get('session_id')}"
             return Waiter(opts, log, data.get("session_id")).run()
         return run_hook(opts, log)

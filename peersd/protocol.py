@@ -54,7 +54,7 @@ PROTOCOL_VERSION = 1
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 1024 * 1024
 
-ClientKind = Literal["claude-code", "codex", "cli", "other"]
+ClientKind = Literal["claude-code", "codex", "gemini", "cursor", "cli", "other"]
 Scope = Literal["machine", "directory", "repo", "all"]
 ReceiveMode = Literal["push", "hook", "poll"]
 DeliveryPath = Literal["channel", "hook", "wake", "wait", "check", "cli"]

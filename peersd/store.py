@@ -342,7 +342,9 @@ class Store:
         peer.connected = peer.id in self.online
         registered = self._receive.get(peer.id, peer.receive)
         if registered == "push" and not peer.connected:
-            registered = "hook" if peer.client in ("claude-code", "codex") else "poll"
+            registered = (
+                "hook" if peer.client in ("claude-code", "codex", "gemini", "cursor") else "poll"
+            )
         peer.receive = registered  # type: ignore[assignment]
 
     def _add_pending(self, peer_id: str, n: int) -> None:

@@ -1,4 +1,4 @@
-"""Wire Claude Code and Codex to claude-peers, unwire them, and check the wiring.
+"""Wire agent clients (Claude Code, Codex, Gemini CLI, Cursor CLI) to claude-peers.
 
 ``install`` registers the ``peers-mcp`` stdio server and the ``peers-hook`` hooks in the
 client's own config files; ``uninstall`` removes exactly those entries; ``doctor``
@@ -9,7 +9,8 @@ around :func:`install_claude`, :func:`install_codex`, :func:`uninstall_claude`,
 
 The modules: ``common`` (names, paths, our console scripts, settings pins), ``edits``
 (reading files, planning steps, reports, backups and atomic writes), ``hooks`` (our
-hooks in a JSON hooks file), ``claude`` and ``codex`` (one client each) and ``doctor``.
+hooks in a JSON hooks file), ``claude``, ``codex``, ``gemini`` and ``cursor`` (one client each) and
+``doctor``.
 
 Rules every edit follows:
 
@@ -42,8 +43,10 @@ from __future__ import annotations
 from .claude import install_claude, uninstall_claude
 from .codex import install_codex, uninstall_codex
 from .common import SERVER_NAME, InstallError, Paths, env_pins, find_script
+from .cursor import install_cursor, uninstall_cursor
 from .doctor import Check, doctor
 from .edits import Change, Report
+from .gemini import install_gemini, uninstall_gemini
 
 __all__ = [
     "SERVER_NAME",
@@ -57,6 +60,10 @@ __all__ = [
     "find_script",
     "install_claude",
     "install_codex",
+    "install_cursor",
+    "install_gemini",
     "uninstall_claude",
     "uninstall_codex",
+    "uninstall_cursor",
+    "uninstall_gemini",
 ]

@@ -621,6 +621,13 @@ def doctor(
     checks.append(_check_binary("codex", codex, codex_found is not None, "Codex")[0])
     checks.append(_check_channels(settings, claude_name, claude_version))
     checks.append(_check_native_wake(settings, paths.claude_settings))
+
+    from .gemini import doctor_checks as gemini_checks  # other clients: only where used
+
+    checks += gemini_checks(settings, server_name, env)
+    from .cursor import doctor_checks as cursor_checks
+
+    checks += cursor_checks(settings, server_name, env)
     return checks
 
 

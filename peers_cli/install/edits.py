@@ -46,7 +46,7 @@ class Report:
     """What one install or uninstall did (or would do): for people and for ``--json``."""
 
     client: str
-    """claude or codex"""
+    """claude, codex, gemini or cursor"""
     operation: str
     """install or uninstall"""
     dry_run: bool

@@ -1,0 +1,204 @@
+"""Wire Gemini CLI to claude-peers, unwire it, and check the wiring.
+
+Both the MCP server (``mcpServers.<name>``) and the hooks (``hooks.<Event>``, groups of
+handlers as in Claude Code, timeouts in milliseconds) live in ``~/.gemini/settings.json``
+(google-gemini/gemini-cli docs/hooks/reference.md). One read, one atomic write: the two
+edits are a single step on the one file. Our hooks run ``peers-hook --client gemini``,
+which maps Gemini's events (``peers_mcp.adapters``): SessionStart, BeforeAgent and
+AfterTool add the mail as ``additionalContext``; AfterAgent ``decision: "deny"`` makes
+it the next prompt instead of idling. Gemini has no idle wake (no asyncRewake): an idle
+Gemini session gets its mail at its next prompt or tool. See the package docstring for
+the rules every edit follows.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shlex
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from peersd.config import Settings
+
+from .common import (
+    HOOK_SCRIPT,
+    MCP_SCRIPT,
+    PINNED,
+    SERVER_NAME,
+    InstallError,
+    Paths,
+    argv_list,
+    check_name,
+    entry_matches,
+    env_pins,
+    find_script,
+    is_our_server,
+    mcp_args,
+    tilde,
+)
+from .doctor import Check, _check_binary, _check_server, _command_problem, _not_installed
+from .doctor import _pick_server as pick_server
+from .edits import Change, JsonDoc, Report, execute, json_step, read_json
+from .hooks import _merge_hooks, _remove_hooks, hook_command, hook_lists, ours_in
+
+CLIENT = "gemini"
+EVENTS = ("SessionStart", "BeforeAgent", "AfterTool", "AfterAgent")
+"""The Gemini CLI events our hook serves (``peers_mcp.adapters.GEMINI_EVENTS``)."""
+TIMEOUT_MS = 10_000
+"""A hook's ``timeout``: Gemini counts milliseconds (default 60000)."""
+
+
+def settings_path(env: Mapping[str, str]) -> Path:
+    """``~/.gemini/settings.json``: the user settings, with ``mcpServers`` and ``hooks``."""
+    return Paths.from_env(env).home / ".gemini" / "settings.json"
+
+
+def gemini_hooks(hook: str, name: str, pins: Mapping[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Our hook groups per Gemini event (no matcher: every tool, every prompt)."""
+    command = shlex.join([*argv_list(hook_command(hook, name, pins)), "--client", CLIENT])
+    handler = {"type": "command", "command": command, "timeout": TIMEOUT_MS}
+    return {event: [{"hooks": [dict(handler)]}] for event in EVENTS}
+
+
+def _servers(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    servers = data.get("mcpServers", {})
+    if not isinstance(servers, dict):
+        raise InstallError(f'{path}: "mcpServers" is not an object; fix it by hand first')
+    return servers
+
+
+def install_gemini(
+    settings: Settings,
+    server_name: str = SERVER_NAME,
+    dry_run: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> Report:
+    """Add ``mcpServers.<name>`` and our hooks to ``~/.gemini/settings.json``."""
+    env = os.environ if env is None else env
+    name = check_name(server_name)
+    mcp, hook = find_script(MCP_SCRIPT), find_script(HOOK_SCRIPT)
+    pins = env_pins(settings, env)
+    args = mcp_args(name)
+    report = Report(CLIENT, "install", dry_run)
+    doc = read_json(settings_path(env))
+    data = copy.deepcopy(doc.data)
+    changes: list[Change] = []
+    current = _servers(data, doc.path).get(name)
+    if not entry_matches(current, mcp, args, pins):
+        old = current if isinstance(current, Mapping) else {}
+        server_env = dict(old.get("env") or {}) if isinstance(old.get("env"), Mapping) else {}
+        for var in PINNED.values():
+            server_env.pop(var, None)
+        server_env.update(pins)
+        entry: dict[str, Any] = {"command": mcp, "args": args}
+        if server_env:
+            entry["env"] = server_env
+        data.setdefault("mcpServers", {})[name] = entry
+        action = "add" if current is None else "update"
+        detail = shlex.join([mcp, *args])
+        changes.append(Change(action, f'MCP server "{name}"', tilde(doc.path), detail))
+        if current is not None and not is_our_server(current):
+            report.notes.append(
+                f'"{name}" ran {old.get("command")!r}; it now runs peers-mcp '
+                "(the old entry is in the backup)"
+            )
+    staged = JsonDoc(doc.path, doc.raw, data, doc.indent)
+    data, hook_changes = _merge_hooks(staged, gemini_hooks(hook, name, pins))
+    step = json_step(doc, data, changes + hook_changes)
+    execute(report, [step] if step else [])
+    if report.changed and not dry_run:
+        report.notes.append("restart running Gemini CLI sessions to load the server and hooks")
+    report.notes.append(
+        "Gemini CLI has no idle wake: an idle session gets mail at its next prompt or tool "
+        "(see docs/clients.md)"
+    )
+    return report
+
+
+def uninstall_gemini(
+    settings: Settings, dry_run: bool = False, env: Mapping[str, str] | None = None
+) -> Report:
+    """Remove every server entry running ``peers-mcp`` and all our hooks, whatever the name."""
+    env = os.environ if env is None else env
+    report = Report(CLIENT, "uninstall", dry_run)
+    doc = read_json(settings_path(env))
+    data = copy.deepcopy(doc.data)
+    servers = _servers(data, doc.path)
+    changes = []
+    for name in [n for n, entry in servers.items() if is_our_server(entry)]:
+        changes.append(
+            Change("remove", f'MCP server "{name}"', tilde(doc.path), servers[name]["command"])
+        )
+        del servers[name]
+    if changes and not servers:
+        del data["mcpServers"]
+    data, hook_changes = _remove_hooks(JsonDoc(doc.path, doc.raw, data, doc.indent))
+    step = json_step(doc, data, changes + hook_changes)
+    execute(report, [step] if step else [])
+    if report.changed and not dry_run:
+        report.notes.append("restart running Gemini CLI sessions to drop the server and hooks")
+    return report
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def doctor_checks(
+    settings: Settings, server_name: str | None, env: Mapping[str, str]
+) -> list[Check]:
+    """Gemini CLI's wiring; nothing at all where Gemini CLI is neither used nor wired."""
+    path = settings_path(env)
+    where = tilde(path)
+    binary = shutil.which("gemini", path=env.get("PATH"))
+    used = binary is not None or path.parent.exists()
+    try:
+        doc = read_json(path)
+        found = pick_server(_servers(doc.data, path), server_name)
+        hooks = hook_lists(doc.data, path)
+    except InstallError as e:
+        return [Check("Gemini CLI config", "fail", str(e), "fix the file by hand")]
+    present = {event: ours_in(groups) for event, groups in hooks.items()}
+    present = {event: found_ for event, found_ in present.items() if found_}
+    if not used and found is None and not present:
+        return []
+    checks = [
+        _check_server("Gemini CLI MCP", CLIENT, found, where, used, settings, None),
+        _hooks_check(present, where, used),
+    ]
+    checks.append(_check_binary("gemini", binary, found is not None, "Gemini CLI")[0])
+    return checks
+
+
+def _hooks_check(present: Mapping[str, list[tuple[Any, Any]]], where: str, used: bool) -> Check:
+    check = "Gemini CLI hooks"
+    if not present:
+        return _not_installed(check, CLIENT, used, f"no peers-hook hooks in {where}")
+    broken = sorted(
+        {
+            p
+            for found in present.values()
+            for _, h in found
+            if (p := _command_problem(h.get("command")))
+        }
+    )
+    if broken:
+        return Check(check, "fail", f"a hook in {where} {broken[0]}", f"peers install {CLIENT}")
+    missing = [
+        event
+        for event in EVENTS
+        if not any(
+            argv_list(h.get("command"))[-2:] == ["--client", CLIENT]
+            for _, h in present.get(event, [])
+        )
+    ]
+    if missing:
+        return Check(
+            check,
+            "fail",
+            f"{where} lacks peers-hook --client gemini for {', '.join(missing)}",
+            f"peers install {CLIENT}",
+        )
+    return Check(check, "ok", f"{', '.join(EVENTS)} in {where} (no idle wake in Gemini CLI)")

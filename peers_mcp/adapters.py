@@ -1,0 +1,108 @@
+"""Other agent clients' hook inputs and outputs, mapped to ``peers-hook``'s own events.
+
+``peers-hook --client NAME`` (written by ``peers install NAME``) hands the hook input to
+:func:`adapt`, which returns it with ``hook_event_name`` turned into the Claude Code
+event that plays the same part (so the one delivery path serves every client) and the
+function that prints the mail in the client's own output fields. Imported only with
+``--client``: the Claude Code and Codex no-mail path stays as light as it was.
+
+Gemini CLI (google-gemini/gemini-cli docs/hooks/reference.md):
+
+- SessionStart, BeforeAgent, AfterTool add context with
+  ``{"hookSpecificOutput": {"hookEventName": E, "additionalContext": text}}``; they play
+  the parts of SessionStart, UserPromptSubmit and PostToolUse.
+- AfterAgent with ``{"decision": "deny", "reason": text}`` makes the reason a new prompt
+  (the session keeps going instead of idling): Claude Code's Stop block. With
+  ``stop_hook_active`` true nothing is claimed (the same loop guard as Stop).
+- Any other event (BeforeTool, BeforeModel, Notification, SessionEnd, …): nothing.
+
+Cursor CLI (cursor.com/docs hooks; ``~/.cursor/hooks.json``): only ``stop`` carries mail,
+as ``{"followup_message": text}``, which Cursor sends as the next user message, so the
+session answers before it idles (Claude Code's Stop block). Its input has no
+``session_id`` (``conversation_id`` instead; the session is found by ancestry). Cursor
+bounds the follow-ups with the hook's ``loop_limit`` and counts them in ``loop_count``:
+at the limit a follow-up would be dropped, so nothing is claimed then
+(:data:`CURSOR_LOOP_LIMIT`, which the installer writes). A turn that did not complete
+(``status`` aborted or error: the user stopped it) gets nothing either.
+"""
+
+from collections.abc import Callable
+
+from .hook import Log, json_string
+
+Output = Callable[[str, str], str]
+
+GEMINI_EVENTS = {
+    "SessionStart": "SessionStart",
+    "BeforeAgent": "UserPromptSubmit",
+    "AfterTool": "PostToolUse",
+    "AfterAgent": "Stop",
+}
+"""Gemini CLI event → the peers-hook event that plays its part."""
+
+CURSOR_EVENTS = {"stop": "Stop"}
+"""Cursor event → the peers-hook event that plays its part."""
+CURSOR_LOOP_LIMIT = 5
+"""The ``loop_limit`` of our stop hook (``peers install cursor`` writes it)."""
+
+CLIENTS = {"gemini": GEMINI_EVENTS, "cursor": CURSOR_EVENTS}
+"""``--client`` values and their event maps."""
+SESSION_KEYS = {"gemini": "session_id", "cursor": "conversation_id"}
+"""The input field that names the session, per client."""
+
+
+def _context_output(client_event: str) -> Output:
+    def output(event: str, text: str) -> str:
+        return (
+            '{"hookSpecificOutput": {"hookEventName": '
+            + json_string(client_event)
+            + ', "additionalContext": '
+            + json_string(text)
+            + "}}\n"
+        )
+
+    return output
+
+
+def _deny_output(event: str, text: str) -> str:
+    return '{"decision": "deny", "reason": ' + json_string(text) + "}\n"
+
+
+def _followup_output(event: str, text: str) -> str:
+    return '{"followup_message": ' + json_string(text) + "}\n"
+
+
+def _cursor_stop_blocked(data: dict[str, object]) -> bool:
+    """Whether a follow-up now would be dropped (loop limit) or unwanted (turn stopped)."""
+    count = data.get("loop_count", 0)
+    if not isinstance(count, int) or count >= CURSOR_LOOP_LIMIT:
+        return True
+    return data.get("status", "completed") != "completed"
+
+
+def adapt(
+    client: str, data: dict[str, object], log: Log
+) -> tuple[dict[str, object], Output] | None:
+    """(the input as peers-hook's own event, its output) or None when there is nothing to do."""
+    events = CLIENTS.get(client)
+    if events is None:
+        log.context = "hook"
+        log(f"unknown --client {client!r} (known: {', '.join(sorted(CLIENTS))})")
+        return None
+    client_event = data.get("hook_event_name")
+    ours = events.get(client_event) if isinstance(client_event, str) else None
+    session_id = data.get(SESSION_KEYS[client])
+    if ours is None or not isinstance(session_id, str) or not session_id:
+        return None  # an event we do not serve, or not this client's input
+    if ours == "Stop" and data.get("stop_hook_active"):
+        return None  # already continuing because of this hook: the next event takes the mail
+    if client == "cursor" and _cursor_stop_blocked(data):
+        return None
+    assert isinstance(client_event, str)
+    roots = data.get("workspace_roots")
+    cwd = data.get("cwd") or (roots[0] if isinstance(roots, list) and roots else None)
+    adapted: dict[str, object] = {"hook_event_name": ours, "session_id": session_id, "cwd": cwd}
+    if client == "cursor":
+        return adapted, _followup_output
+    output = _deny_output if ours == "Stop" else _context_output(client_event)
+    return adapted, output
