@@ -182,8 +182,10 @@ StandardError=journal
 SyslogIdentifier=peersd
 UMask=0077
 
-# Sandboxing. peersd writes only under ~/.claude (socket directory, database) and reads
-# /proc to tell whether agent processes are alive. Checked with systemd 252 user
+# Sandboxing. peersd writes only under ~/.claude (socket directory, database), and the
+# `codex queue` it runs to wake an idle Codex session writes ~/.codex (a CODEX_HOME
+# elsewhere needs its own ReadWritePaths=); it reads /proc to tell whether agent
+# processes are alive. Checked with systemd 252 user
 # managers: run by root, all of this applies; run by a normal user, the seccomp-based
 # settings (NoNewPrivileges=, RestrictAddressFamilies=, ...) apply and the mount ones
 # (ProtectSystem=, ProtectHome=, PrivateTmp=, ReadWritePaths=) are skipped, because
@@ -225,7 +227,7 @@ def systemd_units(
         if var in pins:
             environment.append(f"{var}={_sd_path(pins[var], home_dir)}")
     claude_dir = home_dir / ".claude"
-    writable = ["%h/.claude"]
+    writable = ["%h/.claude", "-%h/.codex"]  # codex queue (idle wakes) writes ~/.codex
     needed = [settings.run_dir, settings.db_path.parent]
     for path in needed:
         if not _under(path, claude_dir):

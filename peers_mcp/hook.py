@@ -420,8 +420,9 @@ def run_hook(opts: Options, log: Log) -> int:
         return filehook.alone(opts, log, data)
     if event not in CONTEXT_EVENTS and event != "Stop":
         return 0
-    if event == "Stop" and data.get("stop_hook_active"):
-        return 0  # already continuing because of a Stop hook: the next event takes the mail
+    # The Stop that ends a turn a Stop hook continued: the session goes idle now (said
+    # below, so the daemon may wake it), but no mail here, or it would never stop.
+    continued = event == "Stop" and bool(data.get("stop_hook_active"))
     if data.get("agent_id"):
         return 0  # inside a subagent: keep the mail for the main conversation
     try:
@@ -435,7 +436,7 @@ def run_hook(opts: Options, log: Log) -> int:
             from . import filehook  # who is touching what: edits made, the session's status
 
             filehook.after_attach(conn, log, data)
-        if not peer.get("pending"):
+        if continued or not peer.get("pending"):
             return 0
         try:
             from . import delivery, render
@@ -447,7 +448,7 @@ def run_hook(opts: Options, log: Log) -> int:
                     write_all(sys.stdout, hook_output(str(event), plan.text, _client(peer)))
                 pause_before_ack()
 
-            delivery.deliver(
+            plan = delivery.deliver(
                 Mailbox(conn),
                 show,
                 "hook",
@@ -456,6 +457,9 @@ def run_hook(opts: Options, log: Log) -> int:
                 server=opts.server_name,
                 client=_client(peer),
             )
+            if event == "Stop" and plan is not None and plan.shown:
+                # The mail keeps the session going: it is not idle (no wake for more mail).
+                conn.call({"t": "set_status", "state": "working"})
         except Exception as e:
             # Not shown: released. Shown but not acknowledged: the lease runs out and
             # the mail comes again.

@@ -168,6 +168,7 @@ def visible(conn: Connection, peer: p.Peer) -> p.Peer:
         agent_start=0.0,
         helper_pid=None,
         tty=None,
+        wake=None,  # its reasons name local paths and programs
     )
 
 

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import signal
+import stat
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
@@ -79,6 +82,8 @@ class Waker:
     def __init__(self, d: Daemon) -> None:
         self.d = d
         self.routes: dict[str, p.WakeRoute] = {}
+        self.reported_at: dict[str, float] = {}
+        """When each route was last reported (a wake that failed since says it will not work)."""
         self.last: dict[str, p.Wake] = {}
         self.woken_at: dict[str, float] = {}
         """Peer id -> monotonic time of its last wake attempt, until it acts again."""
@@ -92,6 +97,7 @@ class Waker:
         """The session's hook reported how to wake it, and acted (a prompt, a Stop)."""
         if route is not None:
             self.routes[peer_id] = route
+            self.reported_at[peer_id] = time.time()
         self.acted(peer_id)
 
     def acted(self, peer_id: str) -> None:
@@ -169,6 +175,10 @@ class Waker:
         if peer.machine_id != self.d.machine_id or peer.client not in VIA:
             return None
         via = VIA[peer.client]
+        last = self.last.get(peer.id)
+        failed = last is not None and last.outcome != "queued"
+        if failed and last.at >= self.reported_at.get(peer.id, 0.0):  # type: ignore[union-attr]
+            return None  # skipped or failed with this route: it will not wake it now
         return via if (route.thread if via == "codex queue" else route.inbox) else None
 
     def _skip(self, peer: p.Peer, route: p.WakeRoute | None) -> str:
@@ -200,12 +210,14 @@ class Waker:
 
     async def _codex(self, route: p.WakeRoute, text: str) -> str:
         """Run ``codex queue``: "" once it queued, else what went wrong."""
-        binary = self.d.settings.codex_bin or route.codex_bin
-        if not binary:
-            return "no codex binary: none on the PATH of the session's hooks, codex_bin unset"
+        binary, refused = codex_program(self.d.settings.codex_bin, route.codex_bin)
+        if binary is None:
+            return refused
         assert route.thread is not None
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k != "CODEX_HOME"}  # not the starter's
         if route.codex_home:
+            if not _own_dir(route.codex_home):
+                return f"CODEX_HOME {route.codex_home} is not a directory of yours"
             env["CODEX_HOME"] = route.codex_home
         argv = [binary, "queue", "--thread", route.thread, "--message", text]
         try:
@@ -224,9 +236,9 @@ class Waker:
         except TimeoutError:
             return f"codex queue gave no answer within {CODEX_TIMEOUT:g} s"
         finally:
-            if proc.returncode is None:
+            if proc.returncode is None:  # the whole group: npm's wrapper and the native codex
                 with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+                    os.killpg(proc.pid, signal.SIGKILL)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(proc.wait(), 5.0)
         if proc.returncode != 0:
@@ -238,6 +250,8 @@ class Waker:
     async def _inbox(self, route: p.WakeRoute, text: str) -> str:
         """Post the nudge to the inbox socket: "" once written, else what went wrong."""
         assert route.inbox is not None
+        if not _own_socket(route.inbox):
+            return f"{route.inbox} is not a socket of yours"
         data = b""
         if route.inbox_token:
             data += msgspec.json.encode({"type": "auth", "token": route.inbox_token}) + b"\n"
@@ -259,6 +273,59 @@ class Waker:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), INBOX_TIMEOUT)
         return ""
+
+
+def codex_program(setting: str, reported: str | None) -> tuple[str | None, str]:
+    """The ``codex`` the daemon may run, or None and why not.
+
+    A client reports the path its hooks found; the daemon runs it only when it is the
+    ``codex_bin`` setting or a program only root can change (owned by root, and neither it
+    nor its directory writable by others). Any process of the user can report a route, so
+    running a path of the user's own (a sandboxed agent can write one) would let it run
+    code outside its sandbox: for such installs (nvm, ~/.npm-global) the user names the
+    program once with ``codex_bin``.
+    """
+    if setting:
+        return setting, ""
+    if not reported:
+        return None, "no codex binary: none on the PATH of the session's hooks, codex_bin unset"
+    real = os.path.realpath(reported)
+    if not _root_only(real) or not _root_only(os.path.dirname(real)):
+        return None, (
+            f"{reported} is not the codex_bin setting and can be changed by a user; "
+            f"set codex_bin = {json.dumps(reported)} in the claude-peers config to allow it"
+        )
+    return real, ""
+
+
+def _root_only(path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_uid == 0 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _own_dir(path: str) -> bool:
+    """A directory of ours, or nothing yet (codex creates its home)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+
+
+def _own_socket(path: str) -> bool:
+    """A socket of ours, or nothing there (connecting then says so)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return stat.S_ISSOCK(st.st_mode) and st.st_uid == os.getuid()
 
 
 def _why(e: BaseException) -> str:

@@ -723,7 +723,10 @@ def test_a_sender_sees_how_the_hooks_will_deliver(peers):
     assert reach() == "when_checked"
     run_hook(peers.daemon, claude_input("UserPromptSubmit"))  # delivers, says working
     assert reach() == "next_tool_call"
-    run_hook(peers.daemon, claude_input("Stop"))  # delivers, says idle
+    run_hook(peers.daemon, claude_input("Stop"))  # delivers: the mail goes on as a turn
+    listed = peers.beta_client.request(p.ListPeers).peers
+    assert next(x.reach for x in listed if x.name == "alpha") == "next_tool_call"
+    run_hook(peers.daemon, claude_input("Stop", stop_hook_active=True))  # that turn ends: idle
     proc = spawn_hook(peers.daemon, claude_input("Stop"), "--wait", "--max-wait", "30")
     try:
         wait_for_lock(peers.daemon, peers.alpha.id, proc)

@@ -203,7 +203,7 @@ def test_packaging_files_are_what_the_installer_writes() -> None:
         "PrivateTmp=yes",
         "ProtectSystem=strict",
         "ProtectHome=read-only",
-        "ReadWritePaths=%h/.claude",
+        "ReadWritePaths=%h/.claude -%h/.codex",
         "StandardError=journal",
     ):
         assert line in unit
@@ -342,7 +342,7 @@ def test_install_with_a_custom_socket_pins_it(home: Path) -> None:
     lines = service_unit.splitlines()
     assert f"Environment=CLAUDE_PEERS_SOCKET={sock}" in lines
     assert "Environment=CLAUDE_PEERS_DB=%h/data/p.db" in lines
-    assert f"ReadWritePaths=%h/.claude -/tmp/{home.name}-peers -%h/data" in lines
+    assert f"ReadWritePaths=%h/.claude -%h/.codex -/tmp/{home.name}-peers -%h/data" in lines
     assert "PrivateTmp=yes" not in lines  # the socket lives in the real /tmp
 
 

@@ -133,6 +133,10 @@ def wake_of(client, mid: str) -> p.Wake | None:
     return item.wake
 
 
+def peer_status(client, name: str) -> str | None:
+    return next(x.status for x in client.request(p.ListPeers).peers if x.name == name)
+
+
 def wait_for(what, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     while True:
@@ -161,6 +165,8 @@ def test_an_idle_codex_session_is_woken_once_per_batch_and_again_once_it_acted(
         settle()
         assert fake_codex.calls() == [] and wake_of(sender, busy) is None  # working: no wake
         assert BODY in cx.hook("Stop").stdout.decode()  # Stop shows it (block): read
+        assert peer_status(sender, "cx") == "working"  # the mail goes on as a turn: not idle
+        cx.hook("Stop")  # that turn ends with nothing more to show: now it is idle
         # idle: a batch of two messages is one wake
         first, second = send(sender), send(sender, text="another")
         calls = wait_for(fake_codex.calls)
@@ -464,3 +470,46 @@ def test_a_hub_client_cannot_give_a_wake_route_and_is_not_woken(
         wake = wait_for(lambda: wake_of(local, mid))
         assert (wake.outcome, wake.reason) == ("skipped", "the session is on another machine")
     local.close()
+
+
+def test_a_codex_others_can_change_is_not_run_unless_named_in_codex_bin(
+    make_daemon, agents, fake_codex: FakeCodex, tmp_path: Path
+) -> None:
+    """Any process of the user can report a wake route: the daemon runs the reported codex
+    only when only root can change it, else it asks for codex_bin (a sandboxed agent could
+    otherwise have the daemon run a program of its own, outside its sandbox)."""
+    os.chown(fake_codex.path, 65534, 65534)  # not root's: a user could have written it
+    daemon = make_daemon()
+    c = daemon.client("claude-code")
+    register(c, agents.spawn().pid, "claude-code", name="sender")
+    cx = CodexSession(daemon, env=codex_env(daemon, fake_codex, tmp_path))
+    try:
+        cx.hook("Stop")
+        mid = send(c)
+        wake = wait_for(lambda: wake_of(c, mid))
+        assert (wake.via, wake.outcome) == ("codex queue", "failed")
+        assert f'set codex_bin = "{fake_codex.path}"' in wake.reason
+        settle()
+        assert fake_codex.calls() == []  # never run
+        # reach no longer promises a wake that failed with this route
+        peers = {x.name: x for x in c.request(p.ListPeers).peers}
+        assert peers["cx"].reach == "next_prompt"
+    finally:
+        cx.close()
+        c.close()
+
+
+def test_an_inbox_that_is_not_a_socket_is_never_written(daemon, sender, claude) -> None:
+    c, inbox, env = claude
+    inbox.close()
+    victim = inbox.path
+    victim.write_text("a file of the user's\n")  # a path that is not Claude Code's socket
+    assert run_hook(daemon, claude_input("Stop"), env=env).returncode == 0
+    mid = send(sender, "alpha")
+    wake = wait_for(lambda: wake_of(sender, mid))
+    assert (wake.via, wake.outcome, wake.reason) == (
+        "inbox",
+        "failed",
+        f"{victim} is not a socket of yours",
+    )
+    assert victim.read_text() == "a file of the user's\n"
