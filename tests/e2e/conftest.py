@@ -1,9 +1,12 @@
-"""End-to-end fixtures: the real Claude Code and Codex CLIs against scripted model stubs.
+"""End-to-end fixtures: the real Claude Code, Codex and Gemini CLIs against scripted model stubs.
 
 The CLIs come from npm (``install_clients.sh``, once per cache directory, pinned to the
-versions below). Each test gets its own short temporary HOME with a real ``peersd``
+versions below; Gemini CLI in its own prefix, ``<cache>/gemini``, and its own fixture,
+``gemini_world``, so either install can fail without skipping the other's tests).
+
+Each test gets its own short temporary HOME with a real ``peersd``
 (the ``daemon`` fixture of ``tests/conftest.py``), wires the clients with the real
-``peers install claude`` / ``peers install codex``, points them at a model stub on
+``peers install claude|codex|gemini``, points them at a model stub on
 127.0.0.1, and runs them in print / exec mode. Nothing leaves the machine.
 
 When a test fails, everything needed to see why is printed with it: each CLI's command,
@@ -62,7 +65,7 @@ SCRUB_PROXY = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "e2e: runs the real Claude Code / Codex CLIs (skipped if npm cannot install them)",
+        "e2e: runs the real Claude Code / Codex / Gemini CLIs (skipped if npm cannot install them)",
     )
 
 

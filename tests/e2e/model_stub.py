@@ -15,6 +15,10 @@ assert what the model saw: hook context, tool results, Stop-hook feedback.
   ``response.created``, ``response.output_item.added/done``, ``response.completed``),
   for a Codex ``[model_providers.X]`` with ``wire_api = "responses"``. Function calls to
   MCP tools carry ``namespace = "mcp__<server>"`` and ``name = "<tool>"``.
+- ``GeminiStub``: the Gemini API (``POST /v1beta/models/<model>:streamGenerateContent``
+  with ``alt=sse``, and ``:generateContent``), for Gemini CLI's ``GOOGLE_GEMINI_BASE_URL``.
+  Tool calls are ``functionCall`` parts named as the request declares the tool
+  (``mcp_<server>_<tool>`` for MCP tools).
 
 Requests that are not part of the scripted conversation (a Claude Code side request with
 no tools, say) get a short canned answer and do not consume a step. Anything else gets a
