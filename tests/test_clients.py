@@ -27,7 +27,7 @@ GEMINI_SESSION = "8e6f2c1a-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
 
 def gemini_input(event: str, **over: object) -> dict[str, object]:
     """Gemini CLI's hook input for ``event`` (docs/hooks/reference.md: common fields, then
-    the event's own)."""
+    the event's own; checked against what gemini 0.61.0 passes in tests/e2e/test_gemini.py)."""
     data: dict[str, object] = {
         "session_id": GEMINI_SESSION,
         "transcript_path": f"/tmp/.gemini/tmp/x/chats/session-{GEMINI_SESSION}.json",
@@ -42,9 +42,10 @@ def gemini_input(event: str, **over: object) -> dict[str, object]:
     elif event == "AfterAgent":
         data.update(prompt="hello", prompt_response="Done.", stop_hook_active=False)
     elif event in ("BeforeTool", "AfterTool"):
-        data.update(tool_name="read_file", tool_input={"absolute_path": "/tmp/a"})
+        data.update(tool_name="mcp_claude-peers_whoami", tool_input={})
+        data["mcp_context"] = {"server_name": "claude-peers", "tool_name": "whoami"}
         if event == "AfterTool":
-            data["tool_response"] = {"llmContent": "a"}
+            data["tool_response"] = {"llmContent": [{"text": "You are gem."}]}
     data.update(over)
     return data
 
@@ -170,6 +171,9 @@ def test_gemini_events_carry_mail_in_geminis_output_fields(daemon, sender, host)
             assert set(spec) == {"hookEventName", "additionalContext"}
             assert spec["hookEventName"] == event
             assert f"> for gemini {event}" in spec["additionalContext"]
+            # the reply hint names the tool as Gemini CLI declares it to the model
+            hint = 'call the tool mcp_claude-peers_send_message with to="beta"'
+            assert hint in spec["additionalContext"]
             assert sender.status(mid) == ("delivered", "hook")
         # AfterAgent: deny, so the reason becomes the next prompt instead of idling
         mid = sender.send("gem", "before you stop")
@@ -222,9 +226,16 @@ def test_gemini_processes_are_classified(tmp_path):
     script = tmp_path / "lib" / "node_modules" / "@google" / "gemini-cli" / "dist" / "index.js"
     script.parent.mkdir(parents=True)
     script.write_text("import time\ntime.sleep(30)\n")
+    # What gemini 0.61.0 really runs: it relaunches itself as a child with a bigger heap,
+    # "node --max-old-space-size=N <prefix>/bin/gemini -p ...", and that child is the
+    # session (the MCP server's and the hooks' nearest agent; tests/e2e/test_gemini.py).
+    relaunched = tmp_path / "bin" / "gemini"
+    relaunched.parent.mkdir()
+    relaunched.write_text("import time\ntime.sleep(30)\n")
     procs = [
         _named(tmp_path, "gemini", "-c", "import time; time.sleep(30)"),
         _named(tmp_path, "node", str(script)),
+        _named(tmp_path, "node", "-Xutf8", str(relaunched), "-p", "hi"),
     ]
     try:
         for proc in procs:

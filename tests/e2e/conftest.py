@@ -1,9 +1,12 @@
-"""End-to-end fixtures: the real Claude Code and Codex CLIs against scripted model stubs.
+"""End-to-end fixtures: the real Claude Code, Codex and Gemini CLIs against scripted model stubs.
 
 The CLIs come from npm (``install_clients.sh``, once per cache directory, pinned to the
-versions below). Each test gets its own short temporary HOME with a real ``peersd``
+versions below; Gemini CLI in its own prefix, ``<cache>/gemini``, and its own fixture,
+``gemini_world``, so either install can fail without skipping the other's tests).
+
+Each test gets its own short temporary HOME with a real ``peersd``
 (the ``daemon`` fixture of ``tests/conftest.py``), wires the clients with the real
-``peers install claude`` / ``peers install codex``, points them at a model stub on
+``peers install claude|codex|gemini``, points them at a model stub on
 127.0.0.1, and runs them in print / exec mode. Nothing leaves the machine.
 
 When a test fails, everything needed to see why is printed with it: each CLI's command,
@@ -13,7 +16,7 @@ debug log.
 
 Environment knobs: ``PEERS_E2E=0`` skips these tests; ``PEERS_E2E_CACHE`` moves the
 npm cache directory (default ``<repo>/.e2e-cache``); ``PEERS_E2E_CLAUDE_VERSION`` and
-``PEERS_E2E_CODEX_VERSION`` try other client versions.
+``PEERS_E2E_CODEX_VERSION`` and ``PEERS_E2E_GEMINI_VERSION`` try other client versions.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 CLAUDE_CODE_VERSION = os.environ.get("PEERS_E2E_CLAUDE_VERSION") or "2.1.328"
 CODEX_VERSION = os.environ.get("PEERS_E2E_CODEX_VERSION") or "0.169.0"
+GEMINI_VERSION = os.environ.get("PEERS_E2E_GEMINI_VERSION") or "0.61.0"
 CACHE = Path(os.environ.get("PEERS_E2E_CACHE") or REPO / ".e2e-cache")
 INSTALL_TIMEOUT = 600.0
 RUN_TIMEOUT = 90.0
@@ -54,14 +58,14 @@ SERVER = "claude-peers"
 BIN = Path(sys.executable).parent
 """Where ``peers``, ``peers-mcp`` and ``peers-hook`` are (the virtualenv's bin)."""
 MESSAGE_ID = re.compile(r"m-[0-9a-f]{6}-[0-9]+")
-SCRUB_PREFIXES = ("ANTHROPIC_", "CLAUDE", "CODEX_", "OPENAI_", "MCP_")
+SCRUB_PREFIXES = ("ANTHROPIC_", "CLAUDE", "CODEX_", "OPENAI_", "MCP_", "GEMINI_", "GOOGLE_")
 SCRUB_PROXY = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "e2e: runs the real Claude Code / Codex CLIs (skipped if npm cannot install them)",
+        "e2e: runs the real Claude Code / Codex / Gemini CLIs (skipped if npm cannot install them)",
     )
 
 
@@ -85,41 +89,49 @@ class Clients:
         return self.claude.parent
 
 
-@pytest.fixture(scope="session")
-def clients() -> Clients:
-    """The real CLIs, installed from npm into the cache once; skip when that cannot be done."""
+def _install(args: list[str], what: str) -> list[Path]:
+    """Run ``install_clients.sh`` with ``args``; skip (saying why) when it cannot."""
     if os.environ.get("PEERS_E2E") == "0":
         pytest.skip("PEERS_E2E=0: end-to-end tests with the real clients are turned off")
     if shutil.which("flock") is None:
         pytest.skip("flock (util-linux) is needed to install the clients")
     try:
         done = subprocess.run(
-            [
-                "bash",
-                str(HERE / "install_clients.sh"),
-                str(CACHE),
-                CLAUDE_CODE_VERSION,
-                CODEX_VERSION,
-            ],
+            ["bash", str(HERE / "install_clients.sh"), *args],
             capture_output=True,
             text=True,
             timeout=INSTALL_TIMEOUT,
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
-        pytest.skip(f"installing the clients from npm took over {INSTALL_TIMEOUT:g} s")
+        pytest.skip(f"installing {what} from npm took over {INSTALL_TIMEOUT:g} s")
     if done.returncode != 0:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         key = [x for x in lines if re.search(r"error (code|errno|network)|not installed", x)]
         why = " | ".join((key or lines or ["no output"])[:3])
-        pytest.skip(
-            f"cannot install @anthropic-ai/claude-code@{CLAUDE_CODE_VERSION} and "
-            f"@openai/codex@{CODEX_VERSION} from npm (exit {done.returncode}): {why}"
-        )
-    claude, codex = (Path(line) for line in done.stdout.split())
+        pytest.skip(f"cannot install {what} from npm (exit {done.returncode}): {why}")
     if not (BIN / "peers").exists():
         pytest.skip(f"claude-peers is not installed next to {sys.executable} (no {BIN}/peers)")
+    return [Path(line) for line in done.stdout.split()]
+
+
+@pytest.fixture(scope="session")
+def clients() -> Clients:
+    """The real CLIs, installed from npm into the cache once; skip when that cannot be done."""
+    claude, codex = _install(
+        [str(CACHE), CLAUDE_CODE_VERSION, CODEX_VERSION],
+        f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION} and @openai/codex@{CODEX_VERSION}",
+    )
     return Clients(claude=claude, codex=codex)
+
+
+@pytest.fixture(scope="session")
+def gemini_cli() -> Path:
+    """The real Gemini CLI, in its own npm prefix under the cache; skip when not installable."""
+    (gemini,) = _install(
+        ["--gemini", str(CACHE), GEMINI_VERSION], f"@google/gemini-cli@{GEMINI_VERSION}"
+    )
+    return gemini
 
 
 # --------------------------------------------------------------------------- runs
@@ -263,10 +275,18 @@ class Tmux:
 class World:
     """One temporary HOME: a real daemon, the real CLIs wired by ``peers install``."""
 
-    def __init__(self, home: Path, daemon: DaemonProc, clients: Clients, agents: Agents) -> None:
+    def __init__(
+        self,
+        home: Path,
+        daemon: DaemonProc,
+        clients: Clients | None,
+        agents: Agents,
+        gemini: Path | None = None,
+    ) -> None:
         self.home = home
         self.daemon = daemon
-        self.clients = clients
+        self._clients = clients
+        self.gemini_bin = gemini
         self.agents = agents
         self.logs = home / "logs"
         self.logs.mkdir()
@@ -279,6 +299,11 @@ class World:
         self.installed: dict[str, str] = {}
         self.tmuxes: list[Tmux] = []
 
+    @property
+    def clients(self) -> Clients:
+        assert self._clients is not None, "this world has no Claude Code / Codex"
+        return self._clients
+
     # ------------------------------------------------------------ environment
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -287,7 +312,9 @@ class World:
         for key in list(env):
             if key.startswith(SCRUB_PREFIXES) or key.lower() in SCRUB_PROXY:
                 del env[key]
-        env["PATH"] = os.pathsep.join([str(self.clients.bin_dir), str(BIN), env.get("PATH", "")])
+        bins = [str(x.parent) for x in (self.gemini_bin,) if x]
+        bins += [str(self._clients.bin_dir)] if self._clients else []
+        env["PATH"] = os.pathsep.join([*bins, str(BIN), env.get("PATH", "")])
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
         env.update(extra)
         return env
@@ -464,6 +491,34 @@ class World:
         ]
         return self.start("codex", argv, cwd, self.env(CODEX_HOME=str(self.codex_home)))
 
+    # ------------------------------------------------------------ Gemini CLI
+
+    def install_gemini(self) -> None:
+        """``peers install gemini``, then what a headless run needs in the same
+        ``~/.gemini/settings.json``: the API-key auth (``GOOGLE_GEMINI_BASE_URL`` alone
+        selects a "gateway" auth that ``gemini -p`` refuses), and a recording hook on
+        every event so tests can see the hook inputs."""
+        self.peers_cli("install", "gemini")
+        path = self.home / ".gemini" / "settings.json"
+        data = json.loads(path.read_text())
+        data.setdefault("security", {})["auth"] = {"selectedType": "gemini-api-key"}
+        for event in ("SessionStart", "BeforeAgent", "AfterTool", "AfterAgent"):
+            data["hooks"][event].append(
+                {"hooks": [{"type": "command", "command": self.record_hook_command()}]}
+            )
+        path.write_text(json.dumps(data, indent=2))
+
+    def gemini(self, stub: ModelStub, cwd: Path, prompt: str) -> Run:
+        """``gemini -p`` against the stub, the folder trusted, every tool allowed."""
+        assert self.gemini_bin is not None
+        argv = [str(self.gemini_bin), "-p", prompt, "-m", "gemini-2.5-flash", "--yolo"]
+        env = self.env(
+            GOOGLE_GEMINI_BASE_URL=stub.url,
+            GEMINI_API_KEY="e2e-dummy-key",
+            GEMINI_CLI_TRUST_WORKSPACE="true",
+        )
+        return self.start("gemini", argv, cwd, env)
+
     # ------------------------------------------------------------ peers and mail
 
     def fake_peer(self, name: str, client: str = "codex", cwd: str = "/tmp") -> Client:
@@ -573,7 +628,22 @@ def world(
     clients: Clients,
     agents: Agents,
 ) -> Iterator[World]:
-    w = World(home, daemon, clients, agents)
+    yield from _world(request, World(home, daemon, clients, agents))
+
+
+@pytest.fixture
+def gemini_world(
+    request: pytest.FixtureRequest,
+    home: Path,
+    daemon: DaemonProc,
+    gemini_cli: Path,
+    agents: Agents,
+) -> Iterator[World]:
+    """A world with only the Gemini CLI (it needs neither Claude Code nor Codex)."""
+    yield from _world(request, World(home, daemon, None, agents, gemini=gemini_cli))
+
+
+def _world(request: pytest.FixtureRequest, w: World) -> Iterator[World]:
     try:
         yield w
     finally:

@@ -2,11 +2,44 @@
 # Install the real Claude Code and Codex CLIs from npm into a cache directory, once.
 #
 #   tests/e2e/install_clients.sh CACHE_DIR CLAUDE_CODE_VERSION CODEX_VERSION
+#   tests/e2e/install_clients.sh --gemini CACHE_DIR GEMINI_CLI_VERSION
 #
-# Prints the two binaries' paths on success. A marker file names the versions it
+# Prints the two binaries' paths on success (with --gemini: the real Gemini CLI, into
+# CACHE_DIR/gemini, its own npm prefix, and that one binary's path). A marker file names the versions it
 # installed, so later runs (and the rest of a pytest run) reuse the cache. Exits 3 when
 # npm is missing, and with npm's status when the installation fails (e.g. no network).
 set -euo pipefail
+
+npm_install() {
+    # Few, short retries: without a registry this fails in seconds rather than minutes.
+    npm install --prefix "$1" --no-audit --no-fund --no-update-notifier --loglevel=error \
+        --prefer-offline --fetch-retries=1 --fetch-retry-mintimeout=2000 \
+        --fetch-retry-maxtimeout=5000 --fetch-timeout=60000 "${@:2}" >&2
+}
+
+if [ "${1:-}" = "--gemini" ]; then
+    prefix=${2:?cache dir}/gemini
+    version=${3:?Gemini CLI version}
+    marker="$prefix/installed-gemini-cli-$version"
+    gemini="$prefix/node_modules/.bin/gemini"
+    mkdir -p "$prefix"
+    exec 9>"$prefix/.install.lock"
+    flock 9
+    if [ -e "$marker" ] && [ -x "$gemini" ]; then
+        echo "$gemini"
+        exit 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "npm is not installed" >&2
+        exit 3
+    fi
+    rm -f "$prefix"/installed-*
+    npm_install "$prefix" "@google/gemini-cli@$version"
+    "$gemini" --version >&2
+    touch "$marker"
+    echo "$gemini"
+    exit 0
+fi
 
 cache=${1:?cache dir}
 claude_version=${2:?Claude Code version}
@@ -32,11 +65,7 @@ fi
 
 rm -f "$cache"/installed-*
 # Both packages ship their native binary in a platform package (an optional dependency).
-# Few, short retries: without a registry this fails in seconds rather than minutes.
-npm install --prefix "$cache" --no-audit --no-fund --no-update-notifier --loglevel=error \
-    --prefer-offline --fetch-retries=1 --fetch-retry-mintimeout=2000 \
-    --fetch-retry-maxtimeout=5000 --fetch-timeout=60000 \
-    "@anthropic-ai/claude-code@$claude_version" "@openai/codex@$codex_version" >&2
+npm_install "$cache" "@anthropic-ai/claude-code@$claude_version" "@openai/codex@$codex_version"
 
 "$claude" --version >&2
 "$codex" --version >&2

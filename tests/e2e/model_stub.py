@@ -15,6 +15,10 @@ assert what the model saw: hook context, tool results, Stop-hook feedback.
   ``response.created``, ``response.output_item.added/done``, ``response.completed``),
   for a Codex ``[model_providers.X]`` with ``wire_api = "responses"``. Function calls to
   MCP tools carry ``namespace = "mcp__<server>"`` and ``name = "<tool>"``.
+- ``GeminiStub``: the Gemini API (``POST /v1beta/models/<model>:streamGenerateContent``
+  with ``alt=sse``, and ``:generateContent``), for Gemini CLI's ``GOOGLE_GEMINI_BASE_URL``.
+  Tool calls are ``functionCall`` parts named as the request declares the tool
+  (``mcp_<server>_<tool>`` for MCP tools).
 
 Requests that are not part of the scripted conversation (a Claude Code side request with
 no tools, say) get a short canned answer and do not consume a step. Anything else gets a
@@ -595,4 +599,109 @@ class ResponsesStub(ModelStub):
                 lines.append(f"[function_call_output] {output_text(item.get('output'))}")
             else:
                 lines.append(f"[{kind}] {json.dumps(item)[:500]}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- Gemini
+
+
+class GeminiStub(ModelStub):
+    """The Gemini API (``POST /v1beta/models/<model>:streamGenerateContent?alt=sse`` and
+    ``:generateContent``), as Gemini CLI uses it with ``GOOGLE_GEMINI_BASE_URL``.
+
+    The conversation is what streams with tools offered; anything else (Gemini CLI's
+    side requests: next-speaker checks, routing, ``countTokens``) gets a canned answer.
+    A side request that asks for JSON gets ``side_json``. Tool calls are ``functionCall``
+    parts named as the request declares them (:meth:`function_name`).
+    """
+
+    kind = "gemini"
+    side_text = "ok"
+    side_json: dict[str, Any] = {"next_speaker": "user", "reasoning": "stub"}
+
+    def is_conversation(self, req: Recorded) -> bool:
+        body = req.body if isinstance(req.body, dict) else {}
+        return ":streamGenerateContent" in req.path and bool(body.get("tools"))
+
+    def handle(self, h: BaseHTTPRequestHandler, req: Recorded) -> None:
+        path = urlsplit(req.path).path
+        body = req.body if isinstance(req.body, dict) else {}
+        if req.method == "POST" and path.endswith(":countTokens"):
+            req.answer = "countTokens"
+            send(h, 200, {"totalTokens": 100})
+            return
+        if req.method == "POST" and (
+            path.endswith(":streamGenerateContent") or path.endswith(":generateContent")
+        ):
+            if self.is_conversation(req):
+                req.scripted = True
+                turn = self.next_turn(req)
+            else:
+                config = body.get("generationConfig") or {}
+                json_wanted = config.get("responseMimeType") == "application/json"
+                turn = Turn.say(json.dumps(self.side_json) if json_wanted else self.side_text)
+            req.answer = turn.describe()
+            answer = self.response(turn, body)
+            if path.endswith(":streamGenerateContent"):
+                send(h, 200, f"data: {json.dumps(answer)}\r\n\r\n".encode(), "text/event-stream")
+            else:
+                send(h, 200, answer)
+            return
+        req.answer = "404"
+        send(h, 404, {"error": {"code": 404, "message": "stub: not found", "status": "NOT_FOUND"}})
+
+    @staticmethod
+    def declared(body: dict[str, Any]) -> list[str]:
+        """The function names the request offers the model."""
+        return [
+            str(d.get("name"))
+            for t in body.get("tools") or []
+            for d in t.get("functionDeclarations") or []
+        ]
+
+    def function_name(self, tool: str, body: dict[str, Any]) -> str:
+        """``mcp__<server>__<tool>`` as the request declares it; else ``tool`` unchanged."""
+        names = self.declared(body)
+        if tool in names or not tool.startswith("mcp__"):
+            return tool
+        server, _, name = tool[len("mcp__") :].partition("__")
+        for candidate in (f"mcp_{server}_{name}", f"{server}__{name}", name):
+            if candidate in names:
+                return candidate
+        return tool
+
+    def response(self, turn: Turn, body: dict[str, Any]) -> dict[str, Any]:
+        n = next(self.ids)
+        if turn.tool:
+            call = {"name": self.function_name(turn.tool, body), "args": turn.args}
+            part: dict[str, Any] = {"functionCall": call}
+        else:
+            part = {"text": turn.text or ""}
+        return {
+            "candidates": [
+                {"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}
+            ],
+            "usageMetadata": {
+                "promptTokenCount": 100,
+                "candidatesTokenCount": 10,
+                "totalTokenCount": 110,
+            },
+            "modelVersion": "gemini-stub",
+            "responseId": f"resp_stub{n:04d}",
+        }
+
+    def contents(self, r: Recorded) -> list[dict[str, Any]]:
+        body = r.body if isinstance(r.body, dict) else {}
+        return list(body.get("contents") or [])
+
+    def summarize(self, r: Recorded) -> str:
+        if not isinstance(r.body, dict) or "contents" not in r.body:
+            return r.text()[:2000]
+        lines = [f"{r.path} tools={self.declared(r.body)}"]
+        for c in r.body["contents"]:
+            for part in c.get("parts") or []:
+                if "text" in part:
+                    lines.append(f"[{c.get('role')}] {part['text']}")
+                else:
+                    lines.append(f"[{c.get('role')}] {json.dumps(part)[:800]}")
         return "\n".join(lines)
