@@ -216,7 +216,7 @@ class Waker:
         assert route.thread is not None
         env = {k: v for k, v in os.environ.items() if k != "CODEX_HOME"}  # not the starter's
         if route.codex_home:
-            if not _own_dir(route.codex_home):
+            if not _own(route.codex_home, stat.S_IFDIR):
                 return f"CODEX_HOME {route.codex_home} is not a directory of yours"
             env["CODEX_HOME"] = route.codex_home
         argv = [binary, "queue", "--thread", route.thread, "--message", text]
@@ -250,7 +250,7 @@ class Waker:
     async def _inbox(self, route: p.WakeRoute, text: str) -> str:
         """Post the nudge to the inbox socket: "" once written, else what went wrong."""
         assert route.inbox is not None
-        if not _own_socket(route.inbox):
+        if not _own(route.inbox, stat.S_IFSOCK):
             return f"{route.inbox} is not a socket of yours"
         data = b""
         if route.inbox_token:
@@ -306,26 +306,17 @@ def _root_only(path: str) -> bool:
     return st.st_uid == 0 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def _own_dir(path: str) -> bool:
-    """A directory of ours, or nothing yet (codex creates its home)."""
+def _own(path: str, kind: int) -> bool:
+    """``path`` is ours and of ``kind`` (``stat.S_IFDIR``, ``S_IFSOCK``), never followed
+    through a link; or nothing is there yet (codex creates its home; connecting to a
+    missing socket says so)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return True
     except OSError:
         return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
-
-
-def _own_socket(path: str) -> bool:
-    """A socket of ours, or nothing there (connecting then says so)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return stat.S_ISSOCK(st.st_mode) and st.st_uid == os.getuid()
+    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.getuid()
 
 
 def _why(e: BaseException) -> str:
