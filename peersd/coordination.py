@@ -161,6 +161,47 @@ def _holder(d: Daemon, peer: p.Peer, **fields: Any) -> p.FileHolder:
     )
 
 
+def _claim_holder(d: Daemon, peer: p.Peer, claim: tuple[Any, ...], **extra: Any) -> p.FileHolder:
+    """A row of ``files.live_claims`` as a holder."""
+    _peer_id, pattern, repo, exclusive, reason, created, expires = claim
+    return _holder(
+        d,
+        peer,
+        kind="claim",
+        path=pattern,
+        repo=repo,
+        since=created,
+        until=expires,
+        exclusive=exclusive,
+        reason=reason,
+        **extra,
+    )
+
+
+def _active_holder(
+    d: Daemon,
+    peer: p.Peer,
+    path: str,
+    repo: str | None,
+    first: float,
+    last: float,
+    ttl: float,
+    **extra: Any,
+) -> p.FileHolder:
+    """A file ``peer`` edited, active until ``ttl`` after its last edit, as a holder."""
+    return _holder(
+        d,
+        peer,
+        kind="active",
+        path=path,
+        repo=repo,
+        since=first,
+        last=last,
+        until=last + ttl,
+        **extra,
+    )
+
+
 def holders(
     d: Daemon, targets: list[str], exclude: str | None, machine: str, now: float
 ) -> list[p.FileHolder]:
@@ -189,39 +230,14 @@ def holders(
             if (peer_id, path, target) in seen:
                 continue
             seen.add((peer_id, path, target))
-            found.append(
-                _holder(
-                    d,
-                    peer,
-                    kind="active",
-                    path=path,
-                    repo=repo,
-                    target=target,
-                    since=first,
-                    last=last,
-                    until=last + ttl,
-                )
-            )
-    for peer_id, pattern, repo, exclusive, reason, created, expires in files.live_claims(now):
-        peer = files.live(peer_id, machine) if peer_id != exclude else None
+            found.append(_active_holder(d, peer, path, repo, first, last, ttl, target=target))
+    for claim in files.live_claims(now):
+        peer = files.live(claim[0], machine) if claim[0] != exclude else None
         if peer is None:
             continue
         for target in targets:
-            if globs.overlap(pattern, target):
-                found.append(
-                    _holder(
-                        d,
-                        peer,
-                        kind="claim",
-                        path=pattern,
-                        repo=repo,
-                        target=target,
-                        since=created,
-                        until=expires,
-                        exclusive=exclusive,
-                        reason=reason,
-                    )
-                )
+            if globs.overlap(claim[1], target):
+                found.append(_claim_holder(d, peer, claim, target=target))
     order = {t: i for i, t in enumerate(targets)}
     found.sort(
         key=lambda h: (order.get(h.target or "", 0), h.kind != "claim", not h.exclusive, h.name)
@@ -499,37 +515,14 @@ def list_files(d: Daemon, conn: Connection, r: p.ListFiles) -> Op:
         caller = d.store.peer(conn.peer_id) if conn.peer_id else None
         machine = _machine(d, conn, caller)
         found: list[p.FileHolder] = []
-        for peer_id, pattern, repo, exclusive, reason, created, expires in files.live_claims(now):
-            peer = files.live(peer_id, machine)
-            if peer is not None and (r.repo is None or repo == r.repo):
-                found.append(
-                    _holder(
-                        d,
-                        peer,
-                        kind="claim",
-                        path=pattern,
-                        repo=repo,
-                        since=created,
-                        until=expires,
-                        exclusive=exclusive,
-                        reason=reason,
-                    )
-                )
+        for claim in files.live_claims(now):
+            peer = files.live(claim[0], machine)
+            if peer is not None and (r.repo is None or claim[2] == r.repo):
+                found.append(_claim_holder(d, peer, claim))
         for peer_id, path, where, first, last in files.all_active(now - ttl):
             peer = files.live(peer_id, machine)
             if peer is not None and (r.repo is None or where == r.repo):
-                found.append(
-                    _holder(
-                        d,
-                        peer,
-                        kind="active",
-                        path=path,
-                        repo=where,
-                        since=first,
-                        last=last,
-                        until=last + ttl,
-                    )
-                )
+                found.append(_active_holder(d, peer, path, where, first, last, ttl))
         found.sort(key=lambda h: (h.repo or "", h.path, h.kind != "claim", h.name))
         return Outcome(p.FileListing(id=r.id, holders=found))
 
