@@ -18,10 +18,6 @@ MAX_SHOWN = 6
 """Holds spelled out in one text; the rest are counted."""
 
 
-def _get(h: "Any", name: str) -> "Any":
-    return h.get(name) if isinstance(h, dict) else getattr(h, name, None)
-
-
 def rel(path: str, repo: "str | None") -> str:
     if repo:
         base = repo.rstrip("/")
@@ -47,24 +43,24 @@ def describe(h: "Any", now: float, who: "str | None" = None) -> str:
     """One hold in words: ``bob (codex, working) has been editing src/a.py since …``."""
     you = who is not None and who.startswith("you")
     if who is None:
-        who = render.inline(str(_get(h, "name")))
-        client, status = _get(h, "client"), _get(h, "status")
+        who = render.inline(str(render.field_of(h, "name")))
+        client, status = render.field_of(h, "client"), render.field_of(h, "status")
         extra = ", ".join(x for x in (client, status) if x)
         if extra:
             who += f" ({extra})"
-    repo = _get(h, "repo")
-    path = render.inline(rel(str(_get(h, "path")), repo))
-    since = float(_get(h, "since") or 0)
-    if _get(h, "kind") == "active":
-        last = float(_get(h, "last") or since)
+    repo = render.field_of(h, "repo")
+    path = render.inline(rel(str(render.field_of(h, "path")), repo))
+    since = float(render.field_of(h, "since") or 0)
+    if render.field_of(h, "kind") == "active":
+        last = float(render.field_of(h, "last") or since)
         return (
             f"{who} {'have' if you else 'has'} been editing {path} since {clock(since)} "
             f"(last edit {ago(now - last)})"
         )
-    kind = "an exclusive claim" if _get(h, "exclusive") else "a shared claim"
-    reason = _get(h, "reason")
+    kind = "an exclusive claim" if render.field_of(h, "exclusive") else "a shared claim"
+    reason = render.field_of(h, "reason")
     why = f', reason: "{render.inline(reason)}"' if reason else ", no reason given"
-    until = float(_get(h, "until") or 0)
+    until = float(render.field_of(h, "until") or 0)
     return (
         f"{who} {'hold' if you else 'holds'} {kind} on {path} since {clock(since)} "
         f"({ago(now - since)}; until {clock(until)}{why})"
@@ -83,13 +79,16 @@ def edit_text(
     send = render.tool("send_message", server, client)
     targets: list[str] = []
     for h in holders:
-        target = rel(str(_get(h, "target") or _get(h, "path")), _get(h, "repo"))
+        target = rel(
+            str(render.field_of(h, "target") or render.field_of(h, "path")),
+            render.field_of(h, "repo"),
+        )
         if target not in targets:
             targets.append(render.inline(target))
     files = ", ".join(targets[:3]) + (f" and {len(targets) - 3} more" if len(targets) > 3 else "")
     names: list[str] = []
     for h in holders:
-        name = render.inline(str(_get(h, "name")))
+        name = render.inline(str(render.field_of(h, "name")))
         if name not in names:
             names.append(name)
     shown = "; ".join(describe(h, now) for h in holders[:MAX_SHOWN])
@@ -97,8 +96,12 @@ def edit_text(
         shown += f"; and {len(holders) - MAX_SHOWN} more"
     ask = " or ".join(f'{send} with to="{n}"' for n in names[:3])
     if decision == "deny":
-        blockers = [h for h in holders if _get(h, "kind") == "claim" and _get(h, "exclusive")]
-        owner = render.inline(str(_get(blockers[0], "name"))) if blockers else names[0]
+        blockers = [
+            h
+            for h in holders
+            if render.field_of(h, "kind") == "claim" and render.field_of(h, "exclusive")
+        ]
+        owner = render.inline(str(render.field_of(blockers[0], "name"))) if blockers else names[0]
         return (
             f"claude-peers stopped this edit of {files}: another session holds it. {shown}. "
             f'To ask for it, call {send} with to="{owner}". The claim ends when {owner} '
@@ -117,8 +120,8 @@ def status_text(
 ) -> str:
     """``file_status`` for one path: who is active on it or holds a claim, and why."""
     now = time.time() if now is None else now
-    mine = [h for h in holders if _get(h, "peer_id") == me]
-    others = [h for h in holders if _get(h, "peer_id") != me]
+    mine = [h for h in holders if render.field_of(h, "peer_id") == me]
+    others = [h for h in holders if render.field_of(h, "peer_id") != me]
     if not holders:
         return f"{path}: nobody is editing it or holds a claim on it."
     parts = [describe(h, now) for h in others]

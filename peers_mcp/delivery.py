@@ -56,10 +56,6 @@ class Plan:
         """Claimed but not shown: released at once."""
 
 
-def _id(msg: Any) -> str:
-    return msg["id"] if isinstance(msg, dict) else msg.id
-
-
 def plan(
     msgs: Sequence[Any],
     budget: int | None = render.HOOK_BUDGET,
@@ -82,8 +78,8 @@ def plan(
             for msg in msgs:
                 got = render.part(msg, cap, server, client) if cap else None
                 rendering = got[0] if got else render.message(msg, server, client=client)
-                if got and got[1] < len(_text(msg)):
-                    out.cut[_id(msg)] = got[1]
+                if got and got[1] < len(render.field_of(msg, "text")):
+                    out.cut[render.field_of(msg, "id")] = got[1]
                 out.parts.append(rendering)
         return out
     room = budget - len(render.INTRO) - CLOSING_ROOM
@@ -93,7 +89,11 @@ def plan(
     # the text, so a long text is not rendered whole just to learn that).
     whole: list[str | None] = []
     for msg in msgs:
-        text = render.message(msg, server, client=client) if len(_text(msg)) < room else None
+        text = (
+            render.message(msg, server, client=client)
+            if len(render.field_of(msg, "text")) < room
+            else None
+        )
         whole.append(text if text is not None and len(text) + 2 <= room else None)
     chosen: dict[int, str] = {}
     # The oldest message is always shown: if it can only be shown cut, half the room is
@@ -112,7 +112,7 @@ def plan(
         if got is None:
             continue
         chosen[i] = got[0]
-        out.cut[_id(msgs[i])] = got[1]
+        out.cut[render.field_of(msgs[i], "id")] = got[1]
         left -= len(got[0]) + 2
     for i, msg in enumerate(msgs):
         if i in chosen:
@@ -128,13 +128,9 @@ def plan(
     return out
 
 
-def _text(msg: Any) -> str:
-    return msg["text"] if isinstance(msg, dict) else msg.text
-
-
 def waiting_line(rest: Sequence[Any], server: str, client: str | None) -> str:
     """Names what did not fit this time, and the tool that shows it."""
-    senders = sorted({str(_sender(m)) for m in rest})
+    senders = sorted({str(render.field_of(m, "sender_name")) for m in rest})
     names = ", ".join(render.field(n, 40) for n in senders[:NAMES_SHOWN])
     if len(senders) > NAMES_SHOWN:
         names += f" and {len(senders) - NAMES_SHOWN} more peers"
@@ -143,10 +139,6 @@ def waiting_line(rest: Sequence[Any], server: str, client: str | None) -> str:
         f"They come with the next delivery, or call the tool "
         f"{render.tool('check_messages', server, client)} to read them now."
     )
-
-
-def _sender(msg: Any) -> str:
-    return msg["sender_name"] if isinstance(msg, dict) else msg.sender_name
 
 
 UNANSWERED = (Code.TIMEOUT, Code.UNREACHABLE, Code.BAD_FRAME, Code.FRAME_TOO_LARGE)
@@ -202,17 +194,17 @@ def deliver(
             show(chosen)
     except BaseException:
         try:  # noqa: SIM105 - no contextlib import on the hook's path
-            box.release([_id(m) for m in msgs])
+            box.release([render.field_of(m, "id") for m in msgs])
         except Exception:  # the error that stopped the delivery is the one to report
             pass
         raise
     acked = False
     try:
         if chosen.shown:
-            box.ack([_id(m) for m in chosen.shown], via)
+            box.ack([render.field_of(m, "id") for m in chosen.shown], via)
         acked = True
         if chosen.rest:
-            box.release([_id(m) for m in chosen.rest])
+            box.release([render.field_of(m, "id") for m in chosen.rest])
     except Exception as e:
         raise Unsettled(chosen, e, acked) from e
     return chosen
@@ -237,17 +229,17 @@ async def adeliver(
             await show(chosen)
     except BaseException:
         try:  # noqa: SIM105 - as in deliver
-            await box.release([_id(m) for m in msgs])
+            await box.release([render.field_of(m, "id") for m in msgs])
         except Exception:
             pass
         raise
     acked = False
     try:
         if chosen.shown:
-            await box.ack([_id(m) for m in chosen.shown], via)
+            await box.ack([render.field_of(m, "id") for m in chosen.shown], via)
         acked = True
         if chosen.rest:
-            await box.release([_id(m) for m in chosen.rest])
+            await box.release([render.field_of(m, "id") for m in chosen.rest])
     except Exception as e:
         raise Unsettled(chosen, e, acked) from e
     return chosen

@@ -21,10 +21,6 @@ PATCH_TOOLS = ("apply_patch",)
 SHELL_TOOLS = ("Bash", "shell", "local_shell", "exec_command")
 PATCH_HEADERS = ("*** Add File:", "*** Update File:", "*** Delete File:", "*** Move to:")
 BEGIN_PATCH = "*** Begin Patch"
-CLAUDE_MATCHER = "|".join(FILE_TOOLS)
-"""The PreToolUse matcher for Claude Code: only the edit tools start the hook."""
-CODEX_MATCHER = "|".join(PATCH_TOOLS)
-"""The PreToolUse matcher for Codex (which also lets "Write|Edit" select apply_patch)."""
 
 
 def edited_paths(data: dict) -> "list[str]":

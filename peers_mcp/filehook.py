@@ -26,7 +26,7 @@ import sys
 from peersd import wire
 
 from . import edits
-from .hook import _describe, attach, connect, json_string, write_all
+from .hook import _describe, attach, attach_request, connect, json_string, write_all
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: the hook keeps typing out of its imports
@@ -117,12 +117,11 @@ def check(opts: "Options", log: "Log", data: dict, refs: "list[dict]") -> "tuple
     decision, holders = "allow", []
     try:
         with connect(opts, log) as conn:
-            session = data.get("session_id")
+            # check_edit with attach: it finds the session as attach would, in one trip
+            as_me = attach_request(data.get("session_id"))
             for start in range(0, len(refs), CHUNK):
-                req: dict = {"t": "check_edit", "files": refs[start : start + CHUNK]}
+                req: dict = {**as_me, "t": "check_edit", "files": refs[start : start + CHUNK]}
                 req["attach"] = True
-                if isinstance(session, str) and session:
-                    req["session_id"] = session
                 answer = conn.call(req)
                 found = answer.get("holders")
                 holders += found if isinstance(found, list) else []

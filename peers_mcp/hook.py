@@ -325,14 +325,19 @@ def connect(opts: Options, log: Log) -> wire.Wire:
     )
 
 
+def attach_request(session_id: object) -> dict[str, object]:
+    """``attach`` as this session: by its id when the client gave one, else by ancestry."""
+    req: dict[str, object] = {"t": "attach"}
+    if isinstance(session_id, str) and session_id:
+        req["session_id"] = session_id
+    return req
+
+
 def attach(opts: Options, log: Log, session_id: object) -> tuple[wire.Wire, dict[str, object]]:
     """Connect (never starting the daemon) and act as this session's peer."""
     conn = connect(opts, log)
     try:
-        req: dict[str, object] = {"t": "attach"}
-        if isinstance(session_id, str) and session_id:
-            req["session_id"] = session_id
-        peer = conn.call(req)["peer"]
+        peer = conn.call(attach_request(session_id))["peer"]
         if not isinstance(peer, dict):
             raise wire.WireError("attach answered without a peer", Code.BAD_FRAME)
     except BaseException:
@@ -615,11 +620,8 @@ class Waiter:
         except wire.WireError as e:
             if e.code != Code.NOT_REGISTERED:
                 raise
-        req: dict[str, object] = {"t": "attach"}
-        if isinstance(self.session_id, str) and self.session_id:
-            req["session_id"] = self.session_id
         try:
-            peer = self.conn.call(req)["peer"]
+            peer = self.conn.call(attach_request(self.session_id))["peer"]
         except wire.WireError as e:
             if e.code != Code.UNKNOWN_PEER:
                 raise

@@ -96,7 +96,8 @@ def field(value: object, limit: int = FIELD_LIMIT) -> str:
     return quoted + (f" (cut: {cut:,} more characters)" if cut > 0 else "")
 
 
-def _field(msg: Any, name: str) -> Any:
+def field_of(msg: Any, name: str) -> Any:
+    """A field of a message, as a msgspec Struct or as the hook's plain dict."""
     return msg.get(name) if isinstance(msg, dict) else getattr(msg, name)
 
 
@@ -123,24 +124,24 @@ def tool(name: str, server: str = SERVER_NAME, client: str | None = None) -> str
 def reply_hint(msg: Any, server: str = SERVER_NAME, client: str | None = None) -> str:
     return (
         f"To reply, call the tool {tool('send_message', server, client)} "
-        f"with to={field(_field(msg, 'sender_name'))} and reply_to={field(_field(msg, 'id'))} "
+        f"with to={field(field_of(msg, 'sender_name'))} and reply_to={field(field_of(msg, 'id'))} "
         f"(the send_message tool of the {server} server, not any built-in messaging tool)."
     )
 
 
 def header(msg: Any) -> str:
     """One line: the message id and every peer-supplied detail as a quoted field."""
-    about = [f"client {field(_field(msg, 'sender_client') or 'unknown')}"]
-    about.append(f"directory {field(_field(msg, 'sender_cwd') or '?')}")
-    branch = _field(msg, "sender_branch")
+    about = [f"client {field(field_of(msg, 'sender_client') or 'unknown')}"]
+    about.append(f"directory {field(field_of(msg, 'sender_cwd') or '?')}")
+    branch = field_of(msg, "sender_branch")
     if branch:
         about.append(f"branch {field(branch)}")
     line = (
-        f"Message {detag(inline(str(_field(msg, 'id'))))} from peer "
-        f"{field(_field(msg, 'sender_name'))} ({', '.join(about)}), "
-        f"sent {stamp(_field(msg, 'created'))}"
+        f"Message {detag(inline(str(field_of(msg, 'id'))))} from peer "
+        f"{field(field_of(msg, 'sender_name'))} ({', '.join(about)}), "
+        f"sent {stamp(field_of(msg, 'created'))}"
     )
-    reply_to = _field(msg, "reply_to")
+    reply_to = field_of(msg, "reply_to")
     if reply_to:
         line += f", in reply to {detag(inline(str(reply_to)))}"
     return line
@@ -157,7 +158,7 @@ def message(
     """One message, complete (unbounded: see ``part``)."""
     mark = "" if unread else "(already read) "
     hint = reply_hint(msg, server, client)
-    return f"{mark}{header(msg)}:\n{quote(_field(msg, 'text'))}\n{hint}"
+    return f"{mark}{header(msg)}:\n{quote(field_of(msg, 'text'))}\n{hint}"
 
 
 def excerpt(text: str, start: int, room: int) -> tuple[str, int]:
@@ -177,8 +178,8 @@ def cut_notice(
     msg: Any, start: int, end: int, server: str = SERVER_NAME, client: str | None = None
 ) -> str:
     """What a cut rendering says: what it left out, and the call that reads on."""
-    total = len(_field(msg, "text"))
-    mid = _field(msg, "id")
+    total = len(field_of(msg, "text"))
+    mid = field_of(msg, "id")
     return (
         f"[Cut here: this shows characters {start + 1:,} to {end:,} of the {total:,} in message "
         f"{mid}; {total - end:,} more are not shown. To read on, call the tool "
@@ -204,7 +205,7 @@ def part(
     Returns the rendering and where in the text it stops (``len(text)``: shown whole),
     or None when not even ``MIN_EXCERPT`` characters of it would fit.
     """
-    text: str = _field(msg, "text")
+    text: str = field_of(msg, "text")
     head = f"{mark}{header(msg)}:\n"
     hint = "\n" + reply_hint(msg, server, client)
     whole = head + quote(text[start:]) + hint

@@ -21,7 +21,7 @@ from . import globs
 from . import protocol as p
 from .errors import Code, PeersError
 from .files import MAX_CLAIMS_PER_PEER
-from .handlers import Effect, Handler, Op, Outcome, _me, _peer_of_process
+from .handlers import Effect, Handler, Op, Outcome, _me, _session_peer
 from .handlers import _machine as _proven_machine
 from .paths import PathError, check_wire_path, relative
 
@@ -72,7 +72,7 @@ def effective_status(d: Daemon, peer_id: str) -> str | None:
     return state
 
 
-def reach(d: Daemon, peer: p.Peer) -> p.Reach:
+def reach(d: Daemon, peer: p.Peer, status: str | None = None) -> p.Reach:
     """How mail sent now reaches ``peer``, from what the daemon knows of it.
 
     The one place that decides: a new way to reach a peer (a wake the daemon starts for
@@ -82,7 +82,7 @@ def reach(d: Daemon, peer: p.Peer) -> p.Reach:
         return "gone"  # the mail waits for a successor of the name, or expires
     if peer.receive == "push" and peer.connected:
         return "push"  # channel on, helper connected (``receive`` says push only then)
-    status = effective_status(d, peer.id)
+    status = status or effective_status(d, peer.id)
     if status == "working":
         return "next_tool_call"  # its hooks deliver after the next tool call or at Stop
     if status == "waiting":
@@ -101,7 +101,9 @@ def decorate(d: Daemon, peers: list[p.Peer]) -> list[p.Peer]:
     files = d.store.files
     now = time.time()
     by_peer: dict[str, list[tuple[str, str | None]]] = {}
-    for peer_id, path, repo, _first, _last in files.all_active(now - d.settings.activity_ttl):
+    only = peers[0].id if len(peers) == 1 else None  # one peer (set_status): its rows only
+    since = now - d.settings.activity_ttl
+    for peer_id, path, repo, _first, _last in files.all_active(since, only):
         by_peer.setdefault(peer_id, []).append((path, repo))
     out = []
     for peer in peers:
@@ -115,7 +117,7 @@ def decorate(d: Daemon, peers: list[p.Peer]) -> list[p.Peer]:
         out.append(
             msgspec.structs.replace(
                 peer,
-                reach=reach(d, peer),
+                reach=reach(d, peer, status),
                 status=status,
                 note=note,
                 files=len(active),
@@ -297,20 +299,6 @@ def check_edit(d: Daemon, conn: Connection, r: p.CheckEdit) -> Op:
         return Outcome(p.EditCheck(id=r.id, decision=decision, holders=found), effects)  # type: ignore[arg-type]
 
     return op
-
-
-def _session_peer(
-    d: Daemon, conn: Connection, session_id: str | None, pid: int | None
-) -> p.Peer | None:
-    """The active peer ``attach`` would find: by session id, else by process ancestry."""
-    peer = None
-    if session_id:
-        peer = d.store.peer_by_session(_proven_machine(conn), session_id)
-        if peer is not None and peer.state != "active":
-            peer = None
-    if peer is None and pid:
-        peer = _peer_of_process(d, pid)
-    return peer
 
 
 def _notices(

@@ -145,12 +145,15 @@ class FileStore:
             ).fetchall()
         return found
 
-    def all_active(self, since: float) -> list[tuple[str, str, str | None, float, float]]:
-        """Every (peer, path, repo, first, last) edited after ``since``, newest first."""
+    def all_active(
+        self, since: float, peer: str | None = None
+    ) -> list[tuple[str, str, str | None, float, float]]:
+        """Every (peer, path, repo, first, last) edited after ``since`` (by ``peer`` only,
+        when given), newest first."""
         rows: list[tuple[str, str, str | None, float, float]] = self.conn.execute(
             "SELECT peer, path, repo, first_at, last_at FROM activity WHERE last_at > ? "
-            "ORDER BY last_at DESC, path",
-            (since,),
+            "AND coalesce(?, peer) = peer ORDER BY last_at DESC, path",
+            (since, peer),
         ).fetchall()
         return rows
 

@@ -124,17 +124,9 @@ def register(d: Daemon, conn: Connection, r: p.Register) -> Op:
 def attach(d: Daemon, conn: Connection, r: p.Attach) -> Op:
     # Process ancestry means something only on this machine.
     pid = None if conn.remote else (r.pid if r.pid is not None else conn.pid)
-    machine = _machine(conn)
 
     def op() -> Outcome:
-        peer = None
-        if r.session_id:
-            # Only the connection's own machine: a hub client never reaches another's.
-            peer = d.store.peer_by_session(machine, r.session_id)
-            if peer is not None and peer.state != "active":
-                peer = None
-        if peer is None and pid:
-            peer = _peer_of_process(d, pid)
+        peer = _session_peer(d, conn, r.session_id, pid)
         if peer is None:
             how = f"session {r.session_id!r}" if r.session_id else f"process {pid}"
             raise PeersError(Code.UNKNOWN_PEER, f"no registered agent session for {how}")
@@ -174,6 +166,21 @@ def visible(conn: Connection, peer: p.Peer) -> p.Peer:
 
 def _stand_in(machine_id: str) -> str:
     return "h-" + hashlib.sha256(machine_id.encode()).hexdigest()[:16]
+
+
+def _session_peer(
+    d: Daemon, conn: Connection, session_id: str | None, pid: int | None
+) -> p.Peer | None:
+    """The active peer a session acts as: by session id (only on the connection's own
+    machine: a hub client never reaches another's), else by process ancestry."""
+    peer = None
+    if session_id:
+        peer = d.store.peer_by_session(_machine(conn), session_id)
+        if peer is not None and peer.state != "active":
+            peer = None
+    if peer is None and pid:
+        peer = _peer_of_process(d, pid)
+    return peer
 
 
 def _peer_of_process(d: Daemon, pid: int) -> p.Peer | None:
