@@ -370,7 +370,7 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
         def op() -> bool:
-            return d.store.prove_machine(machine, secret, time.time())
+            return d.store.machines.prove(machine, secret, time.time())
 
         def done(result: bool | PeersError) -> None:
             self.greeting = False

@@ -53,7 +53,7 @@ CREATE TABLE claims(
 ) WITHOUT ROWID;
 CREATE INDEX claims_expiry ON claims(expires_at);
 """
-"""Appended to ``store.MIGRATIONS``; it depends on nothing but the peers table of v1."""
+"""Appended to ``schema.MIGRATIONS``; it depends on nothing but the peers table of v1."""
 
 PRUNE_INTERVAL = 60.0
 MAX_CLAIMS_PER_PEER = 1000

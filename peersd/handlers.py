@@ -490,7 +490,7 @@ def forget_machine(d: Daemon, conn: Connection, r: p.ForgetMachine) -> Op:
     _local_only(conn, "forgetting a hub machine")
 
     def op() -> Outcome:
-        if not d.store.forget_machine(r.machine_id):
+        if not d.store.machines.forget(r.machine_id):
             raise PeersError(
                 Code.BAD_REQUEST, f"no machine {r.machine_id!r} is bound to a secret on this hub"
             )
@@ -504,7 +504,7 @@ def list_machines(d: Daemon, conn: Connection, r: p.ListMachines) -> Op:
     _local_only(conn, "listing hub machines")
 
     def op() -> Outcome:
-        rows, total = d.store.machines(r.limit)
+        rows, total = d.store.machines.recent(r.limit)
         machines = [
             p.MachineRecord(
                 machine_id=m, first_seen=first, last_seen=last, host=host, active_peers=n
@@ -518,7 +518,7 @@ def list_machines(d: Daemon, conn: Connection, r: p.ListMachines) -> Op:
 
 def audit(d: Daemon, conn: Connection, r: p.Audit) -> Op:
     def op() -> Outcome:
-        rows, next_before = d.store.audit_page(r.limit, r.before, r.action)
+        rows, next_before = d.store.audit.page(r.limit, r.before, r.action)
         records = [
             p.AuditRecord(
                 seq=seq,

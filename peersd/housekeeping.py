@@ -76,21 +76,21 @@ class Housekeeper:
                     gone.append(peer.id)
                     effects.append(functools.partial(self.d.unbind_peer, peer.id))
                     effects.append(self.d.left_effect(peer.id, peer.name, "process exited"))
-            stale = self.d.store.stale_remote(self.d.machine_id, now - s.remote_timeout)
+            stale = self.d.store.upkeep.stale_remote(self.d.machine_id, now - s.remote_timeout)
             for peer_id, name in stale:
                 if self.d.connected(peer_id):
                     continue
                 if self.d.store.mark_gone(peer_id, "stopped heartbeating", now) is not None:
                     gone.append(peer_id)
                     effects.append(self.d.left_effect(peer_id, name, "stopped heartbeating"))
-            requeued = self.d.store.expire_leases(now)
+            requeued = self.d.store.upkeep.expire_leases(now)
             for msg in requeued:
                 effects += self.d.mail_effects(msg, fresh=False)
-            expired = self.d.store.expire_messages(now)
+            expired = self.d.store.upkeep.expire_messages(now)
             if expired:
                 effects += self.d.receipt_effects(expired, "expired", now, None)
             if now - self.last_purge > PURGE_INTERVAL:
-                machines = self.d.store.purge(now, s.history_retention, s.gone_retention)[2]
+                machines = self.d.store.upkeep.purge(now, s.history_retention, s.gone_retention)[2]
                 if machines:
                     log.info("forgot %d hub machine(s) not seen for gone_retention", machines)
                 self.last_purge = now
@@ -166,7 +166,7 @@ class Housekeeper:
                 now = time.time()
                 for a in actions:
                     o = a.orphan
-                    self.d.store.audit(
+                    self.d.store.audit.record(
                         now,
                         "peersd",
                         "cleanup",
@@ -200,7 +200,7 @@ class Housekeeper:
         if after <= 0:
             return
         now = time.time()
-        rows = await self.d.commit.run(lambda: self.d.store.waiting(now - after))
+        rows = await self.d.commit.run(lambda: self.d.store.upkeep.waiting(now - after))
         seen = {row[0] for row in rows}
         for peer_id in [x for x in self.escalated if x not in seen]:
             del self.escalated[peer_id]

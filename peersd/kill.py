@@ -79,7 +79,7 @@ async def _kill(d: Daemon, conn: Connection, r: p.Kill) -> None:
             grace = d.settings.kill_grace
 
             def attempt() -> int:
-                return d.store.audit(
+                return d.store.audit.record(
                     time.time(),
                     actor,
                     "kill",
@@ -100,9 +100,9 @@ async def _kill(d: Daemon, conn: Connection, r: p.Kill) -> None:
         def record() -> p.Peer | None:
             now = time.time()
             if seq is None:
-                d.store.audit(now, actor, "kill", target.id, f"pid {pid}: {outcome}")
+                d.store.audit.record(now, actor, "kill", target.id, f"pid {pid}: {outcome}")
             else:
-                d.store.audit_outcome(seq, f"pid {pid}: {outcome}")
+                d.store.audit.outcome(seq, f"pid {pid}: {outcome}")
             if outcome == "still_running":
                 return None
             # None when it had already been marked gone (the sweep, an unregister) or has
@@ -127,7 +127,7 @@ async def _interrupted(d: Daemon, seq: int, pid: int) -> None:
     """The daemon is stopping during the grace period: say so in the recorded attempt."""
     detail = f"pid {pid}: SIGTERM sent; peersd stopped before the outcome was known"
     try:
-        await d.commit.run(lambda: d.store.audit_outcome(seq, detail))
+        await d.commit.run(lambda: d.store.audit.outcome(seq, detail))
     except PeersError as e:
         log.error("could not record the interrupted kill of pid %d: %s", pid, e)
 

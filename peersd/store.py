@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
-import hmac
 import operator
 import os
 import re
@@ -24,11 +22,10 @@ from typing import Any
 import apsw
 import msgspec
 
-from . import files
-from .errors import Code, ConfigError, PeersError
+from . import audit, files, machines, schema, upkeep
+from .errors import Code, PeersError
 from .errors import StoreError as StoreError  # still importable from here
 from .identity import START_TOLERANCE, same_start
-from .private_files import ensure_own_dir, open_own_file
 from .protocol import Message, MessageStatusItem, Peer, Register
 from .rules import match_message_id, match_peer_id
 
@@ -38,87 +35,6 @@ MESSAGE_OVERHEAD = 1024
 the sender's cwd, branch and host): ids, times, state, keys. A safe bound (the test
 encodes a message with everything else at its largest)."""
 
-MIGRATIONS: list[str] = [
-    # v1
-    """
-    CREATE TABLE peers(
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        name_key TEXT NOT NULL,
-        client TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('active', 'gone')),
-        machine_id TEXT NOT NULL,
-        host TEXT NOT NULL,
-        cwd TEXT NOT NULL,
-        agent_pid INTEGER NOT NULL,
-        agent_start REAL NOT NULL,
-        registered_at REAL NOT NULL,
-        last_seen REAL NOT NULL,
-        receive TEXT NOT NULL,
-        summary TEXT NOT NULL DEFAULT '',
-        git_root TEXT,
-        branch TEXT,
-        tty TEXT,
-        session_id TEXT,
-        helper_pid INTEGER,
-        gone_at REAL,
-        gone_reason TEXT
-    );
-    CREATE UNIQUE INDEX peers_active_name ON peers(machine_id, name_key) WHERE state = 'active';
-    CREATE INDEX peers_agent ON peers(machine_id, agent_pid);
-    CREATE INDEX peers_session ON peers(session_id) WHERE session_id IS NOT NULL;
-    CREATE INDEX peers_name ON peers(name_key);
-
-    -- Message ids are "m-<tag>-<seq>": the tag is random per database, so an id from
-    -- a database that was replaced never names a message of the new one.
-    CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    INSERT INTO meta(key, value) VALUES ('tag', lower(hex(randomblob(3))));
-
-    CREATE TABLE messages(
-        seq INTEGER PRIMARY KEY,
-        sender TEXT NOT NULL,
-        sender_name TEXT NOT NULL,
-        recipient TEXT NOT NULL,
-        recipient_name TEXT NOT NULL,
-        text TEXT NOT NULL,
-        created REAL NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('queued', 'leased', 'delivered', 'expired')),
-        expires_at REAL NOT NULL,
-        reply_to TEXT,
-        delivered_at REAL,
-        delivered_via TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        lease_until REAL
-    );
-    CREATE INDEX messages_inbox ON messages(recipient, state, seq);
-    CREATE INDEX messages_sender ON messages(sender, seq);
-    CREATE INDEX messages_done ON messages(delivered_at) WHERE delivered_at IS NOT NULL;
-
-    CREATE TABLE audit(
-        seq INTEGER PRIMARY KEY,
-        at REAL NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        target TEXT,
-        detail TEXT NOT NULL DEFAULT ''
-    );
-    """,
-    # v2: hub clients prove their machine id with a secret; the first secret binds it.
-    """
-    CREATE TABLE machines(
-        machine_id TEXT PRIMARY KEY,
-        secret_hash TEXT NOT NULL,
-        first_seen REAL NOT NULL,
-        last_seen REAL NOT NULL
-    );
-    """,
-]
-
-# Working on the same repository: file activity, claims, peer status (peersd/files.py).
-MIGRATIONS.append(files.MIGRATION)
-
-# Delivery health: when each peer last acknowledged mail.
-MIGRATIONS.append("ALTER TABLE peers ADD COLUMN last_read REAL;")
 
 PEER_COLUMNS = """p.id, p.name, p.client, p.state, p.machine_id, p.host, p.cwd, p.agent_pid,
     p.agent_start, p.registered_at, p.last_seen, p.receive, p.summary, p.git_root, p.branch,
@@ -174,94 +90,19 @@ def sanitize_name(raw: str) -> str:
 class Store:
     def __init__(self, path: Path, sync: str = "normal") -> None:
         self.path = path
-        self.conn = self._open(path, sync)
-        self._migrate()
+        self.conn = schema.open_database(path, sync)
+        schema.migrate(self.conn, path)
         self.tag = str(self._val("SELECT value FROM meta WHERE key = 'tag'"))
         self.generation = 0
         """Bumped on every change to the in-memory peers, to know when to rebuild them."""
         self.online: set[str] = set()
         self.reload()
         self.files = files.FileStore(self)
+        self.machines = machines.Machines(self)
+        self.audit = audit.Audit(self)
+        self.upkeep = upkeep.Upkeep(self)
 
     # ---------------------------------------------------------------- lifecycle
-
-    @staticmethod
-    def _open(path: Path, sync: str) -> apsw.Connection:
-        # Only we may add files to the directory; a file left from before (or a link of
-        # our own) is still never followed, nor used when another uid owns it: SQLite would
-        # write our mail into it, or roll a planted journal into the database.
-        try:
-            ensure_own_dir(path.parent, "db")
-            fd = open_own_file(path, "database", create=True)
-            if fd is not None:
-                os.close(fd)
-            for suffix in ("-wal", "-shm", "-journal"):
-                fd = open_own_file(Path(f"{path}{suffix}"), "database file")
-                if fd is not None:
-                    os.close(fd)
-        except ConfigError as e:
-            raise StoreError(str(e)) from None
-        except OSError as e:
-            raise StoreError(f"cannot open database {path}: {e.strerror}") from None
-        try:
-            conn = apsw.Connection(str(path))
-            conn.set_busy_timeout(5000)
-            # Small pages: a send dirties several b-tree pages and each is copied to the
-            # WAL on commit, so 1 KiB pages make the common commit several times cheaper.
-            conn.pragma("page_size", 1024)
-            # Only peersd opens the file: an exclusive lock keeps the WAL index in memory
-            # (no lock syscalls per transaction) and keeps everyone else out.
-            conn.pragma("locking_mode", "EXCLUSIVE")
-            mode = conn.pragma("journal_mode", "wal")
-            if mode != "wal":
-                raise StoreError(f"database {path}: could not switch to WAL mode (got {mode})")
-            conn.pragma("synchronous", "FULL" if sync == "full" else "NORMAL")
-            conn.pragma("wal_autocheckpoint", 4000)
-            conn.pragma("foreign_keys", True)
-            conn.execute("SELECT count(*) FROM sqlite_master").get  # noqa: B018
-            # A damaged page in the middle of the file is otherwise found only by the
-            # request that reads it; find it now (a full scan: ~80 ms per 100k messages).
-            problems = [" ".join(str(r[0]).split()) for r in conn.execute("PRAGMA quick_check(3)")]
-            if problems != ["ok"]:
-                raise StoreError(
-                    f"database {path} is corrupt ({'; '.join(problems)[:300]}); move it aside "
-                    "(keep it for recovery) and restart"
-                )
-        except apsw.BusyError:
-            raise StoreError(
-                f"database {path} is locked by another process (is another peersd using it?)"
-            ) from None
-        except apsw.NotADBError:
-            raise StoreError(
-                f"database {path} is not a SQLite database (corrupt or another file); "
-                "move it aside and restart peersd"
-            ) from None
-        except apsw.CorruptError:
-            raise StoreError(
-                f"database {path} is corrupt; move it aside (keep it for recovery) and restart"
-            ) from None
-        except apsw.ReadOnlyError:
-            raise StoreError(f"database {path} is read-only; peersd needs to write it") from None
-        except apsw.CantOpenError:
-            raise StoreError(f"cannot open database {path}") from None
-        except apsw.Error as e:
-            raise StoreError(f"database {path}: {e}") from None
-        return conn
-
-    def _migrate(self) -> None:
-        version = self.conn.pragma("user_version")
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"database {self.path} has schema v{version}, newer than this peersd knows "
-                f"(v{len(MIGRATIONS)}); upgrade claude-peers"
-            )
-        try:
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                with self.conn:
-                    self.conn.execute(script)
-                    self.conn.pragma("user_version", number)
-        except apsw.Error as e:
-            raise StoreError(f"database {self.path}: migration failed: {e}") from None
 
     @property
     def schema_version(self) -> int:
@@ -658,68 +499,6 @@ class Store:
         names = sorted({x.name for x in self._peers.values() if x.state == "active"})
         return difflib.get_close_matches(name, names, n=5, cutoff=0.5)
 
-    # ---------------------------------------------------------------- machines
-
-    def prove_machine(self, machine_id: str, secret: str, now: float) -> bool:
-        """True if ``secret`` is ``machine_id``'s (the first secret seen binds the id)."""
-        digest = hashlib.sha256(secret.encode()).hexdigest()
-        known = self._val("SELECT secret_hash FROM machines WHERE machine_id = ?", (machine_id,))
-        if known is None:
-            self.conn.execute(
-                "INSERT INTO machines(machine_id, secret_hash, first_seen, last_seen) "
-                "VALUES (?, ?, ?, ?)",
-                (machine_id, digest, now, now),
-            )
-            return True
-        if not hmac.compare_digest(str(known), digest):
-            return False
-        self.conn.execute(
-            "UPDATE machines SET last_seen = ? WHERE machine_id = ?", (now, machine_id)
-        )
-        return True
-
-    def machines(self, limit: int) -> tuple[list[tuple[str, float, float, str, int]], int]:
-        """(machine id, first seen, last seen, host of its latest peer, active peers) of
-        the ``limit`` machines seen most recently, and how many are bound in all."""
-        rows: list[tuple[str, float, float]] = list(
-            self.conn.execute(
-                "SELECT machine_id, first_seen, last_seen FROM machines "
-                "ORDER BY last_seen DESC, machine_id LIMIT ?",
-                (limit,),
-            )
-        )
-        row = self._one("SELECT count(*) FROM machines")
-        total = int(row[0]) if row is not None else 0
-        hosts: dict[str, tuple[float, str]] = {}
-        active: dict[str, int] = {}
-        for x in self._peers.values():
-            if x.last_seen >= hosts.get(x.machine_id, (-1.0, ""))[0]:
-                hosts[x.machine_id] = (x.last_seen, x.host)
-            if x.state == "active":
-                active[x.machine_id] = active.get(x.machine_id, 0) + 1
-        found = [
-            (m, first, last, hosts.get(m, (0.0, ""))[1], active.get(m, 0))
-            for m, first, last in rows
-        ]
-        return found, total
-
-    def forget_machine(self, machine_id: str) -> bool:
-        """Unbind ``machine_id`` from its secret; False if it was not bound."""
-        self.conn.execute("DELETE FROM machines WHERE machine_id = ?", (machine_id,))
-        return self.conn.changes() > 0
-
-    def audit(self, now: float, actor: str, action: str, target: str | None, detail: str) -> int:
-        """Record an action; its row, for ``audit_outcome``."""
-        self.conn.execute(
-            "INSERT INTO audit(at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-            (now, actor, action, target, detail),
-        )
-        return self.conn.last_insert_rowid()
-
-    def audit_outcome(self, seq: int, detail: str) -> None:
-        """Replace the detail of a recorded attempt once its outcome is known."""
-        self.conn.execute("UPDATE audit SET detail = ? WHERE seq = ?", (detail, seq))
-
     # ---------------------------------------------------------------- messages
 
     def message_id(self, seq: int) -> str:
@@ -967,164 +746,7 @@ class Store:
         next_before = kept[-1][0] if more and kept else None
         return [self._message(r) for r in kept], next_before
 
-    # ---------------------------------------------------------------- housekeeping
-
-    def _with_mail(self) -> list[str]:
-        """Peers with undelivered mail: housekeeping looks only at their queues."""
-        return [x.id for x in self._peers.values() if x.pending > 0]
-
-    def _overdue(self, states: str, column: str, now: float) -> list[int]:
-        return [
-            r[0]
-            for peer_id in self._with_mail()
-            for r in self.conn.execute(
-                f"SELECT seq FROM messages WHERE recipient = ? AND state IN ({states}) "
-                f"AND {column} < ?",
-                (peer_id, now),
-            )
-        ]
-
-    def expire_leases(self, now: float) -> list[Message]:
-        """Return lapsed leases to the queue; the messages returned."""
-        seqs = self._overdue("'leased'", "lease_until", now)
-        if not seqs:
-            return []
-        marks = ",".join("?" * len(seqs))
-        self.conn.execute(
-            f"UPDATE messages SET state = 'queued', lease_until = NULL WHERE seq IN ({marks})",
-            seqs,
-        )
-        return self.messages_by_seqs(seqs)
-
-    def _past_ttl(self, now: float) -> list[int]:
-        """Undelivered mail past its TTL, read oldest first and only up to the first live one.
-
-        Expiry times rise with the sequence for a recipient (one TTL setting), so a long
-        queue costs one row per sweep, not a scan. After a TTL change a message may be
-        reported expired late; it can no longer be claimed either way (claim checks it).
-        """
-        found: list[int] = []
-        for peer_id in self._with_mail():
-            for state in ("queued", "leased"):  # one index range each: no sort, early stop
-                for seq, expires_at in self.conn.execute(
-                    "SELECT seq, expires_at FROM messages WHERE recipient = ? AND state = ? "
-                    "ORDER BY seq",
-                    (peer_id, state),
-                ):
-                    if expires_at >= now:
-                        break
-                    found.append(seq)
-        return sorted(found)
-
-    def expire_messages(self, now: float) -> list[Message]:
-        """Mark undelivered mail past its TTL expired; the messages expired."""
-        seqs = self._past_ttl(now)
-        if not seqs:
-            return []
-        marks = ",".join("?" * len(seqs))
-        self.conn.execute(
-            f"UPDATE messages SET state = 'expired', lease_until = NULL WHERE seq IN ({marks})",
-            seqs,
-        )
-        expired = self.messages_by_seqs(seqs)
-        for msg in expired:
-            self._add_pending(msg.recipient, -1)
-        return expired
-
-    def purge(
-        self, now: float, history_retention: float, gone_retention: float
-    ) -> tuple[int, int, int]:
-        """Delete old delivered and expired mail, peers gone for ``gone_retention`` and the
-        hub machine bindings not seen as long; (messages, peers, machines) deleted."""
-        cutoff = now - history_retention
-        # The newest row is never deleted: SQLite numbers new rows max(seq) + 1, so
-        # keeping it means a message id is never issued twice.
-        newest = self._val("SELECT max(seq) FROM messages") or 0
-        self.conn.execute(
-            "DELETE FROM messages WHERE delivered_at IS NOT NULL AND delivered_at < ? AND seq < ?",
-            (cutoff, newest),
-        )
-        messages = self.conn.changes()
-        self.conn.execute(
-            "DELETE FROM messages WHERE state = 'expired' AND expires_at < ? AND seq < ?",
-            (cutoff, newest),
-        )
-        messages += self.conn.changes()
-        # Gone peers are forgotten after a while, unless mail still waits for a successor.
-        old = [
-            x.id
-            for x in self._peers.values()
-            if x.state == "gone" and not x.pending and (x.last_seen < now - gone_retention)
-        ]
-        for peer_id in old:
-            self.conn.execute("DELETE FROM peers WHERE id = ?", (peer_id,))
-            del self._peers[peer_id]
-        if old:
-            self.generation += 1
-        # A hub's machine bindings: one row per machine id ever presented, its last_seen
-        # written by each hello. Kept while any peer of the machine is (its mail must not
-        # go to whoever presents the id next); its peers are purged above in time.
-        self.conn.execute(
-            "DELETE FROM machines WHERE last_seen < ? "
-            "AND machine_id NOT IN (SELECT machine_id FROM peers)",
-            (now - gone_retention,),
-        )
-        return messages, len(old), self.conn.changes()
-
-    def stale_remote(self, machine_id: str, cutoff: float) -> list[tuple[str, str]]:
-        """Active peers of other machines not heard from since ``cutoff``."""
-        return [
-            (x.id, x.name)
-            for x in self._peers.values()
-            if x.state == "active" and x.machine_id != machine_id and x.last_seen < cutoff
-        ]
-
-    def waiting(self, older_than: float) -> list[tuple[str, str, int, float, int]]:
-        """(peer id, name, count, oldest created, newest row) of each active peer's
-        undelivered mail created before ``older_than``.
-
-        Only peers with mail (the in-memory pending count) are queried, each through the
-        inbox index, so an idle daemon runs no query at all.
-        """
-        found: list[tuple[str, str, int, float, int]] = []
-        for peer_id in self._with_mail():
-            peer = self._peers[peer_id]
-            if peer.state != "active":
-                continue  # a gone peer's mail waits for its successor
-            row = self._one(
-                "SELECT count(*), min(created), max(seq) FROM messages WHERE recipient = ? "
-                "AND state IN ('queued', 'leased') AND created < ?",
-                (peer_id, older_than),
-            )
-            if row is not None and row[0]:
-                found.append((peer_id, peer.name, int(row[0]), float(row[1]), int(row[2])))
-        return found
-
-    def audit_page(
-        self, limit: int, before: int | None = None, action: str | None = None
-    ) -> tuple[list[tuple[Any, ...]], int | None]:
-        """Audit rows newest first: (seq, at, actor, action, target, target name, detail)."""
-        sql = "SELECT seq, at, actor, action, target, detail FROM audit"
-        where: list[str] = []
-        args: list[object] = []
-        if before is not None:
-            where.append("seq < ?")
-            args.append(before)
-        if action is not None:
-            where.append("action = ?")
-            args.append(action)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(limit + 1)  # one more than asked: is there a next page at all?
-        rows = []
-        for seq, at, actor, act, target, detail in self.conn.execute(sql, args):
-            peer = self._peers.get(target) if target else None
-            rows.append((seq, at, actor, act, target, peer.name if peer else None, detail))
-        more = len(rows) > limit
-        del rows[limit:]
-        next_before = rows[-1][0] if more else None
-        return rows, next_before
+    # ---------------------------------------------------------------- status
 
     def counts(self) -> tuple[int, int, dict[str, int]]:
         active = sum(1 for x in self._peers.values() if x.state == "active")

@@ -168,7 +168,7 @@ def test_peers_watch_shows_escalations(make_daemon, agents, tmp_path):
 
 
 def test_waiting_queries_only_peers_with_mail(tmp_path):
-    """``Store.waiting`` looks at the peers with pending mail only, active ones only."""
+    """``Store.upkeep.waiting`` looks at the peers with pending mail only, active ones only."""
     from peersd.store import Store
 
     store = Store(tmp_path / "db.sqlite")
@@ -182,6 +182,6 @@ def test_waiting_queries_only_peers_with_mail(tmp_path):
         store.send(peers[0], peers[1], "y", None, now, 3600)
         store.send(peers[0], peers[2], "z", None, now - 100, 3600)
         store.mark_gone(peers[2].id, "test", now)
-        rows = store.waiting(now - 50)
+        rows = store.upkeep.waiting(now - 50)
     assert [(r[0], r[1], r[2]) for r in rows] == [(peers[1].id, "n1", 1)]
     store.close()

@@ -38,7 +38,15 @@ LAYERS: dict[str, set[str]] = {
         "peersd.paths",
         "peersd.globs",
     },
-    "store": {"peersd.store", "peersd.commit", "peersd.files"},
+    "store": {
+        "peersd.store",
+        "peersd.commit",
+        "peersd.files",
+        "peersd.schema",
+        "peersd.machines",
+        "peersd.audit",
+        "peersd.upkeep",
+    },
     "daemon": {
         "peersd.server",
         "peersd.connection",

@@ -71,7 +71,7 @@ def test_a_lapsed_lease_is_offered_again(store):
     with store.transaction():
         store.claim(b.id, 10, 30.0, 1001.0)
         assert store.claim(b.id, 10, 30.0, 1002.0) == []  # leased: not offered twice
-        assert [m.id for m in store.expire_leases(1040.0)] == [msg.id]
+        assert [m.id for m in store.upkeep.expire_leases(1040.0)] == [msg.id]
         again = store.claim(b.id, 10, 30.0, 1041.0)
     assert [m.attempts for m in again] == [2]
 
@@ -81,7 +81,7 @@ def test_mail_past_its_ttl_expires_and_is_not_claimable(store):
     msg = send(store, a, b, ttl=10.0)
     with store.transaction():
         assert store.claim(b.id, 10, 30.0, 1011.0) == []
-        assert [m.id for m in store.expire_messages(1011.0)] == [msg.id]
+        assert [m.id for m in store.upkeep.expire_messages(1011.0)] == [msg.id]
     assert store.peer(b.id).pending == 0
 
 
@@ -91,7 +91,7 @@ def test_purge_keeps_the_newest_row_so_ids_are_never_reused(store):
     with store.transaction():
         store.claim(b.id, 10, 30.0, 1001.0)
         store.ack(b.id, ids, "check", 1001.0)
-        store.purge(1001.0 + 40 * DAY, 30 * DAY, 30 * DAY)
+        store.upkeep.purge(1001.0 + 40 * DAY, 30 * DAY, 30 * DAY)
     found = [s.found for s in store.statuses(ids)]
     assert found == [False, False, True]
     assert send(store, a, b).id not in ids
@@ -102,19 +102,19 @@ def test_purge_forgets_hub_machines_not_seen_for_gone_retention(store):
     minting random ids grew the table without end."""
     with store.transaction():
         for machine in ("old-quiet", "old-with-a-peer", "recent"):
-            assert store.prove_machine(machine, "a" * 64, 1000.0)
-        assert store.prove_machine("recent", "a" * 64, 1000.0 + 35 * DAY)  # a later hello
+            assert store.machines.prove(machine, "a" * 64, 1000.0)
+        assert store.machines.prove("recent", "a" * 64, 1000.0 + 35 * DAY)  # a later hello
         r = p.Register(id=1, agent_pid=7, agent_start=1.0, cwd="/w")
         store.register(r, 1000.0, "old-with-a-peer", "box")
     with store.transaction():
-        assert store.purge(1000.0 + 31 * DAY, 30 * DAY, 30 * DAY)[2] == 1
-    listed, total = store.machines(10)
+        assert store.upkeep.purge(1000.0 + 31 * DAY, 30 * DAY, 30 * DAY)[2] == 1
+    listed, total = store.machines.recent(10)
     assert [m[0] for m in listed] == ["recent", "old-with-a-peer"] and total == 2
     assert listed[1][3:] == ("box", 1)  # its peer's host, one active peer
     # the forgotten id is free: the next secret presented binds it
     with store.transaction():
-        assert store.prove_machine("old-quiet", "b" * 64, 1000.0 + 32 * DAY)
-        assert not store.prove_machine("old-with-a-peer", "b" * 64, 1000.0 + 32 * DAY)
+        assert store.machines.prove("old-quiet", "b" * 64, 1000.0 + 32 * DAY)
+        assert not store.machines.prove("old-with-a-peer", "b" * 64, 1000.0 + 32 * DAY)
 
 
 def test_mail_of_a_gone_peer_waits_for_the_next_holder_of_its_name(store):
