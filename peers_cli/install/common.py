@@ -176,12 +176,21 @@ def mcp_args(name: str) -> list[str]:
 # --------------------------------------------------------------------------- the clients' configs
 
 
-def claude_servers(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    """The user-scope ``mcpServers`` of a ``.claude.json``; an error if it is not an object."""
+def json_servers(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """A JSON config's ``mcpServers`` (Claude, Gemini, Cursor); an error if not an object."""
     servers = data.get("mcpServers", {})
     if not isinstance(servers, dict):
         raise InstallError(f'{path}: "mcpServers" is not an object; fix it by hand first')
     return servers
+
+
+def merged_env(old: Any, pins: Mapping[str, str]) -> dict[str, str]:
+    """A server entry's ``env`` with our pins as they should be now; the user's keys stay."""
+    env = dict(old) if isinstance(old, Mapping) else {}
+    for var in PINNED.values():
+        env.pop(var, None)
+    env.update(pins)
+    return env
 
 
 def entry_matches(entry: Any, command: str, args: list[str], pins: Mapping[str, str]) -> bool:
