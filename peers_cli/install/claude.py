@@ -17,19 +17,14 @@ from collections.abc import Mapping
 from peersd.config import Settings
 
 from .common import (
-    HOOK_SCRIPT,
-    MCP_SCRIPT,
     SERVER_NAME,
     Paths,
-    check_name,
     entry_matches,
-    env_pins,
-    find_script,
     is_our_server,
     json_servers,
-    mcp_args,
     merged_env,
     tilde,
+    wiring,
 )
 from .edits import Change, Report, Step, drop_json_servers, execute, json_step, read_json
 from .hooks import desired_hooks, merge_hooks_step, remove_hooks_step
@@ -48,15 +43,12 @@ def install_claude(
 ) -> Report:
     """Register ``peers-mcp`` at user scope and add our hooks, with the wake on ``Stop``."""
     env = os.environ if env is None else env
-    name = check_name(server_name)
-    mcp, hook = find_script(MCP_SCRIPT), find_script(HOOK_SCRIPT)
+    name, mcp, hook, pins, args = wiring(settings, server_name, env)
     paths = Paths.from_env(env)
-    pins = env_pins(settings, env)
     report = Report("claude", "install", dry_run)
     steps: list[Step] = []
 
     # (a) the MCP server, at user scope
-    args = mcp_args(name)
     cj = read_json(paths.claude_json)
     current = json_servers(cj.data, cj.path).get(name)
     if not entry_matches(current, mcp, args, pins):

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from peersd.config import ConfigError, Settings, load
 from peersd.errors import ClaudePeersError
@@ -171,6 +171,23 @@ def env_pins(settings: Settings, env: Mapping[str, str] | None = None) -> dict[s
 def mcp_args(name: str) -> list[str]:
     """``peers-mcp`` arguments for a server name (none for the default, which it assumes)."""
     return [] if name == SERVER_NAME else ["--server-name", name]
+
+
+class Wiring(NamedTuple):
+    """What every installer writes, resolved once: server name, scripts, pins, arguments."""
+
+    name: str
+    mcp: str
+    hook: str
+    pins: dict[str, str]
+    args: list[str]
+
+
+def wiring(settings: Settings, server_name: str, env: Mapping[str, str]) -> Wiring:
+    """The checked name, the ``peers-mcp``/``peers-hook`` paths and the pins for ``env``."""
+    name = check_name(server_name)
+    mcp, hook = find_script(MCP_SCRIPT), find_script(HOOK_SCRIPT)
+    return Wiring(name, mcp, hook, env_pins(settings, env), mcp_args(name))
 
 
 # --------------------------------------------------------------------------- the clients' configs

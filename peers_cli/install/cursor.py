@@ -20,18 +20,13 @@ from typing import Any
 from peersd.config import Settings
 
 from .common import (
-    HOOK_SCRIPT,
-    MCP_SCRIPT,
     SERVER_NAME,
     InstallError,
     Paths,
     argv_list,
-    check_name,
-    env_pins,
-    find_script,
     json_servers,
-    mcp_args,
     tilde,
+    wiring,
 )
 from .doctor import Check, _check_server, _command_problem, _not_installed
 from .doctor import _pick_server as pick_server
@@ -80,10 +75,7 @@ def install_cursor(
 ) -> Report:
     """Add ``mcpServers.<name>`` to ``mcp.json`` and our ``stop`` hook to ``hooks.json``."""
     env = os.environ if env is None else env
-    name = check_name(server_name)
-    mcp, hook = find_script(MCP_SCRIPT), find_script(HOOK_SCRIPT)
-    pins = env_pins(settings, env)
-    args = mcp_args(name)
+    name, mcp, hook, pins, args = wiring(settings, server_name, env)
     report = Report(CLIENT, "install", dry_run)
     steps: list[Step] = []
 
