@@ -13,41 +13,26 @@ import os
 import shlex
 import shutil
 from collections.abc import Mapping
-from typing import Any
 
 from peersd.config import Settings
 
 from .common import (
-    HOOK_SCRIPT,
-    MCP_SCRIPT,
-    PINNED,
     SERVER_NAME,
     Paths,
-    check_name,
-    claude_servers,
     entry_matches,
-    env_pins,
-    find_script,
     is_our_server,
-    mcp_args,
+    json_servers,
+    merged_env,
     tilde,
+    wiring,
 )
-from .edits import Change, Report, Step, execute, json_step, read_json
+from .edits import Change, Report, Step, drop_json_servers, execute, json_step, read_json
 from .hooks import desired_hooks, merge_hooks_step, remove_hooks_step
 
 
 def claude_binary() -> str | None:
     """The ``claude`` on PATH: when there is one, it registers the server itself."""
     return shutil.which("claude")
-
-
-def _merged_env(old: Any, pins: Mapping[str, str]) -> dict[str, str]:
-    """A server entry's ``env`` with our pins as they should be now; the user's keys stay."""
-    env = dict(old) if isinstance(old, Mapping) else {}
-    for var in PINNED.values():
-        env.pop(var, None)
-    env.update(pins)
-    return env
 
 
 def install_claude(
@@ -58,19 +43,16 @@ def install_claude(
 ) -> Report:
     """Register ``peers-mcp`` at user scope and add our hooks, with the wake on ``Stop``."""
     env = os.environ if env is None else env
-    name = check_name(server_name)
-    mcp, hook = find_script(MCP_SCRIPT), find_script(HOOK_SCRIPT)
+    name, mcp, hook, pins, args = wiring(settings, server_name, env)
     paths = Paths.from_env(env)
-    pins = env_pins(settings, env)
     report = Report("claude", "install", dry_run)
     steps: list[Step] = []
 
     # (a) the MCP server, at user scope
-    args = mcp_args(name)
     cj = read_json(paths.claude_json)
-    current = claude_servers(cj.data, cj.path).get(name)
+    current = json_servers(cj.data, cj.path).get(name)
     if not entry_matches(current, mcp, args, pins):
-        new_env = _merged_env(current.get("env") if isinstance(current, Mapping) else None, pins)
+        new_env = merged_env(current.get("env") if isinstance(current, Mapping) else None, pins)
         action = "add" if current is None else "update"
         item = f'MCP server "{name}" (user scope)'
         detail = shlex.join([mcp, *args])
@@ -126,7 +108,7 @@ def uninstall_claude(
     steps: list[Step] = []
 
     cj = read_json(paths.claude_json)
-    servers = claude_servers(cj.data, cj.path)
+    servers = json_servers(cj.data, cj.path)
     ours = [n for n, entry in servers.items() if is_our_server(entry)]
     if ours:
         binary = claude_binary()
@@ -148,15 +130,7 @@ def uninstall_claude(
                 )
         else:
             data = copy.deepcopy(cj.data)
-            for name in ours:
-                del data["mcpServers"][name]
-            if not data["mcpServers"]:
-                del data["mcpServers"]
-            changes = [
-                Change("remove", f'MCP server "{n}"', tilde(cj.path), servers[n]["command"])
-                for n in ours
-            ]
-            step = json_step(cj, data, changes)
+            step = json_step(cj, data, drop_json_servers(cj, data))
             if step:
                 steps.append(step)
 

@@ -22,21 +22,16 @@ from tomlkit.items import InlineTable, Item, Table
 from peersd.config import Settings
 
 from .common import (
-    HOOK_SCRIPT,
-    MCP_SCRIPT,
     PINNED,
     SERVER_NAME,
     InstallError,
     Paths,
-    check_name,
     entry_matches,
-    env_pins,
     features_hooks_state,
-    find_script,
     is_our_server,
-    mcp_args,
     plain,
     tilde,
+    wiring,
 )
 from .edits import Change, Report, Step, execute, read_text
 from .hooks import desired_hooks, merge_hooks_step, remove_hooks_step
@@ -88,11 +83,8 @@ def install_codex(
 ) -> Report:
     """Add ``[mcp_servers.<name>]``, turn hooks on in ``[features]``, and add our hooks."""
     env = os.environ if env is None else env
-    name = check_name(server_name)
-    mcp, hook = find_script(MCP_SCRIPT), find_script(HOOK_SCRIPT)
+    name, mcp, hook, pins, args = wiring(settings, server_name, env)
     paths = Paths.from_env(env)
-    pins = env_pins(settings, env)
-    args = mcp_args(name)
     report = Report("codex", "install", dry_run)
     steps: list[Step] = []
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from peersd.config import ConfigError, Settings, load
 from peersd.errors import ClaudePeersError
@@ -173,15 +173,41 @@ def mcp_args(name: str) -> list[str]:
     return [] if name == SERVER_NAME else ["--server-name", name]
 
 
+class Wiring(NamedTuple):
+    """What every installer writes, resolved once: server name, scripts, pins, arguments."""
+
+    name: str
+    mcp: str
+    hook: str
+    pins: dict[str, str]
+    args: list[str]
+
+
+def wiring(settings: Settings, server_name: str, env: Mapping[str, str]) -> Wiring:
+    """The checked name, the ``peers-mcp``/``peers-hook`` paths and the pins for ``env``."""
+    name = check_name(server_name)
+    mcp, hook = find_script(MCP_SCRIPT), find_script(HOOK_SCRIPT)
+    return Wiring(name, mcp, hook, env_pins(settings, env), mcp_args(name))
+
+
 # --------------------------------------------------------------------------- the clients' configs
 
 
-def claude_servers(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    """The user-scope ``mcpServers`` of a ``.claude.json``; an error if it is not an object."""
+def json_servers(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """A JSON config's ``mcpServers`` (Claude, Gemini, Cursor); an error if not an object."""
     servers = data.get("mcpServers", {})
     if not isinstance(servers, dict):
         raise InstallError(f'{path}: "mcpServers" is not an object; fix it by hand first')
     return servers
+
+
+def merged_env(old: Any, pins: Mapping[str, str]) -> dict[str, str]:
+    """A server entry's ``env`` with our pins as they should be now; the user's keys stay."""
+    env = dict(old) if isinstance(old, Mapping) else {}
+    for var in PINNED.values():
+        env.pop(var, None)
+    env.update(pins)
+    return env
 
 
 def entry_matches(entry: Any, command: str, args: list[str], pins: Mapping[str, str]) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,24 +20,26 @@ from typing import Any
 from peersd.config import Settings
 
 from .common import (
-    HOOK_SCRIPT,
-    MCP_SCRIPT,
-    PINNED,
     SERVER_NAME,
     InstallError,
     Paths,
     argv_list,
-    check_name,
-    entry_matches,
-    env_pins,
-    find_script,
-    is_our_server,
-    mcp_args,
+    json_servers,
     tilde,
+    wiring,
 )
 from .doctor import Check, _check_server, _command_problem, _not_installed
 from .doctor import _pick_server as pick_server
-from .edits import Change, Report, Step, execute, json_step, read_json
+from .edits import (
+    Change,
+    Report,
+    Step,
+    drop_json_servers,
+    execute,
+    json_step,
+    put_json_server,
+    read_json,
+)
 from .hooks import hook_command, is_our_hook
 
 CLIENT = "cursor"
@@ -52,15 +53,8 @@ def cursor_dir(env: Mapping[str, str]) -> Path:
 
 
 def our_handler(hook: str, name: str, pins: Mapping[str, str]) -> dict[str, Any]:
-    command = shlex.join([*argv_list(hook_command(hook, name, pins)), "--client", CLIENT])
+    command = hook_command(hook, name, pins, client=CLIENT)
     return {"command": command, "loop_limit": LOOP_LIMIT}
-
-
-def _servers(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    servers = data.get("mcpServers", {})
-    if not isinstance(servers, dict):
-        raise InstallError(f'{path}: "mcpServers" is not an object; fix it by hand first')
-    return servers
 
 
 def _hooks(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
@@ -81,36 +75,16 @@ def install_cursor(
 ) -> Report:
     """Add ``mcpServers.<name>`` to ``mcp.json`` and our ``stop`` hook to ``hooks.json``."""
     env = os.environ if env is None else env
-    name = check_name(server_name)
-    mcp, hook = find_script(MCP_SCRIPT), find_script(HOOK_SCRIPT)
-    pins = env_pins(settings, env)
-    args = mcp_args(name)
+    name, mcp, hook, pins, args = wiring(settings, server_name, env)
     report = Report(CLIENT, "install", dry_run)
     steps: list[Step] = []
 
     doc = read_json(cursor_dir(env) / "mcp.json")
     data = copy.deepcopy(doc.data)
-    current = _servers(data, doc.path).get(name)
-    if not entry_matches(current, mcp, args, pins):
-        old = current if isinstance(current, Mapping) else {}
-        server_env = dict(old["env"]) if isinstance(old.get("env"), Mapping) else {}
-        for var in PINNED.values():
-            server_env.pop(var, None)
-        server_env.update(pins)
-        entry: dict[str, Any] = {"command": mcp, "args": args}
-        if server_env:
-            entry["env"] = server_env
-        data.setdefault("mcpServers", {})[name] = entry
-        action = "add" if current is None else "update"
-        change = Change(action, f'MCP server "{name}"', tilde(doc.path), shlex.join([mcp, *args]))
-        if current is not None and not is_our_server(current):
-            report.notes.append(
-                f'"{name}" ran {old.get("command")!r}; it now runs peers-mcp '
-                "(the old entry is in the backup)"
-            )
-        step = json_step(doc, data, [change])
-        if step:
-            steps.append(step)
+    server = put_json_server(report, doc, data, name, (mcp, args, pins))
+    step = json_step(doc, data, [server] if server else [])
+    if step:
+        steps.append(step)
 
     doc = read_json(cursor_dir(env) / "hooks.json")
     data = copy.deepcopy(doc.data)
@@ -148,15 +122,7 @@ def uninstall_cursor(
 
     doc = read_json(cursor_dir(env) / "mcp.json")
     data = copy.deepcopy(doc.data)
-    servers = _servers(data, doc.path)
-    changes = []
-    for name in [n for n, entry in servers.items() if is_our_server(entry)]:
-        changes.append(
-            Change("remove", f'MCP server "{name}"', tilde(doc.path), servers[name]["command"])
-        )
-        del servers[name]
-    if changes and not servers:
-        del data["mcpServers"]
+    changes = drop_json_servers(doc, data)
     step = json_step(doc, data, changes)
     if step:
         steps.append(step)
@@ -198,7 +164,7 @@ def doctor_checks(
     used = base.exists()
     try:
         mcp_doc = read_json(base / "mcp.json")
-        found = pick_server(_servers(mcp_doc.data, mcp_doc.path), server_name)
+        found = pick_server(json_servers(mcp_doc.data, mcp_doc.path), server_name)
         hooks_doc = read_json(base / "hooks.json")
         handlers = [h for h in _hooks(hooks_doc.data, hooks_doc.path).get(EVENT, [])]
     except InstallError as e:

@@ -31,12 +31,12 @@ from .common import (
     Paths,
     argv0,
     argv_list,
-    claude_servers,
     codex_view,
     features_hooks_state,
     find_script,
     is_exe,
     is_our_server,
+    json_servers,
     tilde,
 )
 from .edits import read_json, read_text
@@ -551,7 +551,7 @@ def doctor(
 
     # Claude Code
     try:
-        servers = claude_servers(read_json(paths.claude_json).data, paths.claude_json)
+        servers = json_servers(read_json(paths.claude_json).data, paths.claude_json)
         found = _pick_server(servers, server_name)
         checks.append(
             _check_server(

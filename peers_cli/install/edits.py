@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write
-from .common import LABELS, InstallError
+from .common import (
+    LABELS,
+    InstallError,
+    entry_matches,
+    is_our_server,
+    json_servers,
+    merged_env,
+    tilde,
+)
 
 CLAUDE_CLI_TIMEOUT = 60.0
 """How long a step's command (``claude mcp add/remove``) may take before it counts as failed."""
@@ -320,3 +328,45 @@ def json_step(doc: JsonDoc, data: dict[str, Any], changes: list[Change]) -> Step
     if doc.exists and not data:
         return Step(changes, path=doc.path, text=None)  # nothing left: remove the file
     return Step(changes, path=doc.path, text=doc.render(data))
+
+
+def put_json_server(
+    report: Report,
+    doc: JsonDoc,
+    data: dict[str, Any],
+    name: str,
+    server: tuple[str, list[str], Mapping[str, str]],
+) -> Change | None:
+    """Make ``data``'s ``mcpServers.<name>`` run ``server`` (command, args, pins), keeping the
+    user's other env keys; what that changes, or None if the entry is already so."""
+    command, args, pins = server
+    current = json_servers(data, doc.path).get(name)
+    if entry_matches(current, command, args, pins):
+        return None
+    old = current if isinstance(current, Mapping) else {}
+    entry: dict[str, Any] = {"command": command, "args": args}
+    if server_env := merged_env(old.get("env"), pins):
+        entry["env"] = server_env
+    data.setdefault("mcpServers", {})[name] = entry
+    if current is not None and not is_our_server(current):
+        report.notes.append(
+            f'"{name}" ran {old.get("command")!r}; it now runs peers-mcp '
+            "(the old entry is in the backup)"
+        )
+    action = "add" if current is None else "update"
+    return Change(action, f'MCP server "{name}"', tilde(doc.path), shlex.join([command, *args]))
+
+
+def drop_json_servers(doc: JsonDoc, data: dict[str, Any]) -> list[Change]:
+    """Take every server running ``peers-mcp`` out of ``data``'s ``mcpServers``, whatever
+    its name (an empty ``mcpServers`` goes too); what that changes."""
+    servers = json_servers(data, doc.path)
+    changes = []
+    for name in [n for n, entry in servers.items() if is_our_server(entry)]:
+        changes.append(
+            Change("remove", f'MCP server "{name}"', tilde(doc.path), servers[name]["command"])
+        )
+        del servers[name]
+    if changes and not servers:
+        del data["mcpServers"]
+    return changes

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shlex
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,24 +23,25 @@ from typing import Any
 from peersd.config import Settings
 
 from .common import (
-    HOOK_SCRIPT,
-    MCP_SCRIPT,
-    PINNED,
     SERVER_NAME,
     InstallError,
     Paths,
     argv_list,
-    check_name,
-    entry_matches,
-    env_pins,
-    find_script,
-    is_our_server,
-    mcp_args,
+    json_servers,
     tilde,
+    wiring,
 )
 from .doctor import Check, _check_binary, _check_server, _command_problem, _not_installed
 from .doctor import _pick_server as pick_server
-from .edits import Change, JsonDoc, Report, execute, json_step, read_json
+from .edits import (
+    JsonDoc,
+    Report,
+    drop_json_servers,
+    execute,
+    json_step,
+    put_json_server,
+    read_json,
+)
 from .hooks import _merge_hooks, _remove_hooks, hook_command, hook_lists, ours_in
 
 CLIENT = "gemini"
@@ -58,16 +58,9 @@ def settings_path(env: Mapping[str, str]) -> Path:
 
 def gemini_hooks(hook: str, name: str, pins: Mapping[str, str]) -> dict[str, list[dict[str, Any]]]:
     """Our hook groups per Gemini event (no matcher: every tool, every prompt)."""
-    command = shlex.join([*argv_list(hook_command(hook, name, pins)), "--client", CLIENT])
+    command = hook_command(hook, name, pins, client=CLIENT)
     handler = {"type": "command", "command": command, "timeout": TIMEOUT_MS}
     return {event: [{"hooks": [dict(handler)]}] for event in EVENTS}
-
-
-def _servers(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    servers = data.get("mcpServers", {})
-    if not isinstance(servers, dict):
-        raise InstallError(f'{path}: "mcpServers" is not an object; fix it by hand first')
-    return servers
 
 
 def install_gemini(
@@ -78,33 +71,12 @@ def install_gemini(
 ) -> Report:
     """Add ``mcpServers.<name>`` and our hooks to ``~/.gemini/settings.json``."""
     env = os.environ if env is None else env
-    name = check_name(server_name)
-    mcp, hook = find_script(MCP_SCRIPT), find_script(HOOK_SCRIPT)
-    pins = env_pins(settings, env)
-    args = mcp_args(name)
+    name, mcp, hook, pins, args = wiring(settings, server_name, env)
     report = Report(CLIENT, "install", dry_run)
     doc = read_json(settings_path(env))
     data = copy.deepcopy(doc.data)
-    changes: list[Change] = []
-    current = _servers(data, doc.path).get(name)
-    if not entry_matches(current, mcp, args, pins):
-        old = current if isinstance(current, Mapping) else {}
-        server_env = dict(old.get("env") or {}) if isinstance(old.get("env"), Mapping) else {}
-        for var in PINNED.values():
-            server_env.pop(var, None)
-        server_env.update(pins)
-        entry: dict[str, Any] = {"command": mcp, "args": args}
-        if server_env:
-            entry["env"] = server_env
-        data.setdefault("mcpServers", {})[name] = entry
-        action = "add" if current is None else "update"
-        detail = shlex.join([mcp, *args])
-        changes.append(Change(action, f'MCP server "{name}"', tilde(doc.path), detail))
-        if current is not None and not is_our_server(current):
-            report.notes.append(
-                f'"{name}" ran {old.get("command")!r}; it now runs peers-mcp '
-                "(the old entry is in the backup)"
-            )
+    server = put_json_server(report, doc, data, name, (mcp, args, pins))
+    changes = [server] if server else []
     staged = JsonDoc(doc.path, doc.raw, data, doc.indent)
     data, hook_changes = _merge_hooks(staged, gemini_hooks(hook, name, pins))
     step = json_step(doc, data, changes + hook_changes)
@@ -126,15 +98,7 @@ def uninstall_gemini(
     report = Report(CLIENT, "uninstall", dry_run)
     doc = read_json(settings_path(env))
     data = copy.deepcopy(doc.data)
-    servers = _servers(data, doc.path)
-    changes = []
-    for name in [n for n, entry in servers.items() if is_our_server(entry)]:
-        changes.append(
-            Change("remove", f'MCP server "{name}"', tilde(doc.path), servers[name]["command"])
-        )
-        del servers[name]
-    if changes and not servers:
-        del data["mcpServers"]
+    changes = drop_json_servers(doc, data)
     data, hook_changes = _remove_hooks(JsonDoc(doc.path, doc.raw, data, doc.indent))
     step = json_step(doc, data, changes + hook_changes)
     execute(report, [step] if step else [])
@@ -156,7 +120,7 @@ def doctor_checks(
     used = binary is not None or path.parent.exists()
     try:
         doc = read_json(path)
-        found = pick_server(_servers(doc.data, path), server_name)
+        found = pick_server(json_servers(doc.data, path), server_name)
         hooks = hook_lists(doc.data, path)
     except InstallError as e:
         return [Check("Gemini CLI config", "fail", str(e), "fix the file by hand")]

@@ -34,8 +34,13 @@ def is_our_hook(handler: Any) -> bool:
     )
 
 
-def hook_command(hook: str, name: str, pins: Mapping[str, str], wait: bool = False) -> str:
-    """The ``peers-hook`` command line; only what differs from its defaults is spelled out."""
+def hook_command(
+    hook: str, name: str, pins: Mapping[str, str], wait: bool = False, client: str | None = None
+) -> str:
+    """The ``peers-hook`` command line; only what differs from its defaults is spelled out.
+
+    ``client`` (Gemini, Cursor) goes last: doctor checks the line ends ``--client <client>``.
+    """
     argv = [hook]
     if wait:
         argv.append("--wait")
@@ -45,6 +50,8 @@ def hook_command(hook: str, name: str, pins: Mapping[str, str], wait: bool = Fal
         argv += ["--socket", pins[PINNED["socket"]]]
     if PINNED["config"] in pins:
         argv += ["--config", pins[PINNED["config"]]]
+    if client is not None:
+        argv += ["--client", client]
     return shlex.join(argv)
 
 
