@@ -15,12 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from peers_mcp.edits import FILE_TOOLS, PATCH_TOOLS
+
 from .common import HOOK_SCRIPT, PINNED, SERVER_NAME, InstallError, argv0, tilde
 from .edits import Change, JsonDoc, Step, json_step, read_json
 
 HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop")
 HOOK_TIMEOUT = 10
-EDIT_MATCHER = "Write|Edit|MultiEdit|NotebookEdit|apply_patch"
+EDIT_MATCHER = "|".join((*FILE_TOOLS, *PATCH_TOOLS))
 """The tools whose PreToolUse runs peers-hook: Claude Code's edit tools, Codex's apply_patch."""
 WAKE_TIMEOUT = 3660
 """The idle wake waits up to an hour (``peers-hook --max-wait`` default); Claude Code's
