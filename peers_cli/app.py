@@ -12,24 +12,39 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import msgspec
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from peers_mcp import delivery, render, wakes
-from peers_mcp.render import clean, detag
+from peers_mcp.render import detag
 from peersd import __version__, identity
 from peersd import protocol as p
-from peersd.client import Client, running_status, session_registration, shutdown_and_wait
-from peersd.config import ConfigError, Settings, load
+from peersd.client import Client, session_registration
 from peersd.errors import Code, DaemonUnreachable, PeersError
+
+from . import admin, install_cmds
+from .common import (
+    EXIT_FAILED,
+    JsonOpt,
+    State,
+    age,
+    ago,
+    clock,
+    connect,
+    die,
+    emit_json,
+    err,
+    errors,
+    out,
+    safe,
+    settings,
+)
+from .daemon_cmds import daemon_app, daemon_status, hub_app
+from .install_cmds import install_app, uninstall_app
 
 app = typer.Typer(
     name="peers",
@@ -39,87 +54,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-daemon_app = typer.Typer(
-    help="Run, start, stop or inspect the peersd daemon.", no_args_is_help=True
-)
 app.add_typer(daemon_app, name="daemon")
-install_app = typer.Typer(
-    help="Wire Claude Code or Codex to claude-peers (MCP server and hooks), or run "
-    "peersd as a service (systemd --user, launchd).",
-    no_args_is_help=True,
-)
 app.add_typer(install_app, name="install")
-uninstall_app = typer.Typer(
-    help="Remove what `peers install` added (the rest of your config stays).",
-    no_args_is_help=True,
-)
 app.add_typer(uninstall_app, name="uninstall")
-hub_app = typer.Typer(help="Manage a hub (peersd with a TCP listener).", no_args_is_help=True)
 app.add_typer(hub_app, name="hub")
 
-out = Console(highlight=False, soft_wrap=True)
-if not out.is_terminal:  # piped: do not fold tables to 80 columns
-    out = Console(highlight=False, soft_wrap=True, width=max(160, out.width))
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-EXIT_FAILED = 1
-EXIT_UNREACHABLE = 3
 WRAPPERS = {"uv", "uvx", "pipx", "env", "nice", "timeout", "time", "nohup", "stdbuf", "peers"}
 """Processes between a shell and ``peers`` that are not the session the user means."""
-
-
-def safe(text: str) -> str:
-    """Text a peer may have written, for the terminal: control characters (escape
-    sequences, carriage returns, bidi overrides) shown rather than obeyed, markup escaped.
-    Rich passes ESC through as it is, so a message could otherwise restyle or clear the
-    user's terminal."""
-    return escape(clean(text))
-
-
-class State:
-    overrides: dict[str, Any] = {}
-    settings: Settings | None = None
-
-
-def settings() -> Settings:
-    if State.settings is None:
-        try:
-            State.settings = load(State.overrides)
-        except ConfigError as e:
-            die(str(e))
-    return State.settings
-
-
-def die(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err.print(f"[bold red]peers:[/] {safe(message)}")
-    raise typer.Exit(code)
-
-
-@contextmanager
-def errors() -> Iterator[None]:
-    """Turn library errors into one clear line and an exit code."""
-    try:
-        yield
-    except DaemonUnreachable as e:
-        die(str(e), EXIT_UNREACHABLE)
-    except PeersError as e:
-        message = e.message
-        if e.code == Code.UNKNOWN_PEER and e.candidates:
-            message += f" (did you mean: {', '.join(e.candidates)}?)"
-        elif e.code == Code.UNKNOWN_PEER:
-            message += " (see `peers peers`)"
-        die(message)
-    except ConfigError as e:
-        die(str(e))
-    except UnicodeEncodeError as e:  # undecodable bytes in argv, stdin or cwd
-        bad = e.object[max(0, e.start - 20) : e.end + 20]
-        die(f"peersd only takes UTF-8 text; this is not: {bad!r}")
-
-
-def connect(autostart: bool | None = None) -> Client:
-    client = Client(settings(), kind="cli", autostart=autostart)
-    client.connect()
-    return client
 
 
 def _session_pid() -> int:
@@ -147,19 +88,6 @@ def become_peer(client: Client) -> p.Peer:
     return client.bind(session_registration(settings(), _session_pid(), "cli", receive="poll"))
 
 
-def emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(msgspec.to_builtins(value), indent=2, ensure_ascii=False) + "\n")
-
-
-def ago(ts: float | None) -> str:
-    """``3m ago`` (render's wording), or ``-`` in a table cell."""
-    return render.since(ts) if ts else "-"
-
-
-def clock(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
 def read_text(text: str) -> str:
     if text == "-":
         if sys.stdin is None or sys.stdin.closed:
@@ -171,9 +99,6 @@ def read_text(text: str) -> str:
     if size > settings().max_text:
         die(f"message is {size} bytes; the limit is {settings().max_text} bytes")
     return text
-
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 # --------------------------------------------------------------------------- root
@@ -623,351 +548,8 @@ def _reconnect() -> Client:
             delay = min(delay * 2, 5.0)
 
 
-# --------------------------------------------------------------------------- orphans, kill
-
-
-def age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
-
-
-def find_orphans() -> tuple[list[Any], str | None]:
-    """Our orphaned helpers, judged with what the daemon knows of their peers if it runs."""
-    from peersd import orphans
-    from peersd.endpoint import client_endpoint
-
-    s = settings()
-    peers: list[p.Peer] = []
-    note = None
-    with errors():
-        remote = client_endpoint(s).remote
-        try:
-            with Client(s, kind="cli", autostart=False, timeout=10) as client:
-                # A hub lists every machine's peers: keep this machine's.
-                reply = client.request(
-                    p.ListPeers,
-                    scope="all" if remote else "machine",
-                    include_gone=True,
-                    include_self=True,
-                )
-            here = identity.machine_id(s.db_path.parent) if remote else None
-            peers = [x for x in reply.peers if here is None or x.machine_id == here]
-        except DaemonUnreachable:
-            note = "peersd is not running: helpers are judged by their parent process only"
-    return orphans.scan(s, orphans.known_peers(peers)), note
-
-
-def _orphan_peer(o: Any) -> str:
-    if o.peer_name:
-        return f"{o.peer_name} ({o.peer_id})"
-    return o.peer_id or "-"
-
-
-@app.command("orphans")
-def list_orphans(as_json: JsonOpt = False) -> None:
-    """Our helpers (peers-mcp, peers-hook --wait) whose agent session is gone."""
-    found, note = find_orphans()
-    if as_json:
-        emit_json([o.to_json() for o in found])
-        return
-    if note:
-        err.print(f"[dim]{safe(note)}[/]")
-    if not found:
-        out.print("No orphaned helpers.")
-        return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("PID", "KIND", "AGE", "PEER", "WHY"):
-        table.add_column(col, no_wrap=col != "WHY", overflow="fold")
-    for o in found:
-        table.add_row(str(o.pid), o.kind, age(o.age), safe(_orphan_peer(o)), safe(o.why))
-    out.print(table)
-    out.print("[dim]`peers cleanup` ends them (SIGTERM, then SIGKILL after a grace period).[/]")
-
-
-@app.command()
-def cleanup(
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Only say what would be terminated.")
-    ] = False,
-    grace: Annotated[
-        float | None,
-        typer.Option(
-            "--grace", min=0.0, help="Seconds between SIGTERM and SIGKILL (default: kill_grace)."
-        ),
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Terminate orphaned helpers: SIGTERM, then SIGKILL if they outlive the grace period."""
-    from peersd import orphans
-
-    found, note = find_orphans()
-    if note and not as_json:
-        err.print(f"[dim]{safe(note)}[/]")
-    if dry_run:
-        if as_json:
-            emit_json([{**o.to_json(), "outcome": "would_terminate"} for o in found])
-        elif not found:
-            out.print("No orphaned helpers.")
-        for o in [] if as_json else found:
-            out.print(
-                f"would terminate pid {o.pid} {o.kind} (peer {safe(_orphan_peer(o))}): "
-                f"{safe(o.why)}"
-            )
-        return
-    actions = orphans.cleanup(found, settings().kill_grace if grace is None else grace)
-    if as_json:
-        emit_json([a.to_json() for a in actions])
-    elif not actions:
-        out.print("No orphaned helpers.")
-    for a in [] if as_json else actions:
-        o = a.orphan
-        out.print(
-            f"pid {o.pid} {o.kind} (peer {safe(_orphan_peer(o))}): "
-            f"{a.outcome.replace('_', ' ')}: {safe(a.detail)}"
-        )
-    if any(a.outcome in ("still_running", "failed") for a in actions):
-        raise typer.Exit(EXIT_FAILED)
-
-
-@app.command()
-def kill(
-    peer: Annotated[str, typer.Argument(help="Peer name, name@host, or id.")],
-    force: Annotated[
-        bool, typer.Option("--force", help="SIGKILL if SIGTERM is ignored for kill_grace.")
-    ] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Terminate a peer's agent process (only if its pid and start time still match)."""
-    s = settings()
-    with errors(), Client(s, kind="cli", timeout=max(30.0, s.kill_grace + 15)) as client:
-        r: p.KillResult = client.request(p.Kill, target=peer, force=force)
-    code = EXIT_FAILED if r.outcome == "still_running" else 0
-    if as_json:
-        record = msgspec.to_builtins(r)
-        record.pop("id", None)
-        emit_json(record)
-        raise typer.Exit(code)
-    who = f"{safe(r.name)} ({r.peer_id})"
-    if r.outcome == "terminated":
-        out.print(f"terminated {who}: {safe(r.detail)}")
-    elif r.outcome == "killed":
-        out.print(f"killed {who}: {safe(r.detail)}")
-    elif r.outcome == "already_gone":
-        out.print(f"{who} was already gone: {safe(r.detail)}")
-    else:
-        die(f"{r.detail} (peers kill {r.name} --force)")
-    raise typer.Exit(code)
-
-
-@app.command()
-def audit(
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 20,
-    as_json: JsonOpt = False,
-) -> None:
-    """Recent kills and orphan cleanups: who did what to which process, and when."""
-    with errors(), connect() as client:
-        page = client.request(p.Audit, limit=limit)
-    records = list(reversed(page.records))
-    if as_json:
-        emit_json(records)
-        return
-    if not records:
-        out.print("Nothing recorded yet.")
-        return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("WHEN", "WHO", "WHAT", "TARGET", "DETAIL"):
-        table.add_column(col, no_wrap=col not in ("WHO", "DETAIL"), overflow="fold")
-    for rec in records:
-        target = rec.target or "-"
-        if rec.target_name:
-            target = f"{rec.target_name} ({rec.target})"
-        table.add_row(clock(rec.at), safe(rec.actor), rec.action, safe(target), safe(rec.detail))
-    out.print(table)
-
-
-# --------------------------------------------------------------------------- daemon
-
-
-def _status_or_none() -> p.DaemonStatus | None:
-    return running_status(settings())
-
-
-def daemon_status(as_json: bool) -> None:
-    with errors():
-        st = _status_or_none()
-    s = settings()
-    from . import service
-
-    notes = [] if as_json else service.status_notes(s, st)  # --json has the service record
-    if st is None:
-        if as_json:
-            record: dict[str, Any] = {"running": False, "socket": s.socket, "db": s.db}
-            if svc := service.installed_json(s):
-                record["service"] = svc
-            emit_json(record)
-        else:
-            out.print(f"peersd is not running (socket {s.socket})")
-            for note in notes:
-                out.print(f"  {safe(note)}")
-        raise typer.Exit(EXIT_FAILED)
-    if as_json:
-        record = msgspec.to_builtins(st)
-        record.pop("id", None)
-        record["running"] = True
-        record["uptime"] = time.time() - st.started_at
-        record["supervised_by"] = service.supervisor_label(st)
-        if svc := service.installed_json(s):
-            record["service"] = svc
-        emit_json(record)
-        return
-    queued = st.messages.get("queued", 0) + st.messages.get("leased", 0)
-    out.print(f"peersd {st.version} running, pid {st.pid}, up {ago(st.started_at)[:-4]}")
-    out.print(f"  supervised by  {safe(service.supervisor_label(st))}")
-    for note in notes:
-        out.print(f"  note: {safe(note)}")
-    for warning in st.warnings:
-        out.print(f"  [bold yellow]warning:[/] {safe(warning)}")
-    out.print(f"  socket         {st.socket}")
-    out.print(f"  database       {st.db} (schema v{st.schema})")
-    out.print(f"  host           {st.host} ({st.machine_id})")
-    out.print(f"  peers          {st.peers_active} active, {st.peers_gone} gone")
-    out.print(f"  connections    {st.connections}")
-    out.print(
-        f"  messages       {queued} waiting, {st.messages.get('delivered', 0)} delivered, "
-        f"{st.messages.get('expired', 0)} expired"
-    )
-
-
-@hub_app.command("forget-machine")
-def hub_forget_machine(
-    machine_id: Annotated[str, typer.Argument(help="The machine id the hub refused.")],
-) -> None:
-    """Unbind a remote machine id from its secret, so that the next client to use it binds
-    its own (for a machine that lost its secret). Run on the hub, over its local socket."""
-    with errors(), connect(autostart=False) as client:
-        client.request(p.ForgetMachine, machine_id=machine_id)
-    out.print(f"forgot machine {safe(machine_id)}: the next client to use it binds its secret")
-
-
-@hub_app.command("machines")
-def hub_machines(as_json: JsonOpt = False) -> None:
-    """The remote machine ids bound to a secret on this hub, with when each was first and
-    last seen: check them, and forget the ones you do not recognise. Run on the hub."""
-    with errors(), connect(autostart=False) as client:
-        page = client.request(p.ListMachines)
-    if as_json:
-        emit_json({"machines": page.machines, "total": page.total})
-        return
-    if not page.machines:
-        out.print("No remote machine is bound to this hub.")
-        return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("MACHINE", "HOST", "PEERS", "FIRST SEEN", "LAST SEEN"):
-        table.add_column(col, no_wrap=True, overflow="fold")
-    for m in page.machines:
-        table.add_row(
-            safe(m.machine_id),
-            safe(m.host or "-"),
-            str(m.active_peers),
-            clock(m.first_seen),
-            ago(m.last_seen),
-        )
-    out.print(table)
-    if page.total > len(page.machines):
-        out.print(f"{page.total - len(page.machines)} more not shown (least recently seen)")
-
-
-@daemon_app.command("status")
-def daemon_status_cmd(as_json: JsonOpt = False) -> None:
-    """Who runs the daemon, its pid, uptime and version."""
-    daemon_status(as_json)
-
-
-@daemon_app.command("run")
-def daemon_run() -> None:
-    """Run peersd in the foreground (as a supervisor would)."""
-    from peersd.lifecycle import run
-
-    raise typer.Exit(run(settings()))
-
-
-def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-@daemon_app.command("start")
-def daemon_start() -> None:
-    """Start peersd in the background unless it is already running."""
-    with errors():
-        st = _status_or_none()
-        if st is not None:
-            out.print(f"peersd is already running (pid {st.pid})")
-            return
-        from peersd.autostart import installed_supervisor
-
-        supervisor = installed_supervisor(settings())
-        if supervisor is not None:
-            # A service owns the socket: start it there, never a competing daemon.
-            _run_start(supervisor.start)
-            if not _wait(lambda: _status_or_none() is not None, 10):
-                die(f"started the {supervisor.kind} service but peersd does not answer")
-            st = _status_or_none()
-            assert st is not None
-            out.print(f"peersd {st.version} started by {supervisor.kind} (pid {st.pid})")
-            return
-        with Client(settings(), kind="cli", autostart=True) as client:
-            st = client.request(p.Status)
-    out.print(f"peersd {st.version} started (pid {st.pid}); log: {settings().daemon_log_path}")
-
-
-def _run_start(command: str) -> None:
-    import shlex
-    import subprocess
-
-    try:
-        done = subprocess.run(
-            shlex.split(command), capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        die(f"could not run `{command}`: {e}")
-    if done.returncode != 0:
-        die(f"`{command}` failed: {(done.stderr or done.stdout).strip()}")
-
-
-@daemon_app.command("stop")
-def daemon_stop() -> None:
-    """Stop the running peersd cleanly (mail in flight is finished first)."""
-    with errors():
-        st = _status_or_none()
-        if st is None:
-            out.print("peersd is not running")
-            return
-        if not shutdown_and_wait(settings(), st, 10):
-            die(f"peersd (pid {st.pid}) did not stop within 10s")
-    out.print(f"peersd stopped (was pid {st.pid})")
-    if st.supervisor == "systemd":
-        out.print(
-            "note: systemd starts it again on the next connection; "
-            "use `systemctl --user stop claude-peers.socket` to keep it down"
-        )
-
-
-@daemon_app.command("restart")
-def daemon_restart() -> None:
-    """Stop peersd if it runs, then start it again."""
-    daemon_stop()
-    daemon_start()
+# Orphans, cleanup, kill, audit (peers_cli/admin.py).
+admin.register(app)
 
 
 @app.command()
@@ -979,183 +561,8 @@ def demo() -> None:
         run_demo(settings(), out)
 
 
-# --------------------------------------------------------------------------- install
-
-
-DryRunOpt = Annotated[
-    bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
-]
-ServerNameOpt = Annotated[
-    str, typer.Option("--server-name", help="Name of the MCP server in the client's config.")
-]
-
-
-@contextmanager
-def install_errors() -> Iterator[None]:
-    """Errors of the installers (client configs, service units): one line, exit 1."""
-    from .install import InstallError
-    from .service import ServiceError
-
-    with errors():
-        try:
-            yield
-        except (InstallError, ServiceError) as e:
-            die(str(e))
-
-
-def show_report(report: Any, as_json: bool) -> None:
-    if as_json:
-        emit_json(report.to_json())
-        return
-    for line in report.lines():
-        out.print(safe(line))
-
-
-@install_app.command("claude")
-def install_claude(
-    dry_run: DryRunOpt = False,
-    as_json: JsonOpt = False,
-    server_name: ServerNameOpt = "claude-peers",
-    scope: Annotated[str, typer.Option(help="Where to register the MCP server.")] = "user",
-) -> None:
-    """Register peers-mcp at user scope and add the peers-hook hooks for Claude Code."""
-    from . import install
-
-    if scope != "user":
-        die(f"only --scope user is supported, not {scope!r}")
-    with install_errors():
-        report = install.install_claude(settings(), server_name, dry_run)
-    show_report(report, as_json)
-
-
-@install_app.command("codex")
-def install_codex(
-    dry_run: DryRunOpt = False,
-    as_json: JsonOpt = False,
-    server_name: ServerNameOpt = "claude-peers",
-) -> None:
-    """Add peers-mcp to ~/.codex/config.toml and the peers-hook hooks to hooks.json."""
-    from . import install
-
-    with install_errors():
-        report = install.install_codex(settings(), server_name, dry_run)
-    show_report(report, as_json)
-
-
-@install_app.command("gemini")
-def install_gemini(
-    dry_run: DryRunOpt = False,
-    as_json: JsonOpt = False,
-    server_name: ServerNameOpt = "claude-peers",
-) -> None:
-    """Add peers-mcp and the peers-hook hooks to ~/.gemini/settings.json (Gemini CLI)."""
-    from . import install
-
-    with install_errors():
-        report = install.install_gemini(settings(), server_name, dry_run)
-    show_report(report, as_json)
-
-
-@install_app.command("cursor")
-def install_cursor(
-    dry_run: DryRunOpt = False,
-    as_json: JsonOpt = False,
-    server_name: ServerNameOpt = "claude-peers",
-) -> None:
-    """Add peers-mcp to ~/.cursor/mcp.json and a peers-hook stop hook to hooks.json."""
-    from . import install
-
-    with install_errors():
-        report = install.install_cursor(settings(), server_name, dry_run)
-    show_report(report, as_json)
-
-
-@install_app.command("service")
-def install_service(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
-    """Run peersd under systemd --user (socket activation) or launchd (macOS)."""
-    from . import service
-
-    with install_errors():
-        report = service.install_service(settings(), dry_run)
-    show_report(report, as_json)
-
-
-@uninstall_app.command("service")
-def uninstall_service(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
-    """Stop and remove the systemd user units or the launchd agent of peersd."""
-    from . import service
-
-    with install_errors():
-        report = service.uninstall_service(settings(), dry_run)
-    show_report(report, as_json)
-
-
-@uninstall_app.command("claude")
-def uninstall_claude(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
-    """Remove the claude-peers MCP server and hooks from Claude Code's config."""
-    from . import install
-
-    with install_errors():
-        report = install.uninstall_claude(settings(), dry_run)
-    show_report(report, as_json)
-
-
-@uninstall_app.command("codex")
-def uninstall_codex(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
-    """Remove the claude-peers MCP server, hooks and hooks flag from Codex's config."""
-    from . import install
-
-    with install_errors():
-        report = install.uninstall_codex(settings(), dry_run)
-    show_report(report, as_json)
-
-
-@uninstall_app.command("gemini")
-def uninstall_gemini(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
-    """Remove the claude-peers MCP server and hooks from ~/.gemini/settings.json."""
-    from . import install
-
-    with install_errors():
-        report = install.uninstall_gemini(settings(), dry_run)
-    show_report(report, as_json)
-
-
-@uninstall_app.command("cursor")
-def uninstall_cursor(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
-    """Remove the claude-peers MCP server and hook from ~/.cursor."""
-    from . import install
-
-    with install_errors():
-        report = install.uninstall_cursor(settings(), dry_run)
-    show_report(report, as_json)
-
-
-@app.command()
-def doctor(
-    server_name: Annotated[
-        str | None,
-        typer.Option("--server-name", help="MCP server name to look for (default: any ours)."),
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Check the daemon, its files, and how Claude Code and Codex are wired to it."""
-    from dataclasses import asdict
-
-    from . import install
-
-    checks = install.doctor(State.overrides, server_name)
-    if as_json:
-        emit_json([asdict(c) for c in checks])
-    else:
-        colors = {"ok": "green", "warn": "yellow", "fail": "bold red"}
-        for c in checks:
-            out.print(
-                f"[{colors[c.status]}]{c.status:<4}[/]  [bold]{safe(c.check)}[/]: {safe(c.detail)}"
-            )
-            if c.fix and c.status != "ok":
-                out.print(f"      fix: {safe(c.fix)}")
-    if any(c.status == "fail" for c in checks):
-        raise typer.Exit(EXIT_FAILED)
+# doctor (peers_cli/install_cmds.py; install and uninstall are sub-apps above).
+install_cmds.register(app)
 
 
 # Working on the same repository: files, claim, release, note, guard (peers_cli/coordination.py).
