@@ -91,6 +91,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Daemon: the ``codex`` to run for a wake; empty: the one the session's hooks found."""
     wake_rearm: Positive = 300.0
     """Daemon: seconds after a wake before an idle session that has not acted is woken again."""
+    task_grace: Positive = 600.0
+    """Daemon: seconds a gone session's tasks wait for a successor of its name before they
+    are open to anyone again (its creator is told)."""
 
     @property
     def socket_path(self) -> Path:

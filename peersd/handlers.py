@@ -567,3 +567,10 @@ from . import coordination  # noqa: E402
 
 HANDLERS.update(coordination.HANDLERS)
 SINGLE_STATEMENT = SINGLE_STATEMENT | coordination.SINGLE_STATEMENT
+
+# Shared work state (peersd/tasks.py, peersd/decisions.py): tasks and the decisions board.
+from . import decisions, tasks  # noqa: E402
+
+HANDLERS.update(tasks.HANDLERS)
+HANDLERS.update(decisions.HANDLERS)
+SINGLE_STATEMENT = SINGLE_STATEMENT | tasks.SINGLE_STATEMENT | decisions.SINGLE_STATEMENT

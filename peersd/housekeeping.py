@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import identity
+from . import identity, tasks
 from . import protocol as p
 from .errors import PeersError
 
@@ -86,6 +86,8 @@ class Housekeeper:
             requeued = self.d.store.upkeep.expire_leases(now)
             for msg in requeued:
                 effects += self.d.mail_effects(msg, fresh=False)
+            # Tasks of sessions gone for task_grace with no successor: open to anyone again.
+            effects += tasks.reopen_orphans(self.d, now)
             expired = self.d.store.upkeep.expire_messages(now)
             if expired:
                 effects += self.d.receipt_effects(expired, "expired", now, None)

@@ -22,7 +22,10 @@ from .rules import (
     MAX_FILES,
     AbsolutePath,
     Branch,
+    Category,
     ClaimTTL,
+    DecisionKey,
+    DecisionValue,
     EpochSeconds,
     FilePath,
     HostLabel,
@@ -39,11 +42,16 @@ from .rules import (
     PeerRef,
     Pid,
     ProvenMachineId,
+    Rationale,
     Reason,
+    SearchText,
     Seq,
     SessionId,
     ShortText,
     Summary,
+    TaskId,
+    TaskText,
+    TaskTitle,
     Token,
     Tty,
 )
@@ -424,6 +432,83 @@ class SetStatus(Request["PeerResult"], tag="set_status"):
     wake: WakeRoute | None = None
 
 
+# --------------------------------------------------------------------------- shared work state
+# Requests of docs/coordination.md "Tasks" and "Decisions board": durable tasks with a
+# history, and decisions kept with every earlier version. Every change is announced as
+# ordinary mail (no events of their own), so it reaches a session however mail does.
+
+TaskState = Literal["open", "claimed", "done", "cancelled"]
+TaskScope = Literal["machine", "directory", "repo"]
+"""Who may take an unassigned task: peers on the creator's machine, in its directory, or in
+its repository (its directory when it is not in one). A plain Literal: a scope such as
+``group`` is one more value here and one more branch in ``tasks.in_scope``."""
+ListScope = Literal["machine", "directory", "repo", "all"]
+
+
+class CreateTask(Request["TaskResult"], tag="create_task"):
+    title: TaskTitle
+    description: TaskText = ""
+    assignee: PeerRef | None = None
+    """A name, ``name@host`` or id; None: open to anyone in ``scope``."""
+    scope: TaskScope = "repo"
+
+
+class UpdateTask(Request["TaskResult"], tag="update_task"):
+    """Change one task: its state, its assignee, and/or add a note; the result with done
+    or cancelled. At least one of ``state``, ``assignee``, ``note`` is given."""
+
+    task: TaskId
+    state: TaskState | None = None
+    note: TaskText | None = None
+    result: TaskText | None = None
+    assignee: PeerRef | None = None
+
+
+class ListTasks(Request["TaskList"], tag="list_tasks"):
+    mine: bool = False
+    """Only tasks I created or am assigned."""
+    state: TaskState | None = None
+    """None: open and claimed ones (unless ``final``)."""
+    final: bool = False
+    """With ``state`` None: done and cancelled ones too."""
+    scope: ListScope = "machine"
+    limit: Limit = 200
+
+
+class TaskInfo(Request["TaskResult"], tag="task_info"):
+    """One task with its whole history."""
+
+    task: TaskId
+
+
+class PostDecision(Request["DecisionResult"], tag="post_decision"):
+    key: DecisionKey
+    value: DecisionValue
+    rationale: Rationale
+    category: Category | None = None
+    """None: the current version's category, if any."""
+
+
+class RevokeDecision(Request["DecisionResult"], tag="revoke_decision"):
+    key: DecisionKey
+    reason: Rationale
+
+
+class QueryDecisions(Request["DecisionList"], tag="query_decisions"):
+    """Decisions of the caller's repository (directory when not in one), or ``everywhere``."""
+
+    key: DecisionKey | None = None
+    category: Category | None = None
+    text: SearchText | None = None
+    """Case-insensitive substring of the key, value, rationale or category."""
+    revoked: bool = False
+    """Include revoked decisions."""
+    history: bool = False
+    """Each with its earlier versions."""
+    everywhere: bool = False
+    limit: Limit = 200
+
+
 REQUEST_TYPES: tuple[type[Request[Any]], ...] = (
     Register,
     Attach,
@@ -455,6 +540,13 @@ REQUEST_TYPES: tuple[type[Request[Any]], ...] = (
     FileStatus,
     ListFiles,
     SetStatus,
+    CreateTask,
+    UpdateTask,
+    ListTasks,
+    TaskInfo,
+    PostDecision,
+    RevokeDecision,
+    QueryDecisions,
 )
 
 ClientFrame = (
@@ -489,6 +581,13 @@ ClientFrame = (
     | FileStatus
     | ListFiles
     | SetStatus
+    | CreateTask
+    | UpdateTask
+    | ListTasks
+    | TaskInfo
+    | PostDecision
+    | RevokeDecision
+    | QueryDecisions
 )
 
 # --------------------------------------------------------------------------- daemon -> client
@@ -718,6 +817,99 @@ class FileListing(Frame, tag="file_list"):
     holders: list[FileHolder]
 
 
+# Shared work state (docs/coordination.md): tasks and decisions as answers carry them.
+
+
+class TaskEvent(msgspec.Struct, omit_defaults=True):
+    """One entry of a task's history: who did what, when, and the state after it."""
+
+    at: float
+    actor: str
+    actor_name: str
+    what: str
+    """created, assigned, claimed, released, done, cancelled, note, passed, reopened."""
+    state: TaskState
+    assignee_name: str | None = None
+    text: str = ""
+    """The note, result or reason."""
+
+
+class Task(msgspec.Struct, omit_defaults=True):
+    id: str
+    """``t-`` and a number."""
+    title: str
+    state: TaskState
+    scope: TaskScope
+    creator: str
+    creator_name: str
+    created: float
+    updated: float
+    cwd: str
+    """The creator's directory when it made the task (the ``directory`` scope)."""
+    description: str = ""
+    repo: str | None = None
+    """The creator's repository then (the ``repo`` scope)."""
+    assignee: str | None = None
+    assignee_name: str | None = None
+    result: str = ""
+    history: list[TaskEvent] = []
+    """Only in ``task_info`` answers and the answers to changes."""
+
+
+class TaskResult(Frame, tag="task"):
+    id: int
+    task: Task
+    notified: list[str] = []
+    """Names of the peers this change was mailed to."""
+    skipped: list[str] = []
+    """Peers not mailed, each as "name: reason" (a full queue)."""
+
+
+class TaskList(Frame, tag="tasks"):
+    id: int
+    tasks: list[Task]
+
+
+class DecisionVersion(msgspec.Struct, omit_defaults=True):
+    version: int
+    value: str
+    rationale: str
+    state: Literal["active", "revoked"]
+    by: str
+    by_name: str
+    at: float
+    category: str | None = None
+
+
+class Decision(msgspec.Struct, omit_defaults=True):
+    key: str
+    value: str
+    rationale: str
+    """Why (or, once revoked, why it was revoked)."""
+    state: Literal["active", "revoked"]
+    version: int
+    by: str
+    by_name: str
+    at: float
+    place: str
+    """The repository (or directory) the decision belongs to."""
+    category: str | None = None
+    history: list[DecisionVersion] = []
+    """Earlier versions, newest first (with ``history``)."""
+
+
+class DecisionResult(Frame, tag="decision"):
+    id: int
+    decision: Decision
+    notified: list[str] = []
+    skipped: list[str] = []
+
+
+class DecisionList(Frame, tag="decisions"):
+    id: int
+    decisions: list[Decision]
+
+
 Response = (
     Welcome
     | Error
@@ -741,6 +933,10 @@ Response = (
     | FilesReleased
     | FileStatuses
     | FileListing
+    | TaskResult
+    | TaskList
+    | DecisionResult
+    | DecisionList
 )
 
 

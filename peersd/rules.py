@@ -113,6 +113,37 @@ ClaimTTL = Annotated[float, Meta(gt=0, le=24 * 3600)]
 Reason = Annotated[str, Meta(max_length=500)]
 Note = Annotated[str, Meta(max_length=200)]
 
+# Shared work state: tasks and the decisions board (docs/coordination.md).
+TaskId = Annotated[
+    str,
+    Meta(
+        pattern=_whole(r"(?:[tT]-)?[0-9]{1,18}"),
+        description="a task id: t- and a number (e.g. t-12); the number alone is accepted",
+    ),
+]
+TaskTitle = Annotated[str, Meta(min_length=1, max_length=200)]
+TaskText = Annotated[str, Meta(max_length=8000)]
+"""A task's description, a note, or its result."""
+DecisionKey = Annotated[
+    str,
+    Meta(
+        pattern=_whole(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,99}"),
+        description="a decision key: 1-100 of A-Z a-z 0-9 . _ / : -, starting with a letter "
+        "or digit (e.g. db.engine)",
+    ),
+]
+DecisionValue = Annotated[str, Meta(min_length=1, max_length=2000)]
+Rationale = Annotated[str, Meta(min_length=1, max_length=2000)]
+"""Why a decision was taken or revoked: required, so the board explains itself."""
+Category = Annotated[
+    str,
+    Meta(
+        pattern=_whole(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}"),
+        description="a category: 1-32 of A-Z a-z 0-9 . _ -, starting with a letter or digit",
+    ),
+]
+SearchText = Annotated[str, Meta(min_length=1, max_length=200)]
+
 
 def meta(t: Any) -> Meta:
     """The constraints of a type defined here (``Annotated[base, Meta(...)]``)."""
@@ -129,6 +160,9 @@ _PATTERNS: list[tuple[str, str, str]] = [
         (ProvenMachineId, Code.BAD_REQUEST),
         (MachineSecret, Code.BAD_REQUEST),
         (AbsolutePath, Code.BAD_REQUEST),
+        (TaskId, Code.BAD_REQUEST),
+        (DecisionKey, Code.BAD_REQUEST),
+        (Category, Code.BAD_REQUEST),
     )
 ]
 """msgspec's words for each of our patterns -> (the rule in words, the error code)."""

@@ -49,6 +49,7 @@ class Daemon:
         self.store = store
         self.loop = loop
         self.commit = GroupCommit(store, loop)
+        store.message_ttl = settings.message_ttl
         self.machine_id = identity.machine_id(settings.db_path.parent)
         self.host = settings.host_label or identity.host_label()
         self.socket_path = socket_path

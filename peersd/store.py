@@ -14,6 +14,7 @@ import operator
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import apsw
 import msgspec
 
-from . import audit, files, machines, schema, upkeep
+from . import audit, files, machines, schema, upkeep, workstate
 from .errors import Code, PeersError
 from .errors import StoreError as StoreError  # still importable from here
 from .identity import START_TOLERANCE, same_start
@@ -101,6 +102,11 @@ class Store:
         self.machines = machines.Machines(self)
         self.audit = audit.Audit(self)
         self.upkeep = upkeep.Upkeep(self)
+        self.tasks = workstate.Tasks(self)
+        self.decisions = workstate.Decisions(self)
+        self.message_ttl = 7 * 24 * 3600.0
+        """TTL of the mail the store sends by itself (a task passed to a successor); the
+        daemon sets it from ``message_ttl``."""
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -257,7 +263,8 @@ class Store:
             candidate = f"{base}-{n}"
 
     def _inherit(self, peer_id: str, machine_id: str, name: str) -> list[int]:
-        """Give ``peer_id`` the undelivered mail of gone peers that held ``name`` here."""
+        """Give ``peer_id`` the undelivered mail of gone peers that held ``name`` here, and
+        their open and claimed tasks (each with a mail saying so)."""
         gone = [
             r[0]
             for r in self.conn.execute(
@@ -280,6 +287,11 @@ class Store:
             self._add_pending(old, -len(rows))
             self._add_pending(peer_id, len(rows))
             moved += rows
+        if gone:
+            heir = self.require_peer(peer_id)
+            for old in gone:
+                for msg in self.tasks.pass_tasks(old, heir, time.time()):
+                    moved.append(self.parse_id(msg.id) or 0)
         return sorted(moved)
 
     def register(self, r: Register, now: float, machine_id: str, host: str) -> Registration:
