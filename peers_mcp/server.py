@@ -42,6 +42,7 @@ from peersd.errors import ClaudePeersError, Code, PeersError
 from . import delivery, filetools, render, tools, wakes
 from .agent import Agent, channels_enabled, find_agent
 from .filetools import FileTools
+from .worktools import WorkTools
 
 log = logging.getLogger("peers_mcp")
 
@@ -132,7 +133,7 @@ def _is_modern(req: types.JSONRPCRequest) -> bool:
     return isinstance(meta, dict) and MODERN_META_KEY in meta
 
 
-class PeersMCP(FileTools):
+class PeersMCP(FileTools, WorkTools):
     def __init__(self, settings: Settings, server_name: str, agent: Agent) -> None:
         self.settings = settings
         self.server_name = server_name

@@ -172,6 +172,7 @@ def description(server: str) -> dict[str, str]:
             "(kill_enabled = true in the claude-peers configuration); you cannot kill yourself."
         ),
         **file_descriptions(server),
+        **work_descriptions(server),
     }
 
 
@@ -296,3 +297,137 @@ FILE_TOOLS: dict[str, type[Args]] = {
     "set_status": SetStatusArgs,
 }
 TOOLS.update(FILE_TOOLS)
+
+
+# --------------------------------------------------------------------------- shared work state
+# docs/coordination.md "Tasks" and "Decisions board": durable state every session can read.
+
+TaskIdArg = Annotated[rules.TaskId, Meta(description=_rule(rules.TaskId) + ".")]
+TaskStateArg = Literal["open", "claimed", "done", "cancelled"]
+
+
+class CreateTaskArgs(Args):
+    title: Annotated[rules.TaskTitle, Meta(description="What is to be done, in one line.")]
+    description: Annotated[
+        rules.TaskText, Meta(description="Details: what done looks like, files, constraints.")
+    ] = ""
+    assignee: Annotated[
+        PeerRef | None,
+        Meta(description="Who should do it (name, name@host or id); omit to leave it open."),
+    ] = None
+    scope: Annotated[
+        Literal["machine", "directory", "repo"],
+        Meta(
+            description="Who may take it while unassigned: sessions on this machine, in "
+            "your directory, or in your git repository (default)."
+        ),
+    ] = "repo"
+
+
+class UpdateTaskArgs(Args):
+    task_id: TaskIdArg
+    state: Annotated[
+        TaskStateArg | None,
+        Meta(
+            description="claimed: you start on it (also takes an unassigned task); done: "
+            "finished (give result); open: hand it back; cancelled: it will not be done."
+        ),
+    ] = None
+    note: Annotated[rules.TaskText | None, Meta(description="A note for its history.")] = None
+    result: Annotated[
+        rules.TaskText | None, Meta(description="With done or cancelled: what came of it.")
+    ] = None
+    assignee: Annotated[
+        PeerRef | None, Meta(description="Reassign it to this peer (creator or assignee only).")
+    ] = None
+
+
+class ListTasksArgs(Args):
+    task_id: Annotated[
+        rules.TaskId | None, Meta(description="Show this one task with its whole history.")
+    ] = None
+    mine: Annotated[bool, Meta(description="Only tasks you created or are assigned.")] = False
+    state: Annotated[
+        TaskStateArg | Literal["all"] | None,
+        Meta(
+            description="Only tasks in this state; all: finished ones too. Default: open "
+            "and claimed."
+        ),
+    ] = None
+    scope: Annotated[
+        Literal["machine", "directory", "repo", "all"],
+        Meta(
+            description="Tasks made on this machine, in your directory, in your repository "
+            "(default), or everywhere."
+        ),
+    ] = "repo"
+
+
+class PostDecisionArgs(Args):
+    key: Annotated[rules.DecisionKey, Meta(description=_rule(rules.DecisionKey) + ".")]
+    value: Annotated[rules.DecisionValue, Meta(description="What was decided.")]
+    rationale: Annotated[rules.Rationale, Meta(description="Why, so others can follow it.")]
+    category: Annotated[
+        rules.Category | None, Meta(description="Optional grouping, e.g. arch, api, style.")
+    ] = None
+
+
+class RevokeDecisionArgs(Args):
+    key: Annotated[rules.DecisionKey, Meta(description="The decision's key.")]
+    reason: Annotated[rules.Rationale, Meta(description="Why it no longer holds.")]
+
+
+class QueryDecisionsArgs(Args):
+    key: Annotated[rules.DecisionKey | None, Meta(description="Exactly this key.")] = None
+    category: Annotated[rules.Category | None, Meta(description="Only this category.")] = None
+    text: Annotated[
+        rules.SearchText | None,
+        Meta(description="Words in the key, value, rationale or category (any case)."),
+    ] = None
+    include_revoked: bool = False
+    history: Annotated[bool, Meta(description="Show earlier versions too.")] = False
+    everywhere: Annotated[
+        bool, Meta(description="Every repository's decisions, not just yours.")
+    ] = False
+
+
+def work_descriptions(server: str) -> dict[str, str]:
+    return {
+        "create_task": (
+            "Record a task for another session (assignee) or for anyone in your repository to "
+            "take. The assignee is mailed it; you are mailed when it is claimed, done or "
+            "cancelled. Use it to hand off work instead of a plain message when you want to "
+            "track it."
+        ),
+        "update_task": (
+            "Change a task: claim it when you start (state=claimed), finish it (state=done "
+            "with result), hand it back (open), cancel it, reassign it, or add a note. Call it "
+            "when a task mail asks you to."
+        ),
+        "list_tasks": (
+            "List tasks (default: open and claimed in your repository), or one task with its "
+            "history (task_id). Check it before starting work others may have taken."
+        ),
+        "post_decision": (
+            "Record a decision the sessions in your repository should follow (key, value, "
+            "why). Posting a key again makes a new version; earlier ones are kept. The others "
+            "are mailed it once."
+        ),
+        "revoke_decision": "Withdraw a decision by key, saying why; the others are mailed.",
+        "query_decisions": (
+            "Look up decisions in force in your repository (by key, category or words), with "
+            "their history on request. Check before choosing something others may have "
+            "decided."
+        ),
+    }
+
+
+WORK_TOOLS: dict[str, type[Args]] = {
+    "create_task": CreateTaskArgs,
+    "update_task": UpdateTaskArgs,
+    "list_tasks": ListTasksArgs,
+    "post_decision": PostDecisionArgs,
+    "revoke_decision": RevokeDecisionArgs,
+    "query_decisions": QueryDecisionsArgs,
+}
+TOOLS.update(WORK_TOOLS)

@@ -365,6 +365,12 @@ async def test_tool_errors_say_what_was_wrong(daemon, agent_bin):
             "release_files",
             "file_status",
             "set_status",
+            "create_task",
+            "update_task",
+            "list_tasks",
+            "post_decision",
+            "revoke_decision",
+            "query_decisions",
         ]
         send = next(t for t in tools if t.name == "send_message")
         assert "reply" in send.description and send.input_schema["required"] == ["to", "message"]
@@ -382,6 +388,15 @@ SCHEMA_CASES = [
     ("send_message", {"to": "x" * 301, "message": "m"}, False),
     ("set_summary", {"summary": "y" * 1001}, False),
     ("message_status", {"message_ids": ["m-abcdef-1\n"]}, False),
+    ("update_task", {"task_id": "t-12"}, True),
+    ("update_task", {"task_id": "12"}, True),
+    ("update_task", {"task_id": "t-12\n"}, False),
+    ("update_task", {"task_id": "task 12"}, False),
+    ("post_decision", {"key": "db.engine"}, True),
+    ("post_decision", {"key": "db engine"}, False),
+    ("post_decision", {"key": "-x"}, False),
+    ("post_decision", {"key": "k" * 101}, False),
+    ("post_decision", {"category": "a\n"}, False),
 ]
 
 
