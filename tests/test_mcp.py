@@ -392,11 +392,11 @@ SCHEMA_CASES = [
     ("update_task", {"task_id": "12"}, True),
     ("update_task", {"task_id": "t-12\n"}, False),
     ("update_task", {"task_id": "task 12"}, False),
-    ("post_decision", {"key": "db.engine"}, True),
-    ("post_decision", {"key": "db engine"}, False),
-    ("post_decision", {"key": "-x"}, False),
-    ("post_decision", {"key": "k" * 101}, False),
-    ("post_decision", {"category": "a\n"}, False),
+    ("query_decisions", {"key": "db.engine"}, True),
+    ("query_decisions", {"key": "db engine"}, False),
+    ("query_decisions", {"key": "-x"}, False),
+    ("query_decisions", {"key": "k" * 101}, False),
+    ("query_decisions", {"category": "a\n"}, False),
 ]
 
 
