@@ -570,6 +570,11 @@ from . import coordination as _coordination  # noqa: E402
 
 _coordination.register(sys.modules[__name__])
 
+# Shared work state: tasks, task, decisions, decide, revoke-decision (peers_cli/work.py).
+from . import work as _work  # noqa: E402
+
+_work.register(sys.modules[__name__])
+
 
 def main() -> None:
     app()

@@ -272,11 +272,11 @@ def update_task(d: Daemon, conn: Connection, r: p.UpdateTask) -> Op:
             state = r.state
             before = task.assignee
             if state == "claimed":
-                if task.assignee is not None and not mine:
+                if task.assignee is not None and not mine and not manager:
                     raise PeersError(
                         Code.FORBIDDEN,
-                        f"task {task.id} is assigned to {task.assignee_name}; only they can "
-                        "claim it (or its creator can reassign it)",
+                        f"task {task.id} is assigned to {task.assignee_name}; only they, its "
+                        f"creator ({task.creator_name}) or a person at the CLI can claim it",
                     )
                 if task.assignee is None and not in_scope(task, machine, actor):
                     raise PeersError(
@@ -285,7 +285,10 @@ def update_task(d: Daemon, conn: Connection, r: p.UpdateTask) -> Op:
                     )
                 tasks.change(seq, actor, "claimed", now, state="claimed", assignee=actor, text=note)
                 task = _require(d, r.task)
-                mails.append((task.creator, text_for(task, actor.name, "claimed", "creator", note)))
+                mails += [
+                    (task.creator, text_for(task, actor.name, "claimed", "creator", note)),
+                    (before, text_for(task, actor.name, "assigned", "previous", note)),
+                ]
             elif state == "open":
                 if not (manager or mine):
                     raise PeersError(

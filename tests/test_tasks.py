@@ -207,43 +207,68 @@ def test_notes_are_history_and_mail(team: Team) -> None:
 def test_illegal_changes_are_clear_errors(team: Team) -> None:
     task = team["lead"].request(p.CreateTask, title="Write docs", assignee="api").task
     c = team["web"]
-    refused(Code.FORBIDDEN, lambda: c.request(p.UpdateTask, task=task.id, state="claimed"),
-            "assigned to api")
-    refused(Code.TASK_STATE, lambda: team["api"].request(p.UpdateTask, task=task.id, state="done"),
-            "is open, not claimed", "claim it first")
-    refused(Code.FORBIDDEN, lambda: c.request(p.UpdateTask, task=task.id, assignee="web"),
-            "only the creator (lead)")
-    refused(Code.FORBIDDEN, lambda: c.request(p.UpdateTask, task=task.id, state="cancelled"),
-            "only task")
+    refused(
+        Code.FORBIDDEN,
+        lambda: c.request(p.UpdateTask, task=task.id, state="claimed"),
+        "assigned to api",
+    )
+    refused(
+        Code.TASK_STATE,
+        lambda: team["api"].request(p.UpdateTask, task=task.id, state="done"),
+        "is open, not claimed",
+        "claim it first",
+    )
+    refused(
+        Code.FORBIDDEN,
+        lambda: c.request(p.UpdateTask, task=task.id, assignee="web"),
+        "only the creator (lead)",
+    )
+    refused(
+        Code.FORBIDDEN,
+        lambda: c.request(p.UpdateTask, task=task.id, state="cancelled"),
+        "only task",
+    )
     refused(Code.BAD_REQUEST, lambda: c.request(p.UpdateTask, task=task.id), "nothing to change")
-    refused(Code.BAD_REQUEST,
-            lambda: c.request(p.UpdateTask, task=task.id, note="x", result="y"),
-            "result goes with")
-    refused(Code.UNKNOWN_TASK, lambda: c.request(p.UpdateTask, task="t-999", note="x"),
-            "no task t-999")
+    refused(
+        Code.BAD_REQUEST,
+        lambda: c.request(p.UpdateTask, task=task.id, note="x", result="y"),
+        "result goes with",
+    )
+    refused(
+        Code.UNKNOWN_TASK, lambda: c.request(p.UpdateTask, task="t-999", note="x"), "no task t-999"
+    )
     refused(Code.UNKNOWN_TASK, lambda: c.request(p.TaskInfo, task="t-999"), "no task t-999")
-    refused(Code.UNKNOWN_PEER,
-            lambda: team["lead"].request(p.CreateTask, title="x", assignee="apu"),
-            "no peer named 'apu'")
-    refused(Code.BAD_REQUEST, lambda: team["lead"].request(p.CreateTask, title="   "),
-            "title is empty")
+    refused(
+        Code.UNKNOWN_PEER,
+        lambda: team["lead"].request(p.CreateTask, title="x", assignee="apu"),
+        "no peer named 'apu'",
+    )
+    refused(
+        Code.BAD_REQUEST, lambda: team["lead"].request(p.CreateTask, title="   "), "title is empty"
+    )
     refused(Code.BAD_REQUEST, lambda: c.request(p.TaskInfo, task="task-1"), "a task id")
     refused(Code.TOO_LARGE, lambda: c.request(p.CreateTask, title="x" * 201), "title")
     team["lead"].request(p.UpdateTask, task=task.id, state="cancelled")
-    refused(Code.TASK_STATE,
-            lambda: team["lead"].request(p.UpdateTask, task=task.id, state="open"),
-            "is cancelled", "create a new task")
-    refused(Code.TASK_STATE, lambda: c.request(p.UpdateTask, task=task.id, note="late"),
-            "is cancelled")
+    refused(
+        Code.TASK_STATE,
+        lambda: team["lead"].request(p.UpdateTask, task=task.id, state="open"),
+        "is cancelled",
+        "create a new task",
+    )
+    refused(
+        Code.TASK_STATE, lambda: c.request(p.UpdateTask, task=task.id, note="late"), "is cancelled"
+    )
     with team.daemon.client() as anon:
         refused(Code.NOT_REGISTERED, lambda: anon.request(p.CreateTask, title="x"), "register")
 
 
 def test_assigning_to_a_gone_session_is_refused(team: Team) -> None:
     team.gone("web")
-    refused(Code.BAD_REQUEST,
-            lambda: team["lead"].request(p.CreateTask, title="x", assignee="web"),
-            "is gone")
+    refused(
+        Code.BAD_REQUEST,
+        lambda: team["lead"].request(p.CreateTask, title="x", assignee="web"),
+        "is gone",
+    )
 
 
 def test_list_tasks_filters(team: Team, tmp_path: Path) -> None:
@@ -337,7 +362,10 @@ def test_tasks_survive_a_restart(make_daemon, agents: Agents, repo) -> None:
 def test_post_decision_versions_and_announces_once(team: Team, tmp_path: Path) -> None:
     team.add("far", cwd=git_init(tmp_path / "far"))
     first = team["lead"].request(
-        p.PostDecision, key="db.engine", value="postgres", rationale="we need jsonb",
+        p.PostDecision,
+        key="db.engine",
+        value="postgres",
+        rationale="we need jsonb",
         category="arch",
     )
     d1 = first.decision
@@ -348,9 +376,11 @@ def test_post_decision_versions_and_announces_once(team: Team, tmp_path: Path) -
     assert team.mail("far") == [] and team.mail("lead") == []
     assert len(team.mail("web")) == 1
 
-    second = team["api"].request(
-        p.PostDecision, key="db.engine", value="sqlite", rationale="one file is enough"
-    ).decision
+    second = (
+        team["api"]
+        .request(p.PostDecision, key="db.engine", value="sqlite", rationale="one file is enough")
+        .decision
+    )
     assert (second.version, second.value, second.category) == (2, "sqlite", "arch")
     assert "replaces version 1: postgres" in team.mail("web")[0].text
     assert len(team.mail("web")) == 0  # announced once
@@ -393,10 +423,16 @@ def test_revoke_decision(team: Team) -> None:
     assert c.request(p.QueryDecisions).decisions == []
     [shown] = c.request(p.QueryDecisions, revoked=True, history=True).decisions
     assert shown.rationale == "no redis in prod" and shown.history[0].value == "redis"
-    refused(Code.UNKNOWN_DECISION, lambda: c.request(p.RevokeDecision, key="cache", reason="x"),
-            "already revoked")
-    refused(Code.UNKNOWN_DECISION, lambda: c.request(p.RevokeDecision, key="cachee", reason="x"),
-            "did you mean: cache")
+    refused(
+        Code.UNKNOWN_DECISION,
+        lambda: c.request(p.RevokeDecision, key="cache", reason="x"),
+        "already revoked",
+    )
+    refused(
+        Code.UNKNOWN_DECISION,
+        lambda: c.request(p.RevokeDecision, key="cachee", reason="x"),
+        "did you mean: cache",
+    )
     # Posting it again brings it back as version 3.
     again = c.request(p.PostDecision, key="cache", value="memcached", rationale="ops has it")
     assert again.decision.version == 3 and again.decision.state == "active"
@@ -404,18 +440,31 @@ def test_revoke_decision(team: Team) -> None:
 
 def test_decision_bad_input(team: Team) -> None:
     c = team["lead"]
-    refused(Code.BAD_REQUEST,
-            lambda: c.request(p.PostDecision, key="bad key", value="v", rationale="r"),
-            "a decision key")
-    refused(Code.TOO_LARGE,
-            lambda: c.request(p.PostDecision, key="k", value="v" * 2001, rationale="r"), "value")
-    refused(Code.BAD_REQUEST,
-            lambda: c.request(p.PostDecision, key="k", value="v", rationale=""), "rationale")
-    refused(Code.BAD_REQUEST,
-            lambda: c.request(p.PostDecision, key="k", value="v", rationale="  "), "blank")
-    refused(Code.BAD_REQUEST,
-            lambda: c.request(p.PostDecision, key="k", value="v", rationale="r", category="a b"),
-            "a category")
+    refused(
+        Code.BAD_REQUEST,
+        lambda: c.request(p.PostDecision, key="bad key", value="v", rationale="r"),
+        "a decision key",
+    )
+    refused(
+        Code.TOO_LARGE,
+        lambda: c.request(p.PostDecision, key="k", value="v" * 2001, rationale="r"),
+        "value",
+    )
+    refused(
+        Code.BAD_REQUEST,
+        lambda: c.request(p.PostDecision, key="k", value="v", rationale=""),
+        "rationale",
+    )
+    refused(
+        Code.BAD_REQUEST,
+        lambda: c.request(p.PostDecision, key="k", value="v", rationale="  "),
+        "blank",
+    )
+    refused(
+        Code.BAD_REQUEST,
+        lambda: c.request(p.PostDecision, key="k", value="v", rationale="r", category="a b"),
+        "a category",
+    )
     refused(Code.BAD_REQUEST, lambda: c.request(p.RevokeDecision, key="k", reason=" "), "blank")
     with team.daemon.client() as anon:
         refused(Code.NOT_REGISTERED, lambda: anon.request(p.QueryDecisions), "register")

@@ -87,8 +87,12 @@ async def test_decisions_through_the_tools(daemon, agent_bin, repo) -> None:
         await a.call("set_name", name="arch")
         await b.call("set_name", name="impl")
         data = await work(
-            a, "post_decision", key="api.errors", value="RFC 9457 problem+json",
-            rationale="clients parse one shape", category="api",
+            a,
+            "post_decision",
+            key="api.errors",
+            value="RFC 9457 problem+json",
+            rationale="clients parse one shape",
+            category="api",
         )
         assert data["decision"]["version"] == 1 and data["notified"] == ["impl"]
         inbox = await b.text("check_messages")
