@@ -5,11 +5,43 @@ line on stderr with exit status 1."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from peersd import protocol as p
+import pytest
 
-from .test_cli import Peers, agent, desk, peers  # noqa: F401  (fixtures)
+from peersd import protocol as p
+from peersd.client import Client
+
+from .conftest import Agents, DaemonProc, register
+from .test_cli import Peers
+
+
+@pytest.fixture
+def desk(home: Path) -> Path:
+    path = home / "desk"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def peers(daemon: DaemonProc, desk: Path) -> Peers:
+    return Peers(daemon.env, desk)
+
+
+@pytest.fixture
+def agent(daemon: DaemonProc, agents: Agents) -> Iterator[Callable[..., tuple[Client, p.Peer]]]:
+    """Register an agent session (a real process) on its own connection."""
+    clients: list[Client] = []
+
+    def make(name: str, cwd: str) -> tuple[Client, p.Peer]:
+        client = daemon.client("claude-code")
+        clients.append(client)
+        return client, register(client, agents.spawn().pid, "claude-code", cwd=cwd, name=name)
+
+    yield make
+    for client in clients:
+        client.close()
 
 
 def inbox(client) -> list[p.Message]:

@@ -65,7 +65,7 @@ async def test_a_task_travels_as_mail_between_two_sessions(daemon, agent_bin, re
         full = await lead.text("list_tasks", task_id=task_id)
         for words in ("[done]", "History:", "lead created → dev", "dev claimed", "dev done"):
             assert words in full, full
-        assert "No open or claimed tasks in scope 'repo'." == await lead.text("list_tasks")
+        assert await lead.text("list_tasks") == "No open or claimed tasks in scope 'repo'."
         assert task_id in await lead.text("list_tasks", state="all")
 
         # Refusals are tool errors naming the state and what to do.
