@@ -19,9 +19,11 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import signal
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -453,3 +455,78 @@ def test_client_killed_between_claim_and_ack_gets_the_mail_once_more(make_daemon
         assert cr.next_event(0.3) is None
         statuses = cr.request(p.MessageStatus, message_ids=sent).items
         assert {(x.state, x.delivered_via) for x in statuses} == {("delivered", "cli")}
+
+
+WORK_ROUNDS = 5
+
+
+def test_kill9_keeps_tasks_decisions_and_their_mail_whole(make_daemon, agents, tmp_path):
+    """Tasks and decisions written as fast as one client can while the daemon is killed
+    with SIGKILL, five times: every change the client was told of survives, and each is
+    whole (a task never lacks its history or its mail, a decision version never lacks its
+    announcement, versions have no gaps), because each is one group-commit operation."""
+    daemon = make_daemon(rate_per_second="0", queue_limit="1000000")
+    room = tmp_path / "room"
+    room.mkdir()
+    boss_agent, worker_agent = agents.spawn(), agents.spawn()
+    tasks: dict[str, str] = {}  # task id -> title, for every create that was answered
+    versions: dict[str, dict[int, str]] = {}  # key -> version -> value, as answered
+    n = 0
+    for round_ in range(WORK_ROUNDS):
+        if round_:
+            daemon.start()
+        with daemon.client() as cb, daemon.client() as cw:
+            register(cb, boss_agent.pid, cwd=str(room), name="boss")
+            register(cw, worker_agent.pid, cwd=str(room), name="worker")
+            stop = time.monotonic() + random.uniform(0.3, 0.8)
+            killed = False
+            while True:
+                if not killed and time.monotonic() > stop:
+                    daemon.kill9()  # mid-stream: the next request finds the daemon dead
+                    killed = True
+                n += 1
+                try:
+                    if n % 2:
+                        title = f"task {n}"
+                        got = cb.request(p.CreateTask, title=title, assignee="worker").task
+                        tasks[got.id] = title
+                    else:
+                        key, value = f"k{n % 3}", f"v{n}"
+                        d = cb.request(p.PostDecision, key=key, value=value, rationale="r").decision
+                        versions.setdefault(key, {})[d.version] = value
+                except PeersError as e:
+                    assert killed and e.code in UNCERTAIN, e
+                    break
+    daemon.start()
+    daemon.stop(signal.SIGTERM)
+    assert len(tasks) > 20 and sum(map(len, versions.values())) > 20, "proves nothing"
+    db = apsw.Connection(str(daemon.settings.db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        stored = {f"t-{seq}": title for seq, title in db.execute("SELECT seq, title FROM tasks")}
+        for task_id, title in tasks.items():
+            assert stored.get(task_id) == title, f"{task_id} lost or changed"
+        created = Counter(
+            seq for (seq,) in db.execute("SELECT task FROM task_events WHERE what = 'created'")
+        )
+        mailed = Counter(
+            int(m.group(1))
+            for (text,) in db.execute("SELECT text FROM messages WHERE recipient_name = 'worker'")
+            if (m := re.search(r"assigned you task t-(\d+): ", text))
+        )
+        for seq, title in db.execute("SELECT seq, title FROM tasks"):
+            got = (created[seq], mailed[seq])
+            assert got == (1, 1), f"t-{seq} {title!r}: {got[0]} events, {got[1]} mails"
+        stored_versions: dict[str, dict[int, str]] = {}
+        for key, version, value in db.execute("SELECT key, version, value FROM decisions"):
+            stored_versions.setdefault(key, {})[version] = value
+        for key, seen in versions.items():
+            for version, value in seen.items():
+                assert stored_versions[key][version] == value, (key, version)
+        for key, kept in stored_versions.items():
+            assert sorted(kept) == list(range(1, len(kept) + 1)), f"gaps in {key}: {sorted(kept)}"
+        announced = db.execute(
+            "SELECT count(*) FROM messages WHERE text LIKE '[claude-peers decision %'"
+        ).fetchone()[0]
+        assert announced == sum(map(len, stored_versions.values()))
+    finally:
+        db.close()
