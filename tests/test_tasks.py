@@ -468,3 +468,79 @@ def test_decision_bad_input(team: Team) -> None:
     refused(Code.BAD_REQUEST, lambda: c.request(p.RevokeDecision, key="k", reason=" "), "blank")
     with team.daemon.client() as anon:
         refused(Code.NOT_REGISTERED, lambda: anon.request(p.QueryDecisions), "register")
+
+
+# --------------------------------------------------------------------------- upgrade
+
+
+def test_a_database_of_the_previous_schema_with_data_upgrades(
+    make_daemon, agents: Agents, repo: Path
+) -> None:
+    """A database at the schema before this migration (what the last release wrote), with
+    peers, mail, a claim and an audit row in it, opens in this daemon: nothing is lost, the
+    old mail still passes to a successor, and tasks and decisions work on top of it."""
+    from peersd import identity, schema, workstate
+
+    daemon = make_daemon(start=False)
+    path = daemon.settings.db_path
+    before = schema.MIGRATIONS.index(workstate.MIGRATION)
+    machine = identity.machine_id(path.parent)
+    web_agent = agents.spawn()
+    db = schema.open_database(path, "normal")
+    for number, script in enumerate(schema.MIGRATIONS[:before], start=1):
+        with db:
+            db.execute(script)
+            db.pragma("user_version", number)
+    start = identity.process_start(web_agent.pid)
+    with db:
+        for peer_id, name, state, pid, agent_start in (
+            ("p-0000000a", "api", "gone", 1, 1.0),
+            ("p-0000000b", "web", "active", web_agent.pid, start),
+        ):
+            db.execute(
+                "INSERT INTO peers(id, name, name_key, client, state, machine_id, host, cwd, "
+                "agent_pid, agent_start, registered_at, last_seen, receive, git_root, gone_at, "
+                "note, last_read) VALUES (?, ?, ?, 'claude-code', ?, ?, 'h', ?, ?, ?, 1, 1, "
+                "'hook', ?, ?, 'old note', NULL)",
+                (
+                    peer_id,
+                    name,
+                    name,
+                    state,
+                    machine,
+                    str(repo),
+                    pid,
+                    agent_start,
+                    str(repo),
+                    1.0 if state == "gone" else None,
+                ),
+            )
+        db.execute(
+            "INSERT INTO messages(sender, sender_name, recipient, recipient_name, text, created, "
+            "state, expires_at) VALUES ('p-0000000b', 'web', 'p-0000000a', 'api', 'from v4', "
+            "?, 'queued', ?)",
+            (time.time(), time.time() + 3600),
+        )
+        db.execute(
+            "INSERT INTO claims VALUES ('p-0000000b', ?, ?, 1, 'kept', ?, ?)",
+            (str(repo / "src"), str(repo), time.time(), time.time() + 3600),
+        )
+        db.execute("INSERT INTO audit(at, actor, action, detail) VALUES (1, 'x', 'kill', 'd')")
+    db.close()
+
+    daemon.start()
+    team = Team(daemon, agents, repo)
+    try:
+        with daemon.client() as c:
+            assert c.request(p.Status).schema == len(schema.MIGRATIONS)
+            assert [r.action for r in c.request(p.Audit).records] == ["kill"]
+            holders = c.request(p.ListFiles).holders
+            assert [(h.name, h.reason) for h in holders] == [("web", "kept")]
+        heir = team.add("api")  # the old api's mail passes to its successor, as before
+        assert [m.text for m in team.mail("api")] == ["from v4"]
+        task = heir.request(p.CreateTask, title="after the upgrade", assignee="web").task
+        assert task.id == "t-1" and task.assignee == "p-0000000b"
+        posted = heir.request(p.PostDecision, key="k", value="v", rationale="r")
+        assert posted.decision.version == 1 and posted.notified == ["web"]
+    finally:
+        team.close()
