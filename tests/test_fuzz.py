@@ -84,6 +84,13 @@ EXPECTED: dict[type[p.Request], type[p.Frame]] = {
     p.FileStatus: p.FileStatuses,
     p.ListFiles: p.FileListing,
     p.SetStatus: p.PeerResult,
+    p.CreateTask: p.TaskResult,
+    p.UpdateTask: p.TaskResult,
+    p.ListTasks: p.TaskList,
+    p.TaskInfo: p.TaskResult,
+    p.PostDecision: p.DecisionResult,
+    p.RevokeDecision: p.DecisionResult,
+    p.QueryDecisions: p.DecisionList,
 }
 FUZZED = [t for t in p.REQUEST_TYPES if t is not p.Shutdown]
 BYSTANDER = "bystander"
