@@ -365,22 +365,19 @@ def list_tasks(d: Daemon, conn: Connection, r: p.ListTasks) -> Op:
         if r.scope != "all":
             where.append("machine_id = ?")
             args.append(machine)
+        if caller is not None and r.scope == "directory":
+            where.append("cwd = ?")
+            args.append(caller.cwd)
+        elif caller is not None and r.scope == "repo":
+            where.append("coalesce(repo, cwd) = ?")
+            args.append(caller.git_root or caller.cwd)
         if r.mine and caller is not None:
             where.append("(creator = ? OR assignee = ?)")
             args += [caller.id, caller.id]
-        rows = d.store.tasks.listing(states, r.limit * 4, " AND ".join(where), args)
-        found = [t for t, m in rows if _listed(t, m, r.scope, caller)][: r.limit]
-        return Outcome(p.TaskList(id=r.id, tasks=found))
+        rows = d.store.tasks.listing(states, r.limit, " AND ".join(where), args)
+        return Outcome(p.TaskList(id=r.id, tasks=[t for t, _machine in rows]))
 
     return op
-
-
-def _listed(task: p.Task, machine: str, scope: str, caller: p.Peer | None) -> bool:
-    if scope in ("machine", "all") or caller is None:
-        return True
-    if scope == "directory":
-        return task.cwd == caller.cwd
-    return (task.repo or task.cwd) == (caller.git_root or caller.cwd)
 
 
 def task_info(d: Daemon, conn: Connection, r: p.TaskInfo) -> Op:
