@@ -141,6 +141,11 @@ def text_for(task: p.Task, actor: str, what: str, role: str, note: str = "") -> 
             + f"{actor} claimed your task {task.id} {title} and is working on it."
             + (_quote("Note", note))
         )
+    if what == "released" and role == "previous":
+        return (
+            head + f"{actor} took task {task.id} {title} back from you: it is open to anyone in "
+            "its scope again. Stop working on it unless you claim it again." + _quote("Note", note)
+        )
     if what == "released":
         return (
             head + f"{actor} gave task {task.id} {title} back: it is open to anyone in its "
@@ -298,8 +303,10 @@ def update_task(d: Daemon, conn: Connection, r: p.UpdateTask) -> Op:
                     )
                 tasks.change(seq, actor, "released", now, state="open", assignee=None, text=note)
                 task = _require(d, r.task)
-                text = text_for(task, actor.name, "released", "creator", note)
-                mails += [(task.creator, text), (before, text)]
+                mails += [
+                    (task.creator, text_for(task, actor.name, "released", "creator", note)),
+                    (before, text_for(task, actor.name, "released", "previous", note)),
+                ]
             else:  # done or cancelled
                 if state == "done" and task.state != "claimed":
                     raise PeersError(

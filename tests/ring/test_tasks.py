@@ -175,3 +175,19 @@ def test_only_tasks_of_gone_assignees_reopen(ring) -> None:
     assert "is open again" in lead.call(p.Claim).messages[0].text
     with ring.store.transaction():
         assert tasks.reopen_orphans(ring.daemon, later) == []  # once
+
+
+def test_each_party_is_told_in_its_own_words(ring) -> None:
+    lead, dev = ring.agent(name="lead"), ring.agent(name="dev")
+    task = lead.call(p.CreateTask, title="t", assignee="dev").task.id
+    dev.call(p.UpdateTask, task=task, state="claimed")
+    drain(lead, dev)
+    lead.call(p.UpdateTask, task=task, state="open", note="I will do it myself")
+    [told] = dev.call(p.Claim).messages
+    assert 'took task t-1 "t" back from you' in told.text
+    assert "Stop working on it" in told.text and "I will do it myself" in told.text
+    dev.call(p.UpdateTask, task=task, state="claimed")
+    drain(lead, dev)
+    dev.call(p.UpdateTask, task=task, state="open")
+    [told] = lead.call(p.Claim).messages
+    assert 'dev gave task t-1 "t" back: it is open to anyone' in told.text
