@@ -544,3 +544,29 @@ def test_a_database_of_the_previous_schema_with_data_upgrades(
         assert posted.decision.version == 1 and posted.notified == ["web"]
     finally:
         team.close()
+
+
+def test_a_busy_session_gets_its_task_from_the_hook(daemon: DaemonProc, agents: Agents, repo):
+    """Task mail is mail: a working Claude Code session gets it after its next tool call
+    (PostToolUse), with the tool call that claims it, and it is then delivered."""
+    import json
+
+    from .test_hook import SESSION, claude_input, run_hook
+
+    team = Team(daemon, agents, repo)
+    try:
+        team.add("lead")
+        c = daemon.client("claude-code")
+        team.clients["api"] = c
+        register(
+            c, agents.spawn().pid, "claude-code", cwd=str(repo), name="api", session_id=SESSION
+        )
+        task = team["lead"].request(p.CreateTask, title="Fix CI", assignee="api").task
+        done = run_hook(daemon, claude_input("PostToolUse"))
+        assert done.returncode == 0, done.stderr
+        context = json.loads(done.stdout)["hookSpecificOutput"]["additionalContext"]
+        assert f"assigned you task {task.id}" in context and "Fix CI" in context
+        assert f'update_task(task_id="{task.id}", state="claimed")' in context
+        assert team.mail("api") == []  # delivered by the hook: nothing waits any more
+    finally:
+        team.close()
