@@ -273,7 +273,9 @@ def update_task(d: Daemon, conn: Connection, r: p.UpdateTask) -> Op:
                 mine = new.id == actor.id
                 changed = True
 
-        if r.state is not None and r.state != task.state:
+        # An assignee declining a task it has not claimed yet also hands it back ("open").
+        declined = r.state == "open" and task.assignee is not None and r.assignee is None
+        if r.state is not None and (r.state != task.state or declined):
             state = r.state
             before = task.assignee
             if state == "claimed":
@@ -296,10 +298,11 @@ def update_task(d: Daemon, conn: Connection, r: p.UpdateTask) -> Op:
                 ]
             elif state == "open":
                 if not (manager or mine):
+                    held = "claimed by" if task.state == "claimed" else "assigned to"
                     raise PeersError(
                         Code.FORBIDDEN,
-                        f"task {task.id} is claimed by {task.assignee_name}; only they, its "
-                        f"creator ({task.creator_name}) or a person at the CLI can give it back",
+                        f"task {task.id} is {held} {task.assignee_name}; only they, its creator "
+                        f"({task.creator_name}) or a person at the CLI can give it back",
                     )
                 tasks.change(seq, actor, "released", now, state="open", assignee=None, text=note)
                 task = _require(d, r.task)

@@ -54,7 +54,9 @@ EXPECTED = {
     ("open", "cancelled", "lead"): "cancelled",
     ("open", "cancelled", "person"): "cancelled",
     ("open", "cancelled", "other"): Code.FORBIDDEN,
-    ("open", "open", "other"): "open",  # no change
+    ("open", "open", "dev"): "open",  # declined: unassigned again
+    ("open", "open", "lead"): "open",
+    ("open", "open", "other"): Code.FORBIDDEN,
     ("claimed", "open", "dev"): "open",
     ("claimed", "open", "lead"): "open",
     ("claimed", "open", "other"): Code.FORBIDDEN,
@@ -87,8 +89,10 @@ def test_every_transition(ring, now: str, asked: str, who: str) -> None:
     if outcome in STATES:
         after = actor.call(p.UpdateTask, task=task, state=asked).task
         assert after.state == outcome
-        if now == asked:
+        if now == asked == "claimed":
             assert after.history == before.history  # nothing recorded
+        if asked == "open":
+            assert after.assignee is None and after.history[-1].what == "released"
     else:
         e = refused(outcome, actor.call, p.UpdateTask, task=task, state=asked)
         if outcome == Code.TASK_STATE and now in ("done", "cancelled"):
