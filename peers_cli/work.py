@@ -152,7 +152,7 @@ def register(cli: ModuleType) -> None:
 
     @task_app.command("open")
     def task_open(task: TaskArg, note: NoteOpt = None, as_json: JsonOpt = False) -> None:
-        """Hand a claimed task back: open to anyone in its scope."""
+        """Hand a task back, or decline one assigned to you: open to anyone in its scope."""
         change(as_json, task, state="open", note=note)
 
     @task_app.command("note")
