@@ -312,6 +312,16 @@ def test_a_gone_assignees_task_passes_to_its_successor(team: Team) -> None:
     assert history[-1].what == "passed"
 
 
+def test_a_session_renamed_to_the_gone_name_takes_its_tasks(team: Team) -> None:
+    task = team["lead"].request(p.CreateTask, title="Tune the cache", assignee="api").task
+    team.gone("api")
+    renamed = team["web"].request(p.SetName, name="api")
+    assert renamed.inherited == 2  # the unread assignment and the "took over" notice
+    mine = team["web"].request(p.ListTasks, mine=True).tasks
+    assert [(t.id, t.state, t.assignee) for t in mine] == [(task.id, "open", team.peers["web"].id)]
+    assert any("You took over task" in m.text for m in team.mail("web"))
+
+
 def test_a_gone_assignees_task_reopens_after_the_grace(make_daemon, agents: Agents, repo) -> None:
     daemon = make_daemon(task_grace="0.5", sweep_interval="3600")
     team = Team(daemon, agents, repo)
