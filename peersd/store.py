@@ -22,7 +22,7 @@ from typing import Any
 import apsw
 import msgspec
 
-from . import audit, files, machines, schema, upkeep
+from . import audit, files, groups, machines, schema, upkeep
 from .errors import Code, PeersError
 from .errors import StoreError as StoreError  # still importable from here
 from .identity import START_TOLERANCE, same_start
@@ -38,7 +38,7 @@ encodes a message with everything else at its largest)."""
 
 PEER_COLUMNS = """p.id, p.name, p.client, p.state, p.machine_id, p.host, p.cwd, p.agent_pid,
     p.agent_start, p.registered_at, p.last_seen, p.receive, p.summary, p.git_root, p.branch,
-    p.tty, p.session_id, p.helper_pid, 0, 0, p.gone_reason, p.last_read"""
+    p.tty, p.session_id, p.helper_pid, 0, 0, p.gone_reason, p.last_read, p.group_name"""
 
 MESSAGE_COLUMNS = """m.seq, m.sender, m.sender_name, m.recipient, m.recipient_name, m.text,
     m.created, m.state, m.expires_at, m.reply_to, m.delivered_at, m.delivered_via, m.attempts,
@@ -66,6 +66,7 @@ def _peer(row: tuple[Any, ...]) -> Peer:
     peer = Peer(*row[:19])
     peer.gone_reason = row[20]
     peer.last_read = row[21]
+    peer.group = row[22]
     peer.session_id = None
     return peer
 
@@ -300,7 +301,8 @@ class Store:
                 "name = ?, name_key = ?, client = ?, host = ?, cwd = ?, agent_pid = ?, "
                 "agent_start = ?, last_seen = ?, receive = ?, git_root = ?, branch = ?, tty = ?, "
                 "session_id = coalesce(?, session_id), helper_pid = ?, "
-                "summary = coalesce(?, summary) WHERE id = ?",
+                "summary = coalesce(?, summary), group_name = coalesce(?, group_name) "
+                "WHERE id = ?",
                 (
                     name,
                     name.lower(),
@@ -317,6 +319,7 @@ class Store:
                     r.session_id,
                     r.helper_pid,
                     r.summary,
+                    r.group,
                     existing.id,
                 ),
             )
@@ -342,8 +345,8 @@ class Store:
         self.conn.execute(
             "INSERT INTO peers(id, name, name_key, client, state, machine_id, host, cwd, "
             "agent_pid, agent_start, registered_at, last_seen, receive, summary, git_root, "
-            "branch, tty, session_id, helper_pid) "
-            "VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "branch, tty, session_id, helper_pid, group_name) "
+            "VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 peer_id,
                 name,
@@ -363,6 +366,7 @@ class Store:
                 r.tty,
                 r.session_id,
                 r.helper_pid,
+                r.group,
             ),
         )
         self._refresh(peer_id)
@@ -377,6 +381,12 @@ class Store:
 
     def set_summary(self, peer_id: str, summary: str) -> Peer:
         self.conn.execute("UPDATE peers SET summary = ? WHERE id = ?", (summary, peer_id))
+        self._refresh(peer_id)
+        return self.require_peer(peer_id)
+
+    def set_group(self, peer_id: str, group: str | None) -> Peer:
+        """Put the peer in ``group`` (a valid ``rules.GroupName``), or in none."""
+        self.conn.execute("UPDATE peers SET group_name = ? WHERE id = ?", (group, peer_id))
         self._refresh(peer_id)
         return self.require_peer(peer_id)
 
@@ -440,21 +450,33 @@ class Store:
         include_self: bool = False,
         machine_id: str | None = None,
     ) -> list[Peer]:
-        if scope in ("directory", "repo") and caller is None:
+        """Peers in ``scope`` that ``caller`` may see (``groups.visible``).
+
+        Scope ``group``: the caller's group, on every machine this daemon serves."""
+        if scope in ("directory", "repo", "group") and caller is None:
             raise PeersError(Code.NOT_REGISTERED, f"scope {scope!r} needs a registered peer")
-        if scope not in ("machine", "directory", "repo", "all"):
+        if scope not in ("machine", "directory", "repo", "all", "group"):
             raise PeersError(Code.BAD_REQUEST, f"unknown scope {scope!r}")
+        if scope == "group" and (caller is None or caller.group is None):
+            raise PeersError(
+                Code.BAD_REQUEST,
+                "scope 'group' needs a group, and you are in none (join_group first, or use "
+                "scope machine, directory or repo)",
+            )
         mid = caller.machine_id if caller is not None else machine_id
         skip = caller.id if caller is not None and not include_self else None
         key = "git_root" if scope == "repo" and caller is not None and caller.git_root else "cwd"
         where = getattr(caller, key) if caller is not None else None
+        everyone = caller is None or groups.operator(caller)
         found = [
             x
             for x in self._peers.values()
             if (include_gone or x.state == "active")
             and x.id != skip
-            and (scope == "all" or not mid or x.machine_id == mid)
-            and (scope in ("machine", "all") or getattr(x, key) == where)
+            and (scope in ("all", "group") or not mid or x.machine_id == mid)
+            and (scope in ("machine", "all", "group") or getattr(x, key) == where)
+            and (scope != "group" or x.group == caller.group)  # type: ignore[union-attr]
+            and (everyone or groups.visible(caller, x))
         ]
         return _active_first_by_name(found)  # the cached objects: read-only for callers
 
@@ -678,7 +700,9 @@ class Store:
             )
         return [self.message_id(seq) for seq in leased]
 
-    def statuses(self, ids: list[str]) -> list[MessageStatusItem]:
+    def statuses(self, ids: list[str], viewer: Peer | None = None) -> list[MessageStatusItem]:
+        """Each message's state; as unknown to ``viewer`` when it is neither the message's
+        sender nor recipient and may not see both (``groups.visible``)."""
         items = []
         for msg_id in ids:
             seq = self.parse_id(msg_id)
@@ -686,14 +710,22 @@ class Store:
             if seq is not None:
                 row = self._one(
                     "SELECT state, recipient, recipient_name, created, delivered_at, "
-                    "delivered_via, expires_at FROM messages WHERE seq = ?",
+                    "delivered_via, expires_at, sender FROM messages WHERE seq = ?",
                     (seq,),
                 )
+            if row is not None and not self._may_see_message(viewer, row[7], row[1]):
+                row = None
             if row is None:
                 items.append(MessageStatusItem(message_id=msg_id, found=False))
             else:
-                items.append(MessageStatusItem(msg_id, True, *row))
+                items.append(MessageStatusItem(msg_id, True, *row[:7]))
         return items
+
+    def _may_see_message(self, viewer: Peer | None, sender: str, recipient: str) -> bool:
+        if viewer is None or viewer.id in (sender, recipient) or groups.operator(viewer):
+            return True
+        ends = [self._peers.get(sender), self._peers.get(recipient)]
+        return all(x is not None and groups.visible(viewer, x) for x in ends)
 
     def history(
         self,
@@ -704,9 +736,17 @@ class Store:
         state: str | None,
         direction: str,
         budget: int = 1 << 62,
+        viewer: Peer | None = None,
     ) -> tuple[list[Message], int | None]:
+        """A page of messages, newest first; only those whose sender and recipient
+        ``viewer`` may both see (``groups.sql_visible``) when given."""
         where: list[str] = []
         args: list[object] = []
+        if viewer is not None and not groups.operator(viewer):
+            for column in ("m.sender", "m.recipient"):
+                cond, extra = groups.sql_visible(viewer, column)
+                where.append(cond)
+                args += extra
         if me is not None:
             if direction == "in":
                 where.append("m.recipient = ?")

@@ -46,6 +46,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.machines",
         "peersd.audit",
         "peersd.upkeep",
+        "peersd.groups",
     },
     "daemon": {
         "peersd.server",
@@ -58,6 +59,8 @@ LAYERS: dict[str, set[str]] = {
         "peersd.__main__",
         "peersd.coordination",
         "peersd.wake",
+        "peersd.proposals",
+        "peersd.report",
     },
     "client": {"peersd.client", "peersd.autostart", "peersd.wire"},
 }

@@ -365,6 +365,11 @@ async def test_tool_errors_say_what_was_wrong(daemon, agent_bin):
             "release_files",
             "file_status",
             "set_status",
+            "join_group",
+            "leave_group",
+            "propose",
+            "vote",
+            "list_proposals",
         ]
         send = next(t for t in tools if t.name == "send_message")
         assert "reply" in send.description and send.input_schema["required"] == ["to", "message"]
@@ -382,6 +387,10 @@ SCHEMA_CASES = [
     ("send_message", {"to": "x" * 301, "message": "m"}, False),
     ("set_summary", {"summary": "y" * 1001}, False),
     ("message_status", {"message_ids": ["m-abcdef-1\n"]}, False),
+    ("join_group", {"name": "feature/login"}, True),
+    ("join_group", {"name": "red\n"}, False),
+    ("join_group", {"name": "-red"}, False),
+    ("join_group", {"name": "r" * 65}, False),
 ]
 
 
