@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from peers_mcp.render import clean
 from peersd import protocol as p
+from peersd.paths import relative
 
 
 def cell(text: object) -> str:
@@ -92,7 +93,7 @@ def claims_section(r: p.Report) -> list[str]:
     rows = [
         [
             cell(x.name),
-            cell(x.pattern),
+            cell(f"{x.repo.rstrip('/').rsplit('/', 1)[-1]}: {relative(x.pattern, x.repo)}"),
             "exclusive" if x.exclusive else "shared",
             clock(x.created),
             clock(x.expires_at),
@@ -100,7 +101,7 @@ def claims_section(r: p.Report) -> list[str]:
         ]
         for x in r.claims
     ]
-    return _table(["peer", "pattern", "kind", "since", "until", "reason"], rows)
+    return _table(["peer", "repo: pattern", "kind", "since", "until", "reason"], rows)
 
 
 def kills_section(r: p.Report) -> list[str]:
