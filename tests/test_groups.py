@@ -9,6 +9,7 @@ the holder's name and send it no notice.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -227,3 +228,49 @@ def test_kill_does_not_reach_another_group(make_daemon, agents: Agents) -> None:
         join(a, agents, "ann", "red")
         join(b, agents, "cid", "blue")
         assert refusal(a, p.Kill, target="cid").code == Code.UNKNOWN_PEER
+
+
+def test_the_hook_stops_an_edit_under_another_groups_claim_without_a_name(
+    daemon, agents: Agents, tmp_path: Path
+) -> None:
+    """The real peers-hook, PreToolUse: the deny says who holds it only as "a session in
+    another isolation group", and offers no send_message it could not make."""
+    from .test_files import SESSION_B, World, git_init, output
+
+    repo = git_init(tmp_path / "repo")
+    world = World(daemon, agents, repo)
+    try:
+        world.alpha_c.request(p.SetGroup, group="blue")
+        world.alpha_c.request(p.ClaimFiles, patterns=[world.ref("src/**")], exclusive=True)
+        out = output(world.edit("Write", "src/a.py", session=SESSION_B, event="PreToolUse"))
+        spec = out["hookSpecificOutput"]
+        assert spec["permissionDecision"] == "deny"
+        reason = spec["permissionDecisionReason"]
+        assert "a session in another isolation group holds it" in reason, reason
+        assert "alpha" not in reason and "to=" not in reason, reason
+        # a warning (a shared claim) likewise names nobody to message
+        world.alpha_c.request(p.ReleaseFiles, all=True)
+        world.alpha_c.request(p.ClaimFiles, patterns=[world.ref("src/**")])
+        out = output(world.edit("Write", "src/a.py", session=SESSION_B, event="PreToolUse"))
+        text = json.dumps(out)
+        assert "It is in another isolation group." in text and "alpha" not in text, text
+    finally:
+        world.close()
+
+
+def test_a_joined_group_survives_kill_9(make_daemon, agents: Agents) -> None:
+    d = make_daemon()
+    with d.client("claude-code") as a, d.client("claude-code") as b:
+        ann = join(a, agents, "ann", None)
+        join(b, agents, "bob", "red")
+        a.request(p.SetGroup, group="red")
+    d.kill9()
+    d.start()
+    with d.client() as cli:
+        assert {x.name: x.group for x in cli.request(p.ListPeers).peers} == {
+            "ann": "red",
+            "bob": "red",
+        }
+    with d.client("claude-code") as again:
+        again.call(p.Attach(id=0, pid=ann.agent_pid))
+        assert [x.name for x in again.request(p.ListPeers, scope="group").peers] == ["bob"]
