@@ -135,6 +135,8 @@ class Store:
     # is rolled back and ``reload()`` rebuilds the cache from the database.
 
     def reload(self) -> None:
+        self.grouped = False
+        """Whether any peer has (or had, since the last reload) a group (``list_peers``)."""
         self._peers: dict[str, Peer] = {}
         self._names: dict[tuple[str, str], str] = {}
         self._receive: dict[str, str] = {}
@@ -153,6 +155,7 @@ class Store:
         if old is not None and self._names.get((old.machine_id, old.name.lower())) == old.id:
             del self._names[(old.machine_id, old.name.lower())]
         self._receive[peer.id] = peer.receive
+        self.grouped = self.grouped or peer.group is not None
         self._show_online(peer)
         self._peers[peer.id] = peer
         if peer.state == "active":
@@ -467,17 +470,21 @@ class Store:
         skip = caller.id if caller is not None and not include_self else None
         key = "git_root" if scope == "repo" and caller is not None and caller.git_root else "cwd"
         where = getattr(caller, key) if caller is not None else None
-        everyone = caller is None or groups.operator(caller)
+        anywhere = scope in ("all", "group") or not mid
+        any_place = scope in ("machine", "all", "group")
         found = [
             x
             for x in self._peers.values()
             if (include_gone or x.state == "active")
             and x.id != skip
-            and (scope in ("all", "group") or not mid or x.machine_id == mid)
-            and (scope in ("machine", "all", "group") or getattr(x, key) == where)
-            and (scope != "group" or x.group == caller.group)  # type: ignore[union-attr]
-            and (everyone or groups.visible(caller, x))
+            and (anywhere or x.machine_id == mid)
+            and (any_place or getattr(x, key) == where)
         ]
+        if caller is not None and self.grouped and not groups.operator(caller):
+            # A second pass only once some peer has a group: without groups it costs nothing.
+            found = [x for x in found if groups.visible(caller, x)]
+            if scope == "group":
+                found = [x for x in found if x.group == caller.group]
         return _active_first_by_name(found)  # the cached objects: read-only for callers
 
     def resolve(self, target: str, machine_id: str) -> Peer:
