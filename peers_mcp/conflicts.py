@@ -122,8 +122,7 @@ def edit_text(
         )
     how = f"To coordinate, call {ask}." if names else "It is in another isolation group."
     return (
-        f"claude-peers: another session is working on {files}; your edit goes ahead. "
-        f"{shown}. {how}"
+        f"claude-peers: another session is working on {files}; your edit goes ahead. {shown}. {how}"
     )
 
 
