@@ -204,7 +204,10 @@ def list_peers(
     hosts = {peer.host for peer in peers}
     table = Table(box=None, pad_edge=False, header_style="bold")
     columns: tuple[str, ...] = ("NAME", "ID", "CLIENT", "STATE", "RECEIVES", "REACH", "MAIL")
-    columns += ("READ", "SEEN", "WHERE", "BRANCH", "GROUP")
+    columns += ("READ", "SEEN", "WHERE", "BRANCH")
+    grouped = any(peer.group for peer in peers)  # the column only once groups are in use
+    if grouped:
+        columns += ("GROUP",)
     for col in (*columns, "FILES", "SUMMARY"):
         table.add_column(col, no_wrap=col not in ("WHERE", "FILES", "SUMMARY"), overflow="fold")
     for peer in peers:
@@ -215,7 +218,7 @@ def list_peers(
             ", …" if peer.files > len(peer.recent_files) else ""
         )
         note = f"[{peer.note}] " if peer.note else ""
-        table.add_row(
+        cells = [
             name,
             peer.id,
             peer.client,
@@ -228,10 +231,11 @@ def list_peers(
             ago(peer.last_seen),
             safe(where),
             safe(peer.branch or "-"),
-            safe(peer.group or "-"),
+            *([safe(peer.group or "-")] if grouped else []),
             f"{peer.files}: {safe(files)}" if peer.files else "-",
             safe(note + (peer.summary or "")),
-        )
+        ]
+        table.add_row(*cells)
     out.print(table)
     if more:
         out.print(more)

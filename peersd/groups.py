@@ -72,6 +72,7 @@ def hidden(target: str, viewer: Peer | None) -> PeersError:
 def resolve(store: Store, viewer: Peer | None, target: str, machine_id: str) -> Peer:
     """``store.resolve`` as ``viewer`` may: a peer it may not see is ``hidden``, and the
     "did you mean" candidates are only names it may see."""
+    target = target.strip()
     try:
         peer = store.resolve(target, machine_id)
     except PeersError as e:
