@@ -274,3 +274,22 @@ def test_a_joined_group_survives_kill_9(make_daemon, agents: Agents) -> None:
     with d.client("claude-code") as again:
         again.call(p.Attach(id=0, pid=ann.agent_pid))
         assert [x.name for x in again.request(p.ListPeers, scope="group").peers] == ["bob"]
+
+
+def test_peer_events_reach_only_the_group(daemon, agents: Agents) -> None:
+    with (
+        daemon.client("claude-code") as a,
+        daemon.client("claude-code") as b,
+        daemon.client("claude-code") as c,
+        daemon.client() as watcher,
+    ):
+        join(a, agents, "ann", "red")
+        a.request(p.Subscribe, kinds=["peers", "traffic"])
+        watcher.request(p.Subscribe, kinds=["peers"])
+        join(b, agents, "cid", "blue")
+        join(c, agents, "bob", "red")
+        event = a.next_event(5)
+        assert isinstance(event, p.PeerJoined) and event.peer.name == "bob"
+        assert a.next_event(0.3) is None  # nothing about cid
+        seen = [watcher.next_event(5), watcher.next_event(5)]
+        assert [e.peer.name for e in seen if isinstance(e, p.PeerJoined)] == ["cid", "bob"]
