@@ -154,6 +154,7 @@ def show_peer(peer: p.Peer) -> None:
         ("cwd", peer.cwd),
         ("repo", peer.git_root or "-"),
         ("branch", peer.branch or "-"),
+        ("group", peer.group or "-"),
         ("receives by", peer.receive),
         ("pending mail", str(peer.pending)),
         ("summary", peer.summary or "-"),
@@ -165,21 +166,25 @@ def show_peer(peer: p.Peer) -> None:
 @app.command("peers")
 def list_peers(
     scope: Annotated[
-        str, typer.Option(help="machine, directory, repo, or all (every machine in hub mode).")
+        str,
+        typer.Option(help="machine, directory, repo, group, or all (every machine in hub mode)."),
     ] = "machine",
     include_gone: Annotated[
         bool, typer.Option("--gone", help="Also list sessions that have ended.")
     ] = False,
+    group: Annotated[
+        str | None, typer.Option("--group", help="Only sessions in this isolation group.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The agent sessions the daemon knows, and how each can receive mail."""
-    if scope not in ("machine", "directory", "repo", "all"):
-        die(f"unknown scope {scope!r}: use machine, directory, repo or all")
+    if scope not in ("machine", "directory", "repo", "all", "group"):
+        die(f"unknown scope {scope!r}: use machine, directory, repo, group or all")
     with errors(), connect() as client:
-        if scope in ("directory", "repo"):
+        if scope in ("directory", "repo", "group"):
             become_peer(client)
         reply = client.request(
-            p.ListPeers, scope=scope, include_gone=include_gone, include_self=True
+            p.ListPeers, scope=scope, include_gone=include_gone, include_self=True, group=group
         )
     peers: list[p.Peer] = reply.peers
     more = (
@@ -200,6 +205,9 @@ def list_peers(
     table = Table(box=None, pad_edge=False, header_style="bold")
     columns: tuple[str, ...] = ("NAME", "ID", "CLIENT", "STATE", "RECEIVES", "REACH", "MAIL")
     columns += ("READ", "SEEN", "WHERE", "BRANCH")
+    grouped = any(peer.group for peer in peers)  # the column only once groups are in use
+    if grouped:
+        columns += ("GROUP",)
     for col in (*columns, "FILES", "SUMMARY"):
         table.add_column(col, no_wrap=col not in ("WHERE", "FILES", "SUMMARY"), overflow="fold")
     for peer in peers:
@@ -210,7 +218,7 @@ def list_peers(
             ", …" if peer.files > len(peer.recent_files) else ""
         )
         note = f"[{peer.note}] " if peer.note else ""
-        table.add_row(
+        cells = [
             name,
             peer.id,
             peer.client,
@@ -223,9 +231,11 @@ def list_peers(
             ago(peer.last_seen),
             safe(where),
             safe(peer.branch or "-"),
+            *([safe(peer.group or "-")] if grouped else []),
             f"{peer.files}: {safe(files)}" if peer.files else "-",
             safe(note + (peer.summary or "")),
-        )
+        ]
+        table.add_row(*cells)
     out.print(table)
     if more:
         out.print(more)
@@ -267,13 +277,13 @@ def send(
 
 @app.command()
 def broadcast(
-    scope: Annotated[str, typer.Argument(help="machine, directory or repo.")],
+    scope: Annotated[str, typer.Argument(help="machine, directory, repo or group.")],
     text: Annotated[str, typer.Argument(help="The message; '-' reads standard input.")],
     as_json: JsonOpt = False,
 ) -> None:
     """Send one message to every other peer in a scope."""
-    if scope not in ("machine", "directory", "repo"):
-        die(f"unknown scope {scope!r}: use machine, directory or repo")
+    if scope not in ("machine", "directory", "repo", "group"):
+        die(f"unknown scope {scope!r}: use machine, directory, repo or group")
     body = read_text(text)
     with errors(), connect() as client:
         become_peer(client)
@@ -574,6 +584,10 @@ _coordination.register(sys.modules[__name__])
 from . import work as _work  # noqa: E402
 
 _work.register(sys.modules[__name__])
+# Proposals and the period report: proposals, propose, vote, report (peers_cli/proposals.py).
+from . import proposals as _proposals  # noqa: E402
+
+_proposals.register(sys.modules[__name__])
 
 
 def main() -> None:

@@ -88,6 +88,8 @@ def edit_text(
     files = ", ".join(targets[:3]) + (f" and {len(targets) - 3} more" if len(targets) > 3 else "")
     names: list[str] = []
     for h in holders:
+        if not render.field_of(h, "peer_id"):
+            continue  # a session in another group: shown, but it cannot be messaged
         name = render.inline(str(render.field_of(h, "name")))
         if name not in names:
             names.append(name)
@@ -101,7 +103,16 @@ def edit_text(
             for h in holders
             if render.field_of(h, "kind") == "claim" and render.field_of(h, "exclusive")
         ]
-        owner = render.inline(str(render.field_of(blockers[0], "name"))) if blockers else names[0]
+        held = blockers[0] if blockers else holders[0]
+        if not render.field_of(held, "peer_id"):
+            return (
+                f"claude-peers stopped this edit of {files}: a session in another isolation "
+                f"group holds it. {shown}. It cannot be messaged from your group; the claim "
+                "ends when that session releases it, when it expires, or when the session "
+                "ends. Do not try to get around the claim (another tool, a copy): work on "
+                "something else until it is free, or tell the user."
+            )
+        owner = render.inline(str(render.field_of(held, "name")))
         return (
             f"claude-peers stopped this edit of {files}: another session holds it. {shown}. "
             f'To ask for it, call {send} with to="{owner}". The claim ends when {owner} '
@@ -109,9 +120,9 @@ def edit_text(
             "Do not try to get around the claim (another tool, a copy): work on something "
             "else until it is free."
         )
+    how = f"To coordinate, call {ask}." if names else "It is in another isolation group."
     return (
-        f"claude-peers: another session is working on {files}; your edit goes ahead. "
-        f"{shown}. To coordinate, call {ask}."
+        f"claude-peers: another session is working on {files}; your edit goes ahead. {shown}. {how}"
     )
 
 

@@ -163,8 +163,9 @@ class FileTools:
         me = (await self._call(p.Whoami)).peer.id
         item = reply.items[0]
         text = conflicts.status_text(render.inline(a.path), item.holders, me)
-        if any(h.peer_id != me for h in item.holders):
-            names = sorted({h.name for h in item.holders if h.peer_id != me})
+        if any(h.peer_id not in (me, "") for h in item.holders):
+            # a holder without an id is in another group: it cannot be asked
+            names = sorted({h.name for h in item.holders if h.peer_id not in (me, "")})
             send = render.tool("send_message", self.server_name, self.client_kind)
             text += " To ask: " + " or ".join(f'{send} with to="{n}"' for n in names) + "."
         return _ok(text, {"path": path, "holders": [msgspec.to_builtins(h) for h in item.holders]})

@@ -42,6 +42,7 @@ from peersd.errors import ClaudePeersError, Code, PeersError
 from . import delivery, filetools, render, tools, wakes
 from .agent import Agent, channels_enabled, find_agent
 from .filetools import FileTools
+from .grouptools import GroupTools
 from .worktools import WorkTools
 
 log = logging.getLogger("peers_mcp")
@@ -133,7 +134,7 @@ def _is_modern(req: types.JSONRPCRequest) -> bool:
     return isinstance(meta, dict) and MODERN_META_KEY in meta
 
 
-class PeersMCP(FileTools, WorkTools):
+class PeersMCP(FileTools, WorkTools, GroupTools):
     def __init__(self, settings: Settings, server_name: str, agent: Agent) -> None:
         self.settings = settings
         self.server_name = server_name
@@ -355,9 +356,10 @@ class PeersMCP(FileTools, WorkTools):
                 doing = filetools.doing(x)
                 health = render.health(x.reach, x.pending, x.last_read)
                 woken = f" ({render.field(wakes.describe(x.wake))})" if x.wake else ""
+                group = f" in group {x.group}" if x.group else ""
                 lines.append(
-                    f"- {x.name} ({x.id}): {x.client} in {where}{branch}{doing}; receives by "
-                    f"{x.receive}; mail reaches it: {health}{woken}{summary}"
+                    f"- {x.name} ({x.id}){group}: {x.client} in {where}{branch}{doing}; "
+                    f"receives by {x.receive}; mail reaches it: {health}{woken}{summary}"
                 )
             if reply.omitted:
                 lines.append(
@@ -583,6 +585,7 @@ class PeersMCP(FileTools, WorkTools):
         text = (
             f"You are {me.name} ({me.id}), a {me.client} session in {me.cwd}"
             + (f" on branch {me.branch}" if me.branch else "")
+            + (f", in group {me.group}" if me.group else "")
             + f". Mail reaches you by {me.receive} (channels {channel}); {me.pending} unread."
         )
         return ok(text, {"peer": _peer_view(me), "channels": self.channels})

@@ -25,10 +25,11 @@ def _rule(t: Any) -> str:
 
 PeerRef = rules.PeerRef
 Scope = Annotated[
-    Literal["machine", "directory", "repo"],
+    Literal["machine", "directory", "repo", "group"],
     Meta(
         description="machine: every session on this machine; directory: sessions in the same "
-        "working directory as you; repo: sessions in the same git repository as you."
+        "working directory as you; repo: sessions in the same git repository as you; group: "
+        "sessions in your group (join_group), on any machine."
     ),
 ]
 Text = Annotated[str, Meta(min_length=1, description="The message text (up to 32 KiB).")]
@@ -173,6 +174,7 @@ def description(server: str) -> dict[str, str]:
         ),
         **file_descriptions(server),
         **work_descriptions(server),
+        **group_descriptions(),
     }
 
 
@@ -431,3 +433,90 @@ WORK_TOOLS: dict[str, type[Args]] = {
     "query_decisions": QueryDecisionsArgs,
 }
 TOOLS.update(WORK_TOOLS)
+# --------------------------------------------------------------------------- groups and proposals
+# docs/coordination.md: isolation groups, and proposals put to a vote.
+
+
+class JoinGroupArgs(Args):
+    name: Annotated[rules.GroupName, Meta(description=_rule(rules.GroupName) + ".")]
+
+
+class LeaveGroupArgs(Args):
+    pass
+
+
+class ProposeArgs(Args):
+    title: Annotated[
+        rules.ProposalTitle, Meta(description="The question or plan to decide, in one line.")
+    ]
+    options: Annotated[
+        rules.OptionList,
+        Meta(description="2 to 10 choices (default approve, reject)."),
+    ] = msgspec.field(default_factory=lambda: ["approve", "reject"])
+    voters: Annotated[
+        list[PeerRef],
+        Meta(max_length=100, description="Who votes: peer names or ids. Or give scope instead."),
+    ] = []
+    scope: Annotated[
+        Literal["machine", "directory", "repo", "group"] | None,
+        Meta(description="Who votes: every other session in this scope (instead of voters)."),
+    ] = None
+    threshold: Annotated[
+        rules.Threshold,
+        Meta(
+            description="Votes one option needs: a count (2), a fraction of the voters (2/3, "
+            "60%), majority (more than half, the default) or all."
+        ),
+    ] = "majority"
+    deadline_minutes: (
+        Annotated[
+            float,
+            Meta(gt=0, le=43200, description="Close it after this many minutes (default: never)."),
+        ]
+        | None
+    ) = None
+
+
+class VoteArgs(Args):
+    proposal_id: Annotated[rules.ProposalId, Meta(description="The proposal's number.")]
+    vote: Annotated[rules.OptionName, Meta(description="One of the proposal's options.")]
+    reason: Annotated[rules.Reason, Meta(description="Why, in a sentence (optional).")] = ""
+
+
+class ListProposalsArgs(Args):
+    state: Literal["open", "decided", "failed", "expired"] | None = None
+    mine: Annotated[
+        bool, Meta(description="Only proposals you made or vote on (default: all you can see).")
+    ] = False
+
+
+def group_descriptions() -> dict[str, str]:
+    return {
+        "join_group": (
+            "Join an isolation group: from then on you see and message only sessions in the "
+            "same group (list_peers, send_message, broadcast). Use it when the user asks you "
+            "to work in a group or team."
+        ),
+        "leave_group": "Leave your isolation group; you then see the sessions in no group.",
+        "propose": (
+            "Put a decision to a vote of other sessions (by name, or everyone in a scope): "
+            "each voter gets it as a message and answers with vote. It is decided when one "
+            "option reaches the threshold, fails when none can any more, or expires at the "
+            "deadline; you and the voters are told the result."
+        ),
+        "vote": (
+            "Vote on a proposal you were asked to vote on (proposal_id and one of its "
+            "options). A vote is final."
+        ),
+        "list_proposals": "Proposals you can see, newest first, with their votes and result.",
+    }
+
+
+GROUP_TOOLS: dict[str, type[Args]] = {
+    "join_group": JoinGroupArgs,
+    "leave_group": LeaveGroupArgs,
+    "propose": ProposeArgs,
+    "vote": VoteArgs,
+    "list_proposals": ListProposalsArgs,
+}
+TOOLS.update(GROUP_TOOLS)

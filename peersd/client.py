@@ -718,4 +718,5 @@ def session_registration(
         summary=summary,
         name=name,
         receive=receive,  # type: ignore[arg-type]
+        group=settings.session_group(branch),
     )

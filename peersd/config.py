@@ -8,6 +8,7 @@ Codex starts MCP servers with a cleared environment.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from .errors import ConfigError as ConfigError  # still importable from here
-from .rules import HostLabel, LeaseSeconds, Token
+from .rules import HostLabel, LeaseSeconds, Token, match_group
 
 ENV_PREFIX = "CLAUDE_PEERS_"
 LAUNCHD_LABEL = "dev.claude-peers.peersd"
@@ -94,6 +95,20 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     task_grace: Positive = 600.0
     """Daemon: seconds a gone session's tasks wait for a successor of its name before they
     are open to anyone again (its creator is told)."""
+    group: str = ""
+    """Sessions: the isolation group a session joins at register ("": none, or by branch)."""
+    auto_group: Literal["off", "branch"] = "off"
+    """Sessions: with "branch", a session without ``group`` joins the group of its git branch."""
+
+    def session_group(self, branch: str | None) -> str | None:
+        """The group a session registers in: ``group``, else its branch with
+        ``auto_group = "branch"`` (made a valid group name), else none."""
+        if self.group:
+            return self.group
+        if self.auto_group == "branch" and branch:
+            name = re.sub(r"[^A-Za-z0-9._/+@-]", "-", branch).lstrip("._/+@-")[:64]
+            return name or None
+        return None
 
     @property
     def socket_path(self) -> Path:
@@ -260,6 +275,11 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
         raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")
     if s.channels not in {"auto", "on", "off"}:
         raise ConfigError(f"channels must be 'auto', 'on' or 'off', not {s.channels!r}")
+    if s.group and not match_group(s.group):
+        raise ConfigError(
+            f"group must be 1-64 of letters, digits and . _ / + @ -, starting with a letter or "
+            f"digit, not {s.group[:70]!r}"
+        )
     if s.sync not in {"normal", "full"}:
         raise ConfigError(f"sync must be 'normal' or 'full', not {s.sync!r}")
     if s.max_frame < s.max_text + 64 * 1024:

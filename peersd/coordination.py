@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from . import globs
+from . import globs, groups
 from . import protocol as p
 from .errors import Code, PeersError
 from .files import MAX_CLAIMS_PER_PEER
@@ -294,9 +294,13 @@ def check_edit(d: Daemon, conn: Connection, r: p.CheckEdit) -> Op:
             d.store.files.touch(
                 me, [(f.path, f.repo) for f in r.files], now, d.settings.activity_ttl
             )
+        # Holders in other groups still hold (the file on disk is shared) but are neither
+        # named nor told: no mail crosses groups (peersd/groups.py).
         if r.notify and caller is not None and found:
-            effects += _notices(d, caller, found, decision, now)
-        return Outcome(p.EditCheck(id=r.id, decision=decision, holders=found), effects)  # type: ignore[arg-type]
+            told = [h for h in found if groups.visible(caller, d.store._peers[h.peer_id])]
+            effects += _notices(d, caller, told, decision, now) if told else []
+        shown = groups.mask_holders(d.store, caller, found)
+        return Outcome(p.EditCheck(id=r.id, decision=decision, holders=shown), effects)  # type: ignore[arg-type]
 
     return op
 
@@ -381,6 +385,14 @@ def claim_files(d: Daemon, conn: Connection, r: p.ClaimFiles) -> Op:
                 continue
             for mine in wanted:
                 if globs.overlap(pattern, mine):
+                    if not groups.visible(caller, holder):
+                        raise PeersError(
+                            Code.CLAIM_CONFLICT,
+                            f"{relative(mine, wanted[mine])} overlaps "
+                            f"{'an exclusive claim' if exclusive else 'a claim'} of "
+                            f"{groups.HIDDEN_NAME} on {relative(pattern, repo)}, until "
+                            f"{time.strftime('%H:%M UTC', time.gmtime(expires))}.",
+                        )
                     raise PeersError(
                         Code.CLAIM_CONFLICT,
                         _conflict_text(
@@ -424,6 +436,7 @@ def claim_files(d: Daemon, conn: Connection, r: p.ClaimFiles) -> Op:
         active = [
             h for h in holders(d, list(wanted), me, caller.machine_id, now) if h.kind == "active"
         ]
+        active = groups.mask_holders(d.store, caller, active)
         return Outcome(p.FilesClaimed(id=r.id, claims=claims, holders=active))
 
     return op
@@ -480,6 +493,7 @@ def file_status(d: Daemon, conn: Connection, r: p.FileStatus) -> Op:
         caller = d.store.peer(conn.peer_id) if conn.peer_id else None
         machine = _machine(d, conn, caller)
         found = holders(d, list(dict.fromkeys(r.paths)), None, machine, now)
+        found = groups.mask_holders(d.store, caller, found)
         items = [
             p.FileStatusItem(path=path, holders=[h for h in found if h.target == path])
             for path in r.paths
@@ -512,6 +526,7 @@ def list_files(d: Daemon, conn: Connection, r: p.ListFiles) -> Op:
             if peer is not None and (r.repo is None or where == r.repo):
                 found.append(_active_holder(d, peer, path, where, first, last, ttl))
         found.sort(key=lambda h: (h.repo or "", h.path, h.kind != "claim", h.name))
+        found = groups.mask_holders(d.store, caller, found)
         return Outcome(p.FileListing(id=r.id, holders=found))
 
     return op

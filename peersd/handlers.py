@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from . import __version__, identity, kill
+from . import __version__, groups, identity, kill
 from . import protocol as p
 from .endpoint import tcp_warnings
 from .errors import Code, PeersError
@@ -59,6 +59,7 @@ SINGLE_STATEMENT = frozenset(
         p.MessageStatus,
         p.Subscribe,
         p.Audit,
+        p.SetGroup,
     }
 )
 """Requests whose operation writes at most one SQL statement: no savepoint needed."""
@@ -136,6 +137,21 @@ def attach(d: Daemon, conn: Connection, r: p.Attach) -> Op:
         # A hook attaching: the session acts, so its next mail may wake it (peersd.wake).
         effects: list[Effect] = [lambda: d.bind(conn, found.id), lambda: d.waker.acted(found.id)]
         return Outcome(p.PeerResult(id=r.id, peer=found), effects)
+
+    return op
+
+
+def _caller(d: Daemon, conn: Connection) -> p.Peer | None:
+    """The peer the connection is bound to, if any: whose groups limit what it sees."""
+    return d.store.peer(conn.peer_id) if conn.peer_id else None
+
+
+def set_group(d: Daemon, conn: Connection, r: p.SetGroup) -> Op:
+    me = _me(conn)
+
+    def op() -> Outcome:
+        peer = d.store.set_group(me, r.group)
+        return Outcome(p.PeerResult(id=r.id, peer=peer))
 
     return op
 
@@ -254,6 +270,8 @@ def list_peers(d: Daemon, conn: Connection, r: p.ListPeers) -> Op:
     def op() -> Outcome:
         caller = d.store.peer(conn.peer_id) if conn.peer_id else None
         peers = d.store.list_peers(caller, r.scope, r.include_gone, r.include_self, _machine(conn))
+        if r.group is not None:
+            peers = [x for x in peers if x.group == r.group]
         peers = coordination.decorate(d, peers)  # status, note, active files
         if conn.remote:
             peers = [visible(conn, x) for x in peers]
@@ -293,7 +311,7 @@ def send(d: Daemon, conn: Connection, r: p.Send) -> Op:
     def op() -> Outcome:
         now = time.time()
         sender = d.store.require_peer(me)
-        recipient = d.store.resolve(r.to, d.machine_id)
+        recipient = groups.resolve(d.store, sender, r.to, d.machine_id)
         if recipient.id == sender.id:
             raise PeersError(Code.BAD_REQUEST, "you cannot send a message to yourself")
         # The one queue check (the store does not repeat it), before a rate token is taken.
@@ -354,7 +372,7 @@ def message_status(d: Daemon, conn: Connection, r: p.MessageStatus) -> Op:
             msgspec.structs.replace(item, wake=wake)
             if (wake := d.waker.message_wake(item.message_id)) is not None and item.found
             else item
-            for item in d.store.statuses(r.message_ids)
+            for item in d.store.statuses(r.message_ids, _caller(d, conn))
         ]
         return Outcome(p.Statuses(id=r.id, items=items))
 
@@ -369,7 +387,8 @@ def claim(d: Daemon, conn: Connection, r: p.Claim) -> Op:
         now = time.time()
         from_peer = None
         if r.from_peer:
-            from_peer = d.store.resolve(r.from_peer, d.machine_id).id
+            viewer = d.store.peer(me)
+            from_peer = groups.resolve(d.store, viewer, r.from_peer, d.machine_id).id
         msgs = d.store.claim(me, r.limit, lease, now, from_peer, r.reply_to, budget=d.frame_budget)
         return Outcome(p.Claimed(id=r.id, lease_until=now + lease, messages=msgs))
 
@@ -406,9 +425,17 @@ def history(d: Daemon, conn: Connection, r: p.History) -> Op:
     me = _me(conn) if r.mine else None
 
     def op() -> Outcome:
-        peer = d.store.resolve(r.peer, d.machine_id).id if r.peer else None
+        viewer = _caller(d, conn)
+        peer = groups.resolve(d.store, viewer, r.peer, d.machine_id).id if r.peer else None
         msgs, next_before = d.store.history(
-            me, peer, r.limit, r.before, r.state, r.direction, budget=d.frame_budget
+            me,
+            peer,
+            r.limit,
+            r.before,
+            r.state,
+            r.direction,
+            budget=d.frame_budget,
+            viewer=None if r.mine else viewer,  # one's own mail is always one's own
         )
         return Outcome(p.HistoryPage(id=r.id, messages=msgs, next_before=next_before))
 
@@ -560,6 +587,7 @@ HANDLERS: dict[type[p.Request[Any]], Handler] = {
     p.Audit: audit,
     p.ForgetMachine: forget_machine,
     p.ListMachines: list_machines,
+    p.SetGroup: set_group,
 }
 
 # Working on the same repository (peersd/coordination.py): its requests join the table.
@@ -574,3 +602,9 @@ from . import decisions, tasks  # noqa: E402
 HANDLERS.update(tasks.HANDLERS)
 HANDLERS.update(decisions.HANDLERS)
 SINGLE_STATEMENT = SINGLE_STATEMENT | tasks.SINGLE_STATEMENT | decisions.SINGLE_STATEMENT
+# Groups' proposals and the period report (peersd/proposals.py, peersd/report.py).
+from . import proposals, report  # noqa: E402
+
+HANDLERS.update(proposals.HANDLERS)
+HANDLERS.update(report.HANDLERS)
+SINGLE_STATEMENT = SINGLE_STATEMENT | {p.ListProposals, p.MakeReport}

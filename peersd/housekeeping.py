@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import identity, tasks
+from . import identity, proposals, tasks
 from . import protocol as p
 from .errors import PeersError
 
@@ -91,6 +91,7 @@ class Housekeeper:
             expired = self.d.store.upkeep.expire_messages(now)
             if expired:
                 effects += self.d.receipt_effects(expired, "expired", now, None)
+            effects += proposals.expire_due(self.d, now)  # past their deadline
             if now - self.last_purge > PURGE_INTERVAL:
                 machines = self.d.store.upkeep.purge(now, s.history_retention, s.gone_retention)[2]
                 if machines:

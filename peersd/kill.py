@@ -19,7 +19,7 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from . import identity
+from . import groups, identity
 from . import protocol as p
 from .errors import Code, PeersError
 
@@ -60,7 +60,8 @@ async def _kill(d: Daemon, conn: Connection, r: p.Kill) -> None:
     try:
         if not d.settings.kill_enabled:
             await _refuse_agents(d, conn)
-        target = await d.commit.run(lambda: d.store.resolve(r.target, d.machine_id))
+        viewer = d.store.peer(conn.peer_id) if conn.peer_id else None
+        target = await d.commit.run(lambda: groups.resolve(d.store, viewer, r.target, d.machine_id))
         actor = _actor(d, conn)
         if target.id == conn.peer_id:
             raise PeersError(Code.BAD_REQUEST, "a session cannot kill itself")

@@ -24,10 +24,12 @@ from .rules import (
     Branch,
     Category,
     ClaimTTL,
+    DeadlineSeconds,
     DecisionKey,
     DecisionValue,
     EpochSeconds,
     FilePath,
+    GroupName,
     HostLabel,
     LeaseSeconds,
     Limit,
@@ -36,11 +38,15 @@ from .rules import (
     MessageId,
     MessageIds,
     Note,
+    OptionList,
+    OptionName,
     PathText,
     PatternList,
     PeerName,
     PeerRef,
     Pid,
+    ProposalId,
+    ProposalTitle,
     ProvenMachineId,
     Rationale,
     Reason,
@@ -52,8 +58,10 @@ from .rules import (
     TaskId,
     TaskText,
     TaskTitle,
+    Threshold,
     Token,
     Tty,
+    VoterList,
 )
 
 PROTOCOL_VERSION = 1
@@ -63,7 +71,7 @@ HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 1024 * 1024
 
 ClientKind = Literal["claude-code", "codex", "gemini", "cursor", "cli", "other"]
-Scope = Literal["machine", "directory", "repo", "all"]
+Scope = Literal["machine", "directory", "repo", "all", "group"]
 ReceiveMode = Literal["push", "hook", "poll"]
 DeliveryPath = Literal["channel", "hook", "wake", "wait", "check", "cli"]
 MessageState = Literal["queued", "leased", "delivered", "expired"]
@@ -133,6 +141,8 @@ class Peer(msgspec.Struct, omit_defaults=True):
     """In list_peers answers: how mail sent now would reach it."""
     wake: Wake | None = None
     """The last idle wake for its mail (list_peers; kept in the daemon's memory)."""
+    group: str | None = None
+    """Its isolation group (``peersd.groups``); None: no group."""
 
 
 class Message(msgspec.Struct, omit_defaults=True):
@@ -229,6 +239,9 @@ class Register(Request["PeerResult"], tag="register"):
     summary: Summary | None = None
     name: PeerName | None = None
     receive: ReceiveMode = "poll"
+    group: GroupName | None = None
+    """The session's group (setting ``group``, or its branch with ``auto_group``); None
+    keeps the group the peer has (a new peer: none)."""
 
 
 class Attach(Request["PeerResult"], tag="attach"):
@@ -262,6 +275,8 @@ class ListPeers(Request["PeerList"], tag="list_peers"):
     scope: Scope = "machine"
     include_gone: bool = False
     include_self: bool = False
+    group: GroupName | None = None
+    """Only peers of this group (within what the caller may see anyway)."""
 
 
 class Send(Request["Sent"], tag="send"):
@@ -509,6 +524,51 @@ class QueryDecisions(Request["DecisionList"], tag="query_decisions"):
     limit: Limit = 200
 
 
+# ------------------------------------------------------------------ groups, proposals, report
+# docs/coordination.md: isolation groups, proposals with votes, the period report.
+
+
+class SetGroup(Request["PeerResult"], tag="set_group"):
+    """Join a group (``group``), or leave the one the caller is in (None)."""
+
+    group: GroupName | None = None
+
+
+class Propose(Request["ProposalResult"], tag="propose"):
+    """Put a question to a set of voters: ``voters`` (names or ids) or a ``scope``."""
+
+    title: ProposalTitle
+    options: OptionList = msgspec.field(default_factory=lambda: ["approve", "reject"])
+    voters: VoterList = []
+    scope: Scope | None = None
+    threshold: Threshold = "majority"
+    deadline_seconds: DeadlineSeconds | None = None
+
+
+class Vote(Request["ProposalResult"], tag="vote"):
+    proposal_id: ProposalId
+    vote: OptionName
+    reason: Reason = ""
+
+
+ProposalState = Literal["open", "decided", "failed", "expired"]
+
+
+class ListProposals(Request["ProposalList"], tag="list_proposals"):
+    """Proposals newest first: the caller's own and those it votes on when ``mine``."""
+
+    state: ProposalState | None = None
+    mine: bool = False
+    limit: Limit = 50
+
+
+class MakeReport(Request["Report"], tag="report"):
+    """What happened between ``since`` and ``until`` (default now), section by section."""
+
+    since: EpochSeconds
+    until: EpochSeconds | None = None
+
+
 REQUEST_TYPES: tuple[type[Request[Any]], ...] = (
     Register,
     Attach,
@@ -547,6 +607,11 @@ REQUEST_TYPES: tuple[type[Request[Any]], ...] = (
     PostDecision,
     RevokeDecision,
     QueryDecisions,
+    SetGroup,
+    Propose,
+    Vote,
+    ListProposals,
+    MakeReport,
 )
 
 ClientFrame = (
@@ -588,6 +653,11 @@ ClientFrame = (
     | PostDecision
     | RevokeDecision
     | QueryDecisions
+    | SetGroup
+    | Propose
+    | Vote
+    | ListProposals
+    | MakeReport
 )
 
 # --------------------------------------------------------------------------- daemon -> client
@@ -910,6 +980,110 @@ class DecisionList(Frame, tag="decisions"):
     decisions: list[Decision]
 
 
+# Groups, proposals, report (docs/coordination.md).
+
+
+class Ballot(msgspec.Struct, omit_defaults=True):
+    """One voter of a proposal and, once cast, its vote."""
+
+    voter: str
+    voter_name: str
+    vote: str | None = None
+    reason: str = ""
+    at: float | None = None
+
+
+class Proposal(msgspec.Struct, omit_defaults=True):
+    """A question put to voters; ``required`` votes for one option decide it."""
+
+    id: int
+    title: str
+    proposer: str
+    proposer_name: str
+    options: list[str]
+    threshold: str
+    required: int
+    """Votes one option needs, worked out from ``threshold`` and the number of voters."""
+    created: float
+    state: ProposalState
+    deadline: float | None = None
+    outcome: str | None = None
+    """The option that reached ``required`` (state ``decided``)."""
+    resolved_at: float | None = None
+    group: str | None = None
+    """The proposer's group when it was made."""
+    ballots: list[Ballot] = []
+    tally: dict[str, int] = {}
+    """Votes cast per option (every option present)."""
+
+
+class ProposalResult(Frame, tag="proposal"):
+    id: int
+    proposal: Proposal
+
+
+class ProposalList(Frame, tag="proposals"):
+    id: int
+    proposals: list[Proposal]
+
+
+class ReportPeer(msgspec.Struct, omit_defaults=True):
+    """A peer that took part in the period: active in it, or sent or received mail."""
+
+    peer_id: str
+    name: str
+    client: str
+    state: str
+    sent: int = 0
+    received: int = 0
+    group: str | None = None
+    summary: str = ""
+
+
+class PairCount(msgspec.Struct):
+    """Messages from one peer to another in the period."""
+
+    sender: str
+    sender_name: str
+    recipient: str
+    recipient_name: str
+    count: int
+    delivered: int
+    """Of them, delivered by now."""
+
+
+class ReportClaim(msgspec.Struct, omit_defaults=True):
+    """A file claim made in the period, or live during it (claims end with their peer)."""
+
+    peer_id: str
+    name: str
+    pattern: str
+    repo: str
+    exclusive: bool
+    created: float
+    expires_at: float
+    reason: str = ""
+
+
+class Report(Frame, tag="report_data"):
+    """One field per section (``peersd.report.SECTIONS``)."""
+
+    id: int
+    since: float
+    until: float
+    messages: int = 0
+    """Messages sent in the period."""
+    peers: list[ReportPeer] = []
+    pairs: list[PairCount] = []
+    tasks: list[Task] = []
+    """Tasks made or changed in the period, in their state now."""
+    decisions: list[Decision] = []
+    """Decision versions posted (or revoked) in the period, oldest first."""
+    proposals: list[Proposal] = []
+    claims: list[ReportClaim] = []
+    kills: list[AuditRecord] = []
+
+
 Response = (
     Welcome
     | Error
@@ -937,6 +1111,9 @@ Response = (
     | TaskList
     | DecisionResult
     | DecisionList
+    | ProposalResult
+    | ProposalList
+    | Report
 )
 
 

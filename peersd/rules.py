@@ -112,6 +112,38 @@ ClaimTTL = Annotated[float, Meta(gt=0, le=24 * 3600)]
 """Seconds a claim lasts: at most a day."""
 Reason = Annotated[str, Meta(max_length=500)]
 Note = Annotated[str, Meta(max_length=200)]
+# Groups, proposals, the report (docs/coordination.md).
+GroupName = Annotated[
+    str,
+    Meta(
+        pattern=_whole(r"[A-Za-z0-9][A-Za-z0-9._/+@-]{0,63}"),
+        description="a group name: 1-64 of letters, digits and . _ / + @ -, starting with a "
+        "letter or digit",
+    ),
+]
+ProposalTitle = Annotated[str, Meta(min_length=1, max_length=500)]
+OptionName = Annotated[
+    str,
+    Meta(
+        pattern=_whole(r"[^\s\x00-\x1f][^\x00-\x1f]{0,39}"),
+        description="an option: 1-40 characters, no control characters, not starting with a space",
+    ),
+]
+OptionList = Annotated[list[OptionName], Meta(min_length=2, max_length=10)]
+Threshold = Annotated[
+    str,
+    Meta(
+        pattern=_whole(
+            r"all|majority|[1-9][0-9]{0,3}|[1-9][0-9]{0,3}/[1-9][0-9]{0,3}|[1-9][0-9]?%|100%"
+        ),
+        description="a threshold: a count of votes (e.g. 2), a fraction of the voters (2/3 or "
+        "60%), majority (more than half) or all",
+    ),
+]
+DeadlineSeconds = Annotated[float, Meta(gt=0, le=30 * 24 * 3600)]
+"""Seconds from now until a proposal closes: at most 30 days."""
+ProposalId = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+VoterList = Annotated[list[PeerRef], Meta(max_length=100)]
 
 # Shared work state: tasks and the decisions board (docs/coordination.md).
 TaskId = Annotated[
@@ -163,6 +195,9 @@ _PATTERNS: list[tuple[str, str, str]] = [
         (TaskId, Code.BAD_REQUEST),
         (DecisionKey, Code.BAD_REQUEST),
         (Category, Code.BAD_REQUEST),
+        (GroupName, Code.BAD_REQUEST),
+        (OptionName, Code.BAD_REQUEST),
+        (Threshold, Code.BAD_REQUEST),
     )
 ]
 """msgspec's words for each of our patterns -> (the rule in words, the error code)."""
@@ -196,3 +231,4 @@ def _matcher(t: Any) -> Callable[[str], re.Match[str] | None]:
 match_peer_id = _matcher(PeerId)
 match_message_id = _matcher(MessageId)
 """Groups 1 and 2: the database tag and the row."""
+match_group = _matcher(GroupName)

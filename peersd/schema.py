@@ -99,6 +99,42 @@ MIGRATIONS.append("ALTER TABLE peers ADD COLUMN last_read REAL;")
 
 # Shared work state: tasks with their history, and the decisions board (peersd/workstate.py).
 MIGRATIONS.append(workstate.MIGRATION)
+# Groups, proposals and votes (peersd/groups.py, peersd/proposals.py).
+MIGRATIONS.append(
+    """
+    ALTER TABLE peers ADD COLUMN group_name TEXT;
+
+    CREATE TABLE proposals(
+        id INTEGER PRIMARY KEY,
+        proposer TEXT NOT NULL,
+        proposer_name TEXT NOT NULL,
+        title TEXT NOT NULL,
+        options TEXT NOT NULL,
+        threshold TEXT NOT NULL,
+        required INTEGER NOT NULL,
+        created REAL NOT NULL,
+        deadline REAL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'decided', 'failed', 'expired')),
+        outcome TEXT,
+        resolved_at REAL,
+        group_name TEXT
+    );
+    CREATE INDEX proposals_open ON proposals(deadline) WHERE state = 'open';
+    CREATE INDEX proposals_created ON proposals(created);
+
+    -- One row per voter, made with the proposal; vote stays NULL until cast.
+    CREATE TABLE votes(
+        proposal INTEGER NOT NULL REFERENCES proposals(id) ON DELETE CASCADE,
+        voter TEXT NOT NULL,
+        voter_name TEXT NOT NULL,
+        vote TEXT,
+        reason TEXT NOT NULL DEFAULT '',
+        at REAL,
+        PRIMARY KEY (proposal, voter)
+    ) WITHOUT ROWID;
+    CREATE INDEX votes_voter ON votes(voter);
+    """
+)
 
 
 def open_database(path: Path, sync: str) -> apsw.Connection:

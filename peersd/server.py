@@ -14,7 +14,7 @@ import typing
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-from . import identity
+from . import groups, identity
 from . import protocol as p
 from .commit import GroupCommit
 from .config import Settings
@@ -186,8 +186,11 @@ class Daemon:
         else:
             targets = self.by_peer.get(peer_id, ())
         data: bytes | None = None
+        screen = kind in ("peers", "traffic") and self.store.grouped
         for conn in tuple(targets):
             if kind in conn.kinds:
+                if screen and conn.peer_id is not None and not self._sees(conn.peer_id, event):
+                    continue
                 if isinstance(event, p.PeerJoined) and conn.remote:
                     # Another machine's process details stay off TCP (handlers.visible).
                     shown = visible(conn, event.peer)
@@ -197,6 +200,21 @@ class Daemon:
                 if data is None:
                     data = p.encode(event)
                 conn.write(data)
+
+    def _sees(self, viewer_id: str, event: p.Frame) -> bool:
+        """Whether a connection bound to ``viewer_id`` may see ``event`` (peersd.groups):
+        peer events about peers it may see; traffic (it names peers, not ids) only when it
+        sees everyone."""
+        viewer = self.store._peers.get(viewer_id)
+        if viewer is None or groups.operator(viewer):
+            return True
+        if isinstance(event, p.TrafficEvent):
+            return False
+        subject = (
+            event.peer.id if isinstance(event, p.PeerJoined) else getattr(event, "peer_id", "")
+        )
+        other = self.store._peers.get(subject)
+        return other is None or groups.visible(viewer, other)
 
     def set_kinds(self, conn: Connection, kinds: set[str]) -> None:
         for kind in conn.kinds - kinds:

@@ -23,7 +23,7 @@ from typing import Any
 import apsw
 import msgspec
 
-from . import audit, files, machines, schema, upkeep, workstate
+from . import audit, files, groups, machines, schema, upkeep, workstate
 from .errors import Code, PeersError
 from .errors import StoreError as StoreError  # still importable from here
 from .identity import START_TOLERANCE, same_start
@@ -39,7 +39,7 @@ encodes a message with everything else at its largest)."""
 
 PEER_COLUMNS = """p.id, p.name, p.client, p.state, p.machine_id, p.host, p.cwd, p.agent_pid,
     p.agent_start, p.registered_at, p.last_seen, p.receive, p.summary, p.git_root, p.branch,
-    p.tty, p.session_id, p.helper_pid, 0, 0, p.gone_reason, p.last_read"""
+    p.tty, p.session_id, p.helper_pid, 0, 0, p.gone_reason, p.last_read, p.group_name"""
 
 MESSAGE_COLUMNS = """m.seq, m.sender, m.sender_name, m.recipient, m.recipient_name, m.text,
     m.created, m.state, m.expires_at, m.reply_to, m.delivered_at, m.delivered_via, m.attempts,
@@ -67,6 +67,7 @@ def _peer(row: tuple[Any, ...]) -> Peer:
     peer = Peer(*row[:19])
     peer.gone_reason = row[20]
     peer.last_read = row[21]
+    peer.group = row[22]
     peer.session_id = None
     return peer
 
@@ -140,6 +141,8 @@ class Store:
     # is rolled back and ``reload()`` rebuilds the cache from the database.
 
     def reload(self) -> None:
+        self.grouped = False
+        """Whether any peer has (or had, since the last reload) a group (``list_peers``)."""
         self._peers: dict[str, Peer] = {}
         self._names: dict[tuple[str, str], str] = {}
         self._receive: dict[str, str] = {}
@@ -158,6 +161,7 @@ class Store:
         if old is not None and self._names.get((old.machine_id, old.name.lower())) == old.id:
             del self._names[(old.machine_id, old.name.lower())]
         self._receive[peer.id] = peer.receive
+        self.grouped = self.grouped or peer.group is not None
         self._show_online(peer)
         self._peers[peer.id] = peer
         if peer.state == "active":
@@ -312,7 +316,8 @@ class Store:
                 "name = ?, name_key = ?, client = ?, host = ?, cwd = ?, agent_pid = ?, "
                 "agent_start = ?, last_seen = ?, receive = ?, git_root = ?, branch = ?, tty = ?, "
                 "session_id = coalesce(?, session_id), helper_pid = ?, "
-                "summary = coalesce(?, summary) WHERE id = ?",
+                "summary = coalesce(?, summary), group_name = coalesce(?, group_name) "
+                "WHERE id = ?",
                 (
                     name,
                     name.lower(),
@@ -329,6 +334,7 @@ class Store:
                     r.session_id,
                     r.helper_pid,
                     r.summary,
+                    r.group,
                     existing.id,
                 ),
             )
@@ -354,8 +360,8 @@ class Store:
         self.conn.execute(
             "INSERT INTO peers(id, name, name_key, client, state, machine_id, host, cwd, "
             "agent_pid, agent_start, registered_at, last_seen, receive, summary, git_root, "
-            "branch, tty, session_id, helper_pid) "
-            "VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "branch, tty, session_id, helper_pid, group_name) "
+            "VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 peer_id,
                 name,
@@ -375,6 +381,7 @@ class Store:
                 r.tty,
                 r.session_id,
                 r.helper_pid,
+                r.group,
             ),
         )
         self._refresh(peer_id)
@@ -389,6 +396,12 @@ class Store:
 
     def set_summary(self, peer_id: str, summary: str) -> Peer:
         self.conn.execute("UPDATE peers SET summary = ? WHERE id = ?", (summary, peer_id))
+        self._refresh(peer_id)
+        return self.require_peer(peer_id)
+
+    def set_group(self, peer_id: str, group: str | None) -> Peer:
+        """Put the peer in ``group`` (a valid ``rules.GroupName``), or in none."""
+        self.conn.execute("UPDATE peers SET group_name = ? WHERE id = ?", (group, peer_id))
         self._refresh(peer_id)
         return self.require_peer(peer_id)
 
@@ -452,22 +465,38 @@ class Store:
         include_self: bool = False,
         machine_id: str | None = None,
     ) -> list[Peer]:
-        if scope in ("directory", "repo") and caller is None:
+        """Peers in ``scope`` that ``caller`` may see (``groups.visible``).
+
+        Scope ``group``: the caller's group, on every machine this daemon serves."""
+        if scope in ("directory", "repo", "group") and caller is None:
             raise PeersError(Code.NOT_REGISTERED, f"scope {scope!r} needs a registered peer")
-        if scope not in ("machine", "directory", "repo", "all"):
+        if scope not in ("machine", "directory", "repo", "all", "group"):
             raise PeersError(Code.BAD_REQUEST, f"unknown scope {scope!r}")
+        if scope == "group" and (caller is None or caller.group is None):
+            raise PeersError(
+                Code.BAD_REQUEST,
+                "scope 'group' needs a group, and you are in none (join_group first, or use "
+                "scope machine, directory or repo)",
+            )
         mid = caller.machine_id if caller is not None else machine_id
         skip = caller.id if caller is not None and not include_self else None
         key = "git_root" if scope == "repo" and caller is not None and caller.git_root else "cwd"
         where = getattr(caller, key) if caller is not None else None
+        anywhere = scope in ("all", "group") or not mid
+        any_place = scope in ("machine", "all", "group")
         found = [
             x
             for x in self._peers.values()
             if (include_gone or x.state == "active")
             and x.id != skip
-            and (scope == "all" or not mid or x.machine_id == mid)
-            and (scope in ("machine", "all") or getattr(x, key) == where)
+            and (anywhere or x.machine_id == mid)
+            and (any_place or getattr(x, key) == where)
         ]
+        if caller is not None and self.grouped and not groups.operator(caller):
+            # A second pass only once some peer has a group: without groups it costs nothing.
+            found = [x for x in found if groups.visible(caller, x)]
+            if scope == "group":
+                found = [x for x in found if x.group == caller.group]
         return _active_first_by_name(found)  # the cached objects: read-only for callers
 
     def resolve(self, target: str, machine_id: str) -> Peer:
@@ -690,7 +719,9 @@ class Store:
             )
         return [self.message_id(seq) for seq in leased]
 
-    def statuses(self, ids: list[str]) -> list[MessageStatusItem]:
+    def statuses(self, ids: list[str], viewer: Peer | None = None) -> list[MessageStatusItem]:
+        """Each message's state; as unknown to ``viewer`` when it is neither the message's
+        sender nor recipient and may not see both (``groups.visible``)."""
         items = []
         for msg_id in ids:
             seq = self.parse_id(msg_id)
@@ -698,14 +729,22 @@ class Store:
             if seq is not None:
                 row = self._one(
                     "SELECT state, recipient, recipient_name, created, delivered_at, "
-                    "delivered_via, expires_at FROM messages WHERE seq = ?",
+                    "delivered_via, expires_at, sender FROM messages WHERE seq = ?",
                     (seq,),
                 )
+            if row is not None and not self._may_see_message(viewer, row[7], row[1]):
+                row = None
             if row is None:
                 items.append(MessageStatusItem(message_id=msg_id, found=False))
             else:
-                items.append(MessageStatusItem(msg_id, True, *row))
+                items.append(MessageStatusItem(msg_id, True, *row[:7]))
         return items
+
+    def _may_see_message(self, viewer: Peer | None, sender: str, recipient: str) -> bool:
+        if viewer is None or viewer.id in (sender, recipient) or groups.operator(viewer):
+            return True
+        ends = [self._peers.get(sender), self._peers.get(recipient)]
+        return all(x is not None and groups.visible(viewer, x) for x in ends)
 
     def history(
         self,
@@ -716,9 +755,17 @@ class Store:
         state: str | None,
         direction: str,
         budget: int = 1 << 62,
+        viewer: Peer | None = None,
     ) -> tuple[list[Message], int | None]:
+        """A page of messages, newest first; only those whose sender and recipient
+        ``viewer`` may both see (``groups.sql_visible``) when given."""
         where: list[str] = []
         args: list[object] = []
+        if viewer is not None and not groups.operator(viewer):
+            for column in ("m.sender", "m.recipient"):
+                cond, extra = groups.sql_visible(viewer, column)
+                where.append(cond)
+                args += extra
         if me is not None:
             if direction == "in":
                 where.append("m.recipient = ?")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import groups
 from . import protocol as p
 from .errors import Code, PeersError
 from .handlers import Effect, Handler, Op, Outcome, _me
@@ -39,12 +40,15 @@ TOOL = "update_task"
 # --------------------------------------------------------------------------- rules
 
 
-def in_scope(task: p.Task, machine_id: str, peer: p.Peer) -> bool:
+def in_scope(task: p.Task, machine_id: str, peer: p.Peer, creator: p.Peer | None = None) -> bool:
     """Whether ``peer`` may take ``task`` while it is unassigned.
 
-    The one place that decides; a new scope (a group) is one more branch here.
+    The one place that decides. Isolation groups apply on top of the scope: a peer that
+    may not see the task's creator (``groups.visible``) may not take it.
     """
     if peer.machine_id != machine_id:
+        return False
+    if creator is not None and not groups.visible(peer, creator):
         return False
     if task.scope == "directory":
         return peer.cwd == task.cwd
@@ -66,8 +70,14 @@ def _manager(task: p.Task, peer: p.Peer) -> bool:
     return peer.id == task.creator or peer.client == "cli"
 
 
-def _require(d: Daemon, ref: str, history: bool = False) -> p.Task:
+def _require(d: Daemon, ref: str, history: bool = False, viewer: p.Peer | None = None) -> p.Task:
+    """The task, or ``unknown_task``; with ``viewer``, also when it was made in an
+    isolation group the viewer may not see (and is not assigned to the viewer)."""
     task = d.store.tasks.get(task_seq(ref), history)
+    if task is not None and viewer is not None and task.assignee != viewer.id:
+        creator = d.store.peer(task.creator)
+        if creator is not None and not groups.visible(viewer, creator):
+            task = None
     if task is None:
         raise PeersError(Code.UNKNOWN_TASK, f"no task {task_id(task_seq(ref))} (see list_tasks)")
     return task
@@ -80,8 +90,8 @@ def _final(task: p.Task) -> PeersError:
     )
 
 
-def _assignable(d: Daemon, ref: str) -> p.Peer:
-    peer = d.store.resolve(ref, d.machine_id)
+def _assignable(d: Daemon, ref: str, viewer: p.Peer) -> p.Peer:
+    peer = groups.resolve(d.store, viewer, ref, d.machine_id)
     if peer.state != "active":
         raise PeersError(
             Code.BAD_REQUEST,
@@ -210,7 +220,7 @@ def create_task(d: Daemon, conn: Connection, r: p.CreateTask) -> Op:
     def op() -> Outcome:
         now = time.time()
         creator = d.store.require_peer(me)
-        assignee = _assignable(d, r.assignee) if r.assignee is not None else None
+        assignee = _assignable(d, r.assignee, creator) if r.assignee is not None else None
         if d.store.tasks.live_count(me) >= MAX_LIVE_TASKS:
             raise PeersError(
                 Code.BAD_REQUEST,
@@ -241,7 +251,7 @@ def update_task(d: Daemon, conn: Connection, r: p.UpdateTask) -> Op:
     def op() -> Outcome:
         now = time.time()
         actor = d.store.require_peer(me)
-        task = _require(d, r.task)
+        task = _require(d, r.task, viewer=actor)
         machine = d.store.tasks.machine_of(task_seq(r.task)) or ""
         seq = task_seq(r.task)
         note = r.note or ""
@@ -260,7 +270,7 @@ def update_task(d: Daemon, conn: Connection, r: p.UpdateTask) -> Op:
                     f"only the creator ({task.creator_name}), the assignee or a person at the "
                     f"CLI may reassign task {task.id}",
                 )
-            new = _assignable(d, r.assignee)
+            new = _assignable(d, r.assignee, actor)
             if new.id != task.assignee:
                 before = task.assignee
                 tasks.change(seq, actor, "assigned", now, state="open", assignee=new, text=note)
@@ -285,7 +295,9 @@ def update_task(d: Daemon, conn: Connection, r: p.UpdateTask) -> Op:
                         f"task {task.id} is assigned to {task.assignee_name}; only they, its "
                         f"creator ({task.creator_name}) or a person at the CLI can claim it",
                     )
-                if task.assignee is None and not in_scope(task, machine, actor):
+                if task.assignee is None and not in_scope(
+                    task, machine, actor, d.store.peer(task.creator)
+                ):
                     raise PeersError(
                         Code.FORBIDDEN,
                         f"task {task.id} is open to peers in its {_where(task)}; you are not there",
@@ -384,6 +396,10 @@ def list_tasks(d: Daemon, conn: Connection, r: p.ListTasks) -> Op:
         if r.mine and caller is not None:
             where.append("(creator = ? OR assignee = ?)")
             args += [caller.id, caller.id]
+        if caller is not None:  # isolation groups: tasks made in groups the caller may see
+            seen, seen_args = groups.sql_visible(caller, "creator")
+            where.append(f"({seen} OR assignee = ?)")
+            args += [*seen_args, caller.id]
         rows = d.store.tasks.listing(states, r.limit, " AND ".join(where), args)
         return Outcome(p.TaskList(id=r.id, tasks=[t for t, _machine in rows]))
 
@@ -392,7 +408,9 @@ def list_tasks(d: Daemon, conn: Connection, r: p.ListTasks) -> Op:
 
 def task_info(d: Daemon, conn: Connection, r: p.TaskInfo) -> Op:
     def op() -> Outcome:
-        return Outcome(p.TaskResult(id=r.id, task=_require(d, r.task, history=True)))
+        viewer = d.store.peer(conn.peer_id) if conn.peer_id else None
+        task = _require(d, r.task, history=True, viewer=viewer)
+        return Outcome(p.TaskResult(id=r.id, task=task))
 
     return op
 

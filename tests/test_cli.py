@@ -410,9 +410,9 @@ def test_peers_scopes(peers: Peers, home: Path, agent: Callable[..., tuple[Clien
 
 def test_invalid_scope_is_refused(peers: Peers) -> None:
     line = peers.fails(1, "peers", "--scope", "galaxy")
-    assert "unknown scope 'galaxy'" in line and "machine, directory, repo or all" in line
+    assert "unknown scope 'galaxy'" in line and "machine, directory, repo, group or all" in line
     line = peers.fails(1, "broadcast", "all", "hello")
-    assert "unknown scope 'all'" in line and "machine, directory or repo" in line
+    assert "unknown scope 'all'" in line and "machine, directory, repo or group" in line
 
 
 # --------------------------------------------------------------------------- send

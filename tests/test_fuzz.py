@@ -91,6 +91,11 @@ EXPECTED: dict[type[p.Request], type[p.Frame]] = {
     p.PostDecision: p.DecisionResult,
     p.RevokeDecision: p.DecisionResult,
     p.QueryDecisions: p.DecisionList,
+    p.SetGroup: p.PeerResult,
+    p.Propose: p.ProposalResult,
+    p.Vote: p.ProposalResult,
+    p.ListProposals: p.ProposalList,
+    p.MakeReport: p.Report,
 }
 FUZZED = [t for t in p.REQUEST_TYPES if t is not p.Shutdown]
 BYSTANDER = "bystander"
@@ -403,6 +408,9 @@ class FuzzRig:
             reply = fz.ask(p.encode(req), -2)
             assert isinstance(reply, p.PeerResult), reply
         peer = reply.peer
+        if peer.group is not None:  # a fuzzed set_group: back with the bystander
+            reply = fz.ask(p.encode(p.SetGroup(id=-3)), -3)
+            assert isinstance(reply, p.PeerResult) and reply.peer.group is None, reply
         LIVE["names"] = sorted({peer.name, peer.id, BYSTANDER, self.bystander_id})
         self.count += 1
         if self.count % 10 == 1:

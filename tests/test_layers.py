@@ -47,6 +47,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.audit",
         "peersd.upkeep",
         "peersd.workstate",
+        "peersd.groups",
     },
     "daemon": {
         "peersd.server",
@@ -61,6 +62,8 @@ LAYERS: dict[str, set[str]] = {
         "peersd.wake",
         "peersd.tasks",
         "peersd.decisions",
+        "peersd.proposals",
+        "peersd.report",
     },
     "client": {"peersd.client", "peersd.autostart", "peersd.wire"},
 }

@@ -372,6 +372,11 @@ async def test_tool_errors_say_what_was_wrong(daemon, agent_bin):
             "post_decision",
             "revoke_decision",
             "query_decisions",
+            "join_group",
+            "leave_group",
+            "propose",
+            "vote",
+            "list_proposals",
         ]
         send = next(t for t in tools if t.name == "send_message")
         assert "reply" in send.description and send.input_schema["required"] == ["to", "message"]
@@ -398,6 +403,10 @@ SCHEMA_CASES = [
     ("query_decisions", {"key": "-x"}, False),
     ("query_decisions", {"key": "k" * 101}, False),
     ("query_decisions", {"category": "a\n"}, False),
+    ("join_group", {"name": "feature/login"}, True),
+    ("join_group", {"name": "red\n"}, False),
+    ("join_group", {"name": "-red"}, False),
+    ("join_group", {"name": "r" * 65}, False),
 ]
 
 
