@@ -45,10 +45,32 @@ CURSOR_EVENTS = {"stop": "Stop"}
 CURSOR_LOOP_LIMIT = 5
 """The ``loop_limit`` of our stop hook (``peers install cursor`` writes it)."""
 
-CLIENTS = {"gemini": GEMINI_EVENTS, "cursor": CURSOR_EVENTS}
+COPILOT_EVENTS = {"agentStop": "Stop", "Stop": "Stop"}
+"""Copilot CLI event (camelCase or its VS Code compatible PascalCase) → peers-hook event."""
+OPENCODE_EVENTS = {"tool.execute.after": "PostToolUse", "session.idle": "Stop"}
+"""The opencode plugin's events → peers-hook events."""
+ANTIGRAVITY_EVENTS = {"PreInvocation": "UserPromptSubmit"}
+"""Antigravity CLI event → the peers-hook event that plays its part."""
+
+CLIENTS = {
+    "gemini": GEMINI_EVENTS,
+    "cursor": CURSOR_EVENTS,
+    "copilot": COPILOT_EVENTS,
+    "opencode": OPENCODE_EVENTS,
+    "antigravity": ANTIGRAVITY_EVENTS,
+}
 """``--client`` values and their event maps."""
-SESSION_KEYS = {"gemini": "session_id", "cursor": "conversation_id"}
-"""The input field that names the session, per client."""
+SESSION_KEYS = {
+    "gemini": ("session_id",),
+    "cursor": ("conversation_id",),
+    "copilot": ("sessionId", "session_id"),
+    "opencode": ("session_id",),
+    "antigravity": ("conversationId", "conversation_id", "sessionId", "session_id"),
+}
+"""The input fields that name the session, per client (the first one present counts)."""
+EVENT_KEYS = ("hook_event_name", "hookEventName")
+NEED_SESSION = frozenset(("gemini", "cursor", "copilot", "opencode"))
+"""Clients whose input always names the session: one without it is not theirs."""
 
 
 def _context_output(client_event: str) -> Output:
@@ -72,6 +94,32 @@ def _followup_output(event: str, text: str) -> str:
     return '{"followup_message": ' + json_string(text) + "}\n"
 
 
+def _block_output(event: str, text: str) -> str:
+    return '{"decision": "block", "reason": ' + json_string(text) + "}\n"
+
+
+def _plain_context_output(event: str, text: str) -> str:
+    return '{"additionalContext": ' + json_string(text) + "}\n"
+
+
+def _event_name(client: str, data: dict[str, object]) -> object:
+    """The client's event: its event-name field, or for Copilot's camelCase input (which has
+    none) the shape of ``agentStop``'s (``stopReason``)."""
+    for key in EVENT_KEYS:
+        if key in data:
+            return data[key]
+    if client == "copilot" and "stopReason" in data:
+        return "agentStop"
+    return None
+
+
+def _session(client: str, data: dict[str, object]) -> object:
+    for key in SESSION_KEYS[client]:
+        if key in data:
+            return data[key]
+    return None
+
+
 def _cursor_stop_blocked(data: dict[str, object]) -> bool:
     """Whether a follow-up now would be dropped (loop limit) or unwanted (turn stopped)."""
     count = data.get("loop_count", 0)
@@ -89,12 +137,16 @@ def adapt(
         log.context = "hook"
         log(f"unknown --client {client!r} (known: {', '.join(sorted(CLIENTS))})")
         return None
-    client_event = data.get("hook_event_name")
+    client_event = _event_name(client, data)
     ours = events.get(client_event) if isinstance(client_event, str) else None
-    session_id = data.get(SESSION_KEYS[client])
-    if ours is None or not isinstance(session_id, str) or not session_id:
+    session_id = _session(client, data)
+    if ours is None:
         return None  # an event we do not serve, or not this client's input
-    if ours == "Stop" and data.get("stop_hook_active"):
+    if not isinstance(session_id, str) or not session_id:
+        if client in NEED_SESSION or session_id is not None:
+            return None  # not this client's input
+        session_id = None  # Antigravity without an id: found by ancestry
+    if ours == "Stop" and (data.get("stop_hook_active") or data.get("stopHookActive")):
         return None  # already continuing because of this hook: the next event takes the mail
     if client == "cursor" and _cursor_stop_blocked(data):
         return None
@@ -104,5 +156,10 @@ def adapt(
     adapted: dict[str, object] = {"hook_event_name": ours, "session_id": session_id, "cwd": cwd}
     if client == "cursor":
         return adapted, _followup_output
-    output = _deny_output if ours == "Stop" else _context_output(client_event)
-    return adapted, output
+    if client == "copilot":
+        return adapted, _block_output
+    if client == "antigravity":
+        return adapted, _plain_context_output
+    if client == "gemini" and ours == "Stop":
+        return adapted, _deny_output
+    return adapted, _context_output(client_event)

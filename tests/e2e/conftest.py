@@ -49,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 CLAUDE_CODE_VERSION = os.environ.get("PEERS_E2E_CLAUDE_VERSION") or "2.1.328"
 CODEX_VERSION = os.environ.get("PEERS_E2E_CODEX_VERSION") or "0.169.0"
 GEMINI_VERSION = os.environ.get("PEERS_E2E_GEMINI_VERSION") or "0.61.0"
+OPENCODE_VERSION = os.environ.get("PEERS_E2E_OPENCODE_VERSION") or "1.18.33"
 CACHE = Path(os.environ.get("PEERS_E2E_CACHE") or REPO / ".e2e-cache")
 INSTALL_TIMEOUT = 600.0
 RUN_TIMEOUT = 90.0
@@ -58,7 +59,16 @@ SERVER = "claude-peers"
 BIN = Path(sys.executable).parent
 """Where ``peers``, ``peers-mcp`` and ``peers-hook`` are (the virtualenv's bin)."""
 MESSAGE_ID = re.compile(r"m-[0-9a-f]{6}-[0-9]+")
-SCRUB_PREFIXES = ("ANTHROPIC_", "CLAUDE", "CODEX_", "OPENAI_", "MCP_", "GEMINI_", "GOOGLE_")
+SCRUB_PREFIXES = (
+    "ANTHROPIC_",
+    "CLAUDE",
+    "CODEX_",
+    "OPENAI_",
+    "MCP_",
+    "GEMINI_",
+    "GOOGLE_",
+    "OPENCODE",
+)
 SCRUB_PROXY = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
@@ -132,6 +142,15 @@ def gemini_cli() -> Path:
         ["--gemini", str(CACHE), GEMINI_VERSION], f"@google/gemini-cli@{GEMINI_VERSION}"
     )
     return gemini
+
+
+@pytest.fixture(scope="session")
+def opencode_cli() -> Path:
+    """The real opencode, in its own npm prefix under the cache; skip when not installable."""
+    (opencode,) = _install(
+        ["--opencode", str(CACHE), OPENCODE_VERSION], f"opencode-ai@{OPENCODE_VERSION}"
+    )
+    return opencode
 
 
 # --------------------------------------------------------------------------- runs
@@ -282,11 +301,13 @@ class World:
         clients: Clients | None,
         agents: Agents,
         gemini: Path | None = None,
+        opencode: Path | None = None,
     ) -> None:
         self.home = home
         self.daemon = daemon
         self._clients = clients
         self.gemini_bin = gemini
+        self.opencode_bin = opencode
         self.agents = agents
         self.logs = home / "logs"
         self.logs.mkdir()
@@ -312,7 +333,7 @@ class World:
         for key in list(env):
             if key.startswith(SCRUB_PREFIXES) or key.lower() in SCRUB_PROXY:
                 del env[key]
-        bins = [str(x.parent) for x in (self.gemini_bin,) if x]
+        bins = [str(x.parent) for x in (self.gemini_bin, self.opencode_bin) if x]
         bins += [str(self._clients.bin_dir)] if self._clients else []
         env["PATH"] = os.pathsep.join([*bins, str(BIN), env.get("PATH", "")])
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
@@ -519,6 +540,44 @@ class World:
         )
         return self.start("gemini", argv, cwd, env)
 
+    # ------------------------------------------------------------ opencode
+
+    def install_opencode(self, stub: ModelStub) -> None:
+        """``peers install opencode``, then the stub as an OpenAI-compatible provider (the
+        one model, also for titles) in the same ``~/.config/opencode/opencode.json``."""
+        self.peers_cli("install", "opencode", env=self.opencode_env())
+        path = self.home / ".config" / "opencode" / "opencode.json"
+        data = json.loads(path.read_text())
+        data["provider"] = {
+            "stub": {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": "Stub",
+                "options": {"baseURL": f"{stub.url}/v1", "apiKey": "e2e-dummy-key"},
+                "models": {"stub-model": {"name": "Stub", "tool_call": True}},
+            }
+        }
+        data.update(model="stub/stub-model", small_model="stub/stub-model", autoupdate=False)
+        data["share"] = "disabled"
+        path.write_text(json.dumps(data, indent=2))
+
+    def opencode(self, cwd: Path, prompt: str) -> Run:
+        """``opencode run`` (one prompt, then exit) against the stub."""
+        assert self.opencode_bin is not None
+        argv = [str(self.opencode_bin), "run", prompt]
+        # opencode takes its directory from $PWD (inherited here), not from its cwd
+        return self.start("opencode", argv, cwd, {**self.opencode_env(), "PWD": str(cwd)})
+
+    def opencode_env(self) -> dict[str, str]:
+        """Config, data, cache and state under this HOME, whatever XDG says outside."""
+        return self.env(
+            XDG_CONFIG_HOME=str(self.home / ".config"),
+            XDG_DATA_HOME=str(self.home / ".local" / "share"),
+            XDG_CACHE_HOME=str(self.home / ".cache"),
+            XDG_STATE_HOME=str(self.home / ".local" / "state"),
+            OPENCODE_DISABLE_MODELS_FETCH="1",
+            OPENCODE_DISABLE_AUTOUPDATE="1",
+        )
+
     # ------------------------------------------------------------ peers and mail
 
     def fake_peer(self, name: str, client: str = "codex", cwd: str = "/tmp") -> Client:
@@ -641,6 +700,18 @@ def gemini_world(
 ) -> Iterator[World]:
     """A world with only the Gemini CLI (it needs neither Claude Code nor Codex)."""
     yield from _world(request, World(home, daemon, None, agents, gemini=gemini_cli))
+
+
+@pytest.fixture
+def opencode_world(
+    request: pytest.FixtureRequest,
+    home: Path,
+    daemon: DaemonProc,
+    opencode_cli: Path,
+    agents: Agents,
+) -> Iterator[World]:
+    """A world with only opencode."""
+    yield from _world(request, World(home, daemon, None, agents, opencode=opencode_cli))
 
 
 def _world(request: pytest.FixtureRequest, w: World) -> Iterator[World]:
