@@ -150,6 +150,8 @@ def adapt(
         return None  # already continuing because of this hook: the next event takes the mail
     if client == "cursor" and _cursor_stop_blocked(data):
         return None
+    if client == "copilot" and "stopReason" not in data and "stop_reason" not in data:
+        return None  # Copilot's stop always says why (end_turn): this input is not Copilot's
     assert isinstance(client_event, str)
     roots = data.get("workspace_roots")
     cwd = data.get("cwd") or (roots[0] if isinstance(roots, list) and roots else None)

@@ -111,6 +111,8 @@ def _remove_ours(doc: JsonDoc) -> tuple[dict[str, Any], list[Change]]:
                 data[suite][event] = kept
             else:
                 del data[suite][event]
+        if not data[suite]:
+            del data[suite]  # nothing but ours was in it
     return data, changes
 
 
