@@ -26,11 +26,13 @@ at the limit a follow-up would be dropped, so nothing is claimed then
 (``status`` aborted or error: the user stopped it) gets nothing either.
 """
 
-from collections.abc import Callable
-
 from .hook import Log, json_string
 
-Output = Callable[[str, str], str]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # collections.abc would import collections (about 3 ms on every hook run)
+    from collections.abc import Callable
+
+    Output = Callable[[str, str], str]
 
 GEMINI_EVENTS = {
     "SessionStart": "SessionStart",
@@ -73,7 +75,7 @@ NEED_SESSION = frozenset(("gemini", "cursor", "copilot", "opencode"))
 """Clients whose input always names the session: one without it is not theirs."""
 
 
-def _context_output(client_event: str) -> Output:
+def _context_output(client_event: str) -> "Output":
     def output(event: str, text: str) -> str:
         return (
             '{"hookSpecificOutput": {"hookEventName": '
@@ -130,7 +132,7 @@ def _cursor_stop_blocked(data: dict[str, object]) -> bool:
 
 def adapt(
     client: str, data: dict[str, object], log: Log
-) -> tuple[dict[str, object], Output] | None:
+) -> "tuple[dict[str, object], Output] | None":
     """(the input as peers-hook's own event, its output) or None when there is nothing to do."""
     events = CLIENTS.get(client)
     if events is None:

@@ -8,6 +8,7 @@ is registered as the peer.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,15 @@ from peersd import agents, identity
 from peersd import protocol as p
 
 from .conftest import PYTHON, register
-from .test_hook import HookAgent, attempts, claude_input, log_lines, output, run_hook
+from .test_hook import (
+    HookAgent,
+    attempts,
+    claude_input,
+    hook_env,
+    log_lines,
+    output,
+    run_hook,
+)
 
 GEMINI_SESSION = "8e6f2c1a-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
 
@@ -539,3 +548,28 @@ def test_cursor_agent_is_told_from_other_processes_called_agent(tmp_path):
         for proc in (cursor, direct, unrelated):
             proc.kill()
             proc.wait()
+
+
+def test_the_adapter_path_imports_stay_light(daemon):
+    """``--client`` loads ``adapters`` on every hook run of the other clients: it must not
+    pull in what the plain path avoids. Found: its ``collections.abc`` import loaded
+    ``collections`` (about 3 ms a run, bench/bench_hook.py)."""
+    code = (
+        "import sys\nfrom peers_mcp import hook\nrc = hook.main(['--client', 'opencode'])\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\nsys.exit(rc)\n"
+    )
+    done = subprocess.run(
+        [PYTHON, "-c", code],
+        input=json.dumps(opencode_input("tool.execute.after")).encode(),
+        capture_output=True,
+        env=hook_env(daemon),
+        timeout=15,
+    )
+    assert (done.returncode, done.stdout) == (0, b""), done.stderr.decode()
+    modules = set(done.stderr.decode().split())
+    assert {"peers_mcp.adapters", "peersd.wire"} <= modules
+    heavy = {
+        "asyncio", "msgspec", "typing", "peersd.protocol", "peers_mcp.render", "json", "re",
+        "collections", "contextlib", "pathlib",
+    }  # fmt: skip
+    assert modules & heavy == set()
