@@ -28,9 +28,11 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -566,6 +568,30 @@ class World:
         argv = [str(self.opencode_bin), "run", prompt]
         # opencode takes its directory from $PWD (inherited here), not from its cwd
         return self.start("opencode", argv, cwd, {**self.opencode_env(), "PWD": str(cwd)})
+
+    def opencode_serve(self, cwd: Path) -> tuple[Run, str]:
+        """``opencode serve`` (a long-lived server, as behind the TUI) on a free port; its
+        URL once it answers."""
+        assert self.opencode_bin is not None
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        argv = [str(self.opencode_bin), "serve", "--hostname", "127.0.0.1", "--port", str(port)]
+        run = self.start("opencode", argv, cwd, {**self.opencode_env(), "PWD": str(cwd)})
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/session", timeout=5):
+                    return run, url
+            except OSError:
+                if run.proc.poll() is not None or time.monotonic() > deadline:
+                    run.kill()
+                    run.wait()
+                    raise AssertionError(
+                        f"opencode serve did not answer:\n{run.describe()}"
+                    ) from None
+                time.sleep(0.2)
 
     def opencode_env(self) -> dict[str, str]:
         """Config, data, cache and state under this HOME, whatever XDG says outside."""

@@ -9,6 +9,10 @@ what was delivered, and how, from the daemon.
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.request
+
 import pytest
 
 from peersd import protocol as p
@@ -107,3 +111,61 @@ def test_opencode_gets_mail_after_its_tools_and_answers_with_send_message(
     assert seen["peer"].client == "opencode"
     replies = [m for m in world.history("carol") if m.sender_name == "oscar"]
     assert [(m.text, m.reply_to) for m in replies] == [(answer, ids["question"])]
+
+
+def post(url: str, body: dict[str, object], timeout: float = 60.0) -> object:
+    req = urllib.request.Request(
+        url, json.dumps(body).encode(), {"content-type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as answer:
+        return json.loads(answer.read() or b"null")
+
+
+def test_opencode_going_idle_gets_the_mail_as_a_new_prompt(opencode_world: World) -> None:
+    """A long-lived opencode (``opencode serve``, as behind its TUI): mail that arrives
+    during a turn that uses no tool reaches the model when the session goes idle: the
+    plugin's ``session.idle`` handler sends it as a new prompt, once, and the session
+    answers it with send_message."""
+    world = opencode_world
+    stub = world.stub(ChatStub([], name="opencode olga"))
+    world.install_opencode(stub)
+    carol = world.fake_peer("carol", client="claude-code")
+    late = "LATE: is the release branch frozen?"
+    ids: dict[str, str] = {}
+
+    def first(req: Recorded) -> Turn:
+        world.wait_peer("olga", "opencode")
+        ids["late"] = carol.request(p.Send, to="olga", text=late).message_id
+        return Turn.say("Done with the task.")
+
+    def second(req: Recorded) -> Turn:
+        return Turn.call(
+            f"mcp__{SERVER}__send_message", to="carol", message="Yes, frozen.", reply_to=ids["late"]
+        )
+
+    stub.script = [first, second, Turn.say("Replied to carol.")]
+    serve, url = world.opencode_serve(world.workdir("olga"))
+    session = post(f"{url}/session", {})
+    assert isinstance(session, dict)
+    post(f"{url}/session/{session['id']}/message", {"parts": [{"type": "text", "text": "Go."}]})
+    deadline = time.monotonic() + 60
+    while len(stub.scripted) < 3 or world.status(ids["late"])[ids["late"]].state != "delivered":
+        assert time.monotonic() < deadline, "the idle prompt did not come"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while not [m for m in world.history("carol") if m.sender_name == "olga"]:
+        assert time.monotonic() < deadline, "no reply"
+        time.sleep(0.2)
+    serve.kill()
+    serve.proc.wait()
+
+    reqs = stub.scripted
+    assert count(reqs[0], late) == 0
+    users = [m for m in reqs[1].body["messages"] if m.get("role") == "user"]
+    assert late in str(users[-1]["content"])  # the prompt the plugin sent
+    assert count(reqs[1], f'Message {ids["late"]} from peer "carol"') == 1
+    assert count(reqs[2], late) == 1
+    status = world.status(ids["late"])[ids["late"]]
+    assert (status.state, status.delivered_via) == ("delivered", "hook")
+    replies = [m for m in world.history("carol") if m.sender_name == "olga"]
+    assert [(m.text, m.reply_to) for m in replies] == [("Yes, frozen.", ids["late"])]
