@@ -24,6 +24,32 @@ bounds the follow-ups with the hook's ``loop_limit`` and counts them in ``loop_c
 at the limit a follow-up would be dropped, so nothing is claimed then
 (:data:`CURSOR_LOOP_LIMIT`, which the installer writes). A turn that did not complete
 (``status`` aborted or error: the user stopped it) gets nothing either.
+
+GitHub Copilot CLI (docs.github.com cli-hooks-reference; ``~/.copilot/hooks/*.json``):
+``agentStop`` with ``{"decision": "block", "reason": text}`` makes the reason the next
+prompt (Claude Code's Stop block); ``postToolUse`` with ``{"additionalContext": text}``
+appends the text after the tool's result ("Additional guidance from postToolUse hooks",
+seen with Copilot CLI 1.0.102; the reference still says only SDK hooks may change a result,
+and 1.0.24 dropped it: github/copilot-cli#2652). The camelCase inputs have ``sessionId``
+but no event name: ``agentStop``'s is told by ``stopReason``, ``postToolUse``'s by
+``toolResult`` (the PascalCase forms have ``hook_event_name`` and ``session_id``);
+``stop_hook_active`` is the loop guard, as in Claude Code. ``sessionStart`` and
+``userPromptSubmitted`` output is not read for command hooks: nothing is claimed there.
+
+opencode (a plugin, ``~/.config/opencode/plugins/claude-peers.js``, written by ``peers
+install opencode``): opencode has no command hooks, so the plugin runs ``peers-hook
+--client opencode`` with ``{"hook_event_name", "session_id", "cwd"}`` on
+``tool.execute.after`` (the mail is appended to the tool's result: PostToolUse) and on the
+``session.idle`` event (the plugin sends the mail as a new prompt, so the session answers:
+Claude Code's Stop block). It reads ``hookSpecificOutput.additionalContext``.
+
+Antigravity CLI (``agy``; ``~/.gemini/config/hooks.json``, named hook suites of
+Claude-Code-like groups): ``PreInvocation`` runs before every model call and merges the
+``additionalContext`` it prints into the prompt, so mail reaches the model before its next
+call (UserPromptSubmit's part). Its input is camelCase (``hookEventName``,
+``conversationId``) in some versions and snake_case in others: both are read, and without a
+session id the session is found by ancestry. Its ``Stop`` output is not documented well
+enough to claim mail there.
 """
 
 from .hook import Log, json_string
@@ -47,7 +73,12 @@ CURSOR_EVENTS = {"stop": "Stop"}
 CURSOR_LOOP_LIMIT = 5
 """The ``loop_limit`` of our stop hook (``peers install cursor`` writes it)."""
 
-COPILOT_EVENTS = {"agentStop": "Stop", "Stop": "Stop"}
+COPILOT_EVENTS = {
+    "agentStop": "Stop",
+    "Stop": "Stop",
+    "postToolUse": "PostToolUse",
+    "PostToolUse": "PostToolUse",
+}
 """Copilot CLI event (camelCase or its VS Code compatible PascalCase) → peers-hook event."""
 OPENCODE_EVENTS = {"tool.execute.after": "PostToolUse", "session.idle": "Stop"}
 """The opencode plugin's events → peers-hook events."""
@@ -71,6 +102,11 @@ SESSION_KEYS = {
 }
 """The input fields that name the session, per client (the first one present counts)."""
 EVENT_KEYS = ("hook_event_name", "hookEventName")
+COPILOT_SHAPES = {
+    "Stop": ("stopReason", "stop_reason"),
+    "PostToolUse": ("toolResult", "tool_result"),
+}
+"""A key Copilot CLI's input of each event always has (Claude Code's never does)."""
 NEED_SESSION = frozenset(("gemini", "cursor", "copilot", "opencode"))
 """Clients whose input always names the session: one without it is not theirs."""
 
@@ -112,6 +148,8 @@ def _event_name(client: str, data: dict[str, object]) -> object:
             return data[key]
     if client == "copilot" and "stopReason" in data:
         return "agentStop"
+    if client == "copilot" and "toolResult" in data:
+        return "postToolUse"
     return None
 
 
@@ -152,8 +190,8 @@ def adapt(
         return None  # already continuing because of this hook: the next event takes the mail
     if client == "cursor" and _cursor_stop_blocked(data):
         return None
-    if client == "copilot" and "stopReason" not in data and "stop_reason" not in data:
-        return None  # Copilot's stop always says why (end_turn): this input is not Copilot's
+    if client == "copilot" and not any(k in data for k in COPILOT_SHAPES[ours]):
+        return None  # Copilot's stop says why (end_turn), its postToolUse has the result
     assert isinstance(client_event, str)
     roots = data.get("workspace_roots")
     cwd = data.get("cwd") or (roots[0] if isinstance(roots, list) and roots else None)
@@ -161,7 +199,7 @@ def adapt(
     if client == "cursor":
         return adapted, _followup_output
     if client == "copilot":
-        return adapted, _block_output
+        return adapted, _block_output if ours == "Stop" else _plain_context_output
     if client == "antigravity":
         return adapted, _plain_context_output
     if client == "gemini" and ours == "Stop":

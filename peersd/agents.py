@@ -28,6 +28,11 @@ CURSOR_MARK = "cursor-agent"
 when this is in its executable's path or the path it was started by (any hop of the link)."""
 
 
+COPILOT_MARK = "/@github/copilot"
+"""In the path of Copilot CLI's loader (``@github/copilot/npm-loader.js``, which npm links
+as ``.bin/copilot``) and of its native binary (``@github/copilot-linux-x64/copilot``)."""
+
+
 @dataclass(frozen=True)
 class Agent:
     pid: int
@@ -43,6 +48,10 @@ def classify(pid: int) -> str | None:
         return kind
     if name == "agent":
         return "cursor" if _cursor_agent(pid) else None
+    if name == "MainThread" or name.startswith("copilot-"):
+        # Copilot CLI's native binary (@github/copilot-<platform>/copilot) names its main
+        # thread, so its comm says nothing; its executable's path does (seen with 1.0.102).
+        return "copilot" if COPILOT_MARK in _exe(pid) else None
     if name in ("node", "bun", "deno"):
         script = " ".join(identity.process_cmdline(pid)[1:3])
         if "claude-code" in script or script.endswith("/claude"):
@@ -53,7 +62,7 @@ def classify(pid: int) -> str | None:
             return "gemini"
         if CURSOR_MARK in script:
             return "cursor"
-        if "@github/copilot" in script or script.endswith("/copilot"):
+        if COPILOT_MARK in script or _copilot_loader(identity.process_cmdline(pid)[1:2]):
             return "copilot"
         if "opencode-ai" in script or script.endswith("/opencode"):
             return "opencode"
@@ -67,6 +76,13 @@ def _cursor_agent(pid: int) -> bool:
     if argv and "/" in argv[0]:
         paths += _link_chain(argv[0])
     return any(CURSOR_MARK in p for p in paths if p)
+
+
+def _copilot_loader(script: list[str]) -> bool:
+    """Whether node's script (``.bin/copilot``, a link) leads to Copilot CLI's loader."""
+    return (
+        bool(script) and "/" in script[0] and any(COPILOT_MARK in p for p in _link_chain(script[0]))
+    )
 
 
 def _exe(pid: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -386,10 +387,12 @@ def test_cursor_processes_are_classified(tmp_path):
 # --------------------------------------------------------------------------- Copilot CLI
 
 
-def test_copilot_agentstop_blocks_with_the_mail_and_nothing_else_claims(daemon, sender, host):
+def test_copilot_agentstop_blocks_and_posttooluse_adds_the_mail(daemon, sender, host):
     """``agentStop`` (camelCase, no event name) and its PascalCase ``Stop`` form carry the
-    mail as ``{"decision": "block", "reason"}``; the loop guard, and the events whose
-    output Copilot CLI drops for command hooks, claim nothing."""
+    mail as ``{"decision": "block", "reason"}``, ``postToolUse`` / ``PostToolUse`` as
+    ``{"additionalContext"}`` (shapes as Copilot CLI 1.0.102 sends them,
+    tests/e2e/test_copilot.py); the loop guard, the events whose output Copilot CLI does not
+    read for command hooks, and Claude Code's shapes claim nothing."""
     with daemon.client("other") as c:
         peer = register(c, host.pid, "copilot", name="cop", receive="hook")
         assert (peer.client, peer.receive) == ("copilot", "hook")
@@ -399,15 +402,23 @@ def test_copilot_agentstop_blocks_with_the_mail_and_nothing_else_claims(daemon, 
             assert set(out) == {"decision", "reason"} and out["decision"] == "block"
             assert "> before you stop" in out["reason"]
             assert sender.status(mid) == ("delivered", "hook")
+        for data in (copilot_input("postToolUse"), copilot_input("PostToolUse")):
+            mid = sender.send("cop", "after a tool")
+            out = output(host.run(daemon, data, "--client", "copilot"))
+            assert set(out) == {"additionalContext"}
+            assert "> after a tool" in out["additionalContext"]
+            hint = 'call the tool claude-peers-send_message with to="beta"'
+            assert hint in out["additionalContext"]
+            assert sender.status(mid) == ("delivered", "hook")
         mid = sender.send("cop", "later")
         for data in (
             copilot_input("agentStop", stop_hook_active=True),
             copilot_input("agentStop", stopHookActive=True),
-            copilot_input("postToolUse"),
             copilot_input("sessionStart"),
             copilot_input("userPromptSubmitted"),
-            copilot_input("PostToolUse"),
             copilot_input("SessionStart"),
+            copilot_input("preToolUse"),
+            claude_input("PostToolUse"),
             copilot_input("agentStop", sessionId=None),
             cursor_input("stop"),
             claude_input("Stop"),
@@ -496,22 +507,43 @@ def _wait_kind(proc: subprocess.Popen[bytes], kind: str | None) -> str | None:
 
 
 def test_copilot_opencode_and_agy_processes_are_classified(tmp_path):
-    copilot_js = tmp_path / "lib" / "node_modules" / "@github" / "copilot" / "index.js"
-    opencode_js = tmp_path / "lib" / "node_modules" / "opencode-ai" / "bin" / "opencode"
+    modules = tmp_path / "lib" / "node_modules"
+    copilot_js = modules / "@github" / "copilot" / "npm-loader.js"
+    opencode_js = modules / "opencode-ai" / "bin" / "opencode"
     for script in (copilot_js, opencode_js):
         script.parent.mkdir(parents=True)
         script.write_text("import time\ntime.sleep(30)\n")
+    (modules / ".bin").mkdir()
+    os.symlink("../@github/copilot/npm-loader.js", modules / ".bin" / "copilot")
+    # Copilot CLI 1.0.102's native binary names its main thread: its comm is "MainThread"
+    native = modules / "@github" / "copilot-linux-x64" / "copilot"
+    native.parent.mkdir(parents=True)
+    shutil.copy(os.path.realpath(sys.executable), native)
+    stranger = tmp_path / "bin" / "python-tool"
+    stranger.parent.mkdir(parents=True)
+    shutil.copy(os.path.realpath(sys.executable), stranger)
+    rename = "import ctypes; ctypes.CDLL(None).prctl(15, b'MainThread', 0, 0, 0)"
+    thread = [f"{rename}; import time; time.sleep(30)"]
     sleep = ("-c", "import time; time.sleep(30)")
     cases = [
         (_named(tmp_path, "copilot", *sleep), "copilot"),
         (_named(tmp_path, "node", str(copilot_js)), "copilot"),
+        (_named(tmp_path, "node", str(modules / ".bin" / "copilot"), "-p", "hi"), "copilot"),
+        (subprocess.Popen([str(native), "-c", *thread]), "copilot"),
+        (unrelated := subprocess.Popen([str(stranger), "-c", *thread]), None),
         (_named(tmp_path, "opencode", *sleep), "opencode"),
         (_named(tmp_path, "node", str(opencode_js)), "opencode"),
         (_named(tmp_path, "agy", *sleep), "antigravity"),
     ]
     try:
         for proc, kind in cases:
-            assert _wait_kind(proc, kind) == kind
+            assert _wait_kind(proc, kind) == kind, proc.args
+        for _ in range(50):  # the stranger: recognised by nothing once it is "MainThread"
+            if identity.process_name(unrelated.pid) == "MainThread":
+                break
+            subprocess.run([PYTHON, "-c", "pass"], check=True)
+        assert identity.process_name(unrelated.pid) == "MainThread"
+        assert agents.classify(unrelated.pid) is None
     finally:
         for proc, _ in cases:
             proc.kill()

@@ -261,9 +261,9 @@ def test_install_copilot_keeps_the_users_config_and_goes_back(
     home: Path, env: dict[str, str]
 ) -> None:
     """``~/.copilot/mcp-config.json`` gains our server (every tool offered), and our own hooks
-    file ``hooks/claude-peers.json`` an ``agentStop`` handler (Copilot's ``bash`` and
-    ``timeoutSec`` fields); the user's other hooks file is never touched; uninstall puts
-    the config back exactly and removes the file it made."""
+    file ``hooks/claude-peers.json`` ``postToolUse`` and ``agentStop`` handlers (Copilot's
+    ``bash`` and ``timeoutSec`` fields); the user's other hooks file is never touched;
+    uninstall puts the config back exactly and removes the file it made."""
     mcp_path = home / ".copilot" / "mcp-config.json"
     hooks_path = home / ".copilot" / "hooks" / "claude-peers.json"
     theirs_path = home / ".copilot" / "hooks" / "audit.json"
@@ -281,8 +281,9 @@ def test_install_copilot_keeps_the_users_config_and_goes_back(
         **COPILOT_MCP["mcpServers"],
         "claude-peers": {"command": MCP, "args": [], "tools": ["*"]},
     }
+    handler = {"type": "command", "bash": COPILOT_COMMAND, "timeoutSec": 10}
     assert json.loads(hooks_path.read_text()) == {
-        "hooks": {"agentStop": [{"type": "command", "bash": COPILOT_COMMAND, "timeoutSec": 10}]},
+        "hooks": {"postToolUse": [handler], "agentStop": [handler]},
         "version": 1,
     }
     assert json.loads(theirs_path.read_text()) == COPILOT_THEIR_HOOKS
@@ -337,12 +338,15 @@ def test_doctor_checks_copilot_only_where_it_is_used(
     assert result["Copilot CLI hooks"]["status"] == "ok", result["Copilot CLI hooks"]
     assert result["copilot"]["status"] == "warn"  # wired up, but no copilot on PATH
     hooks_path = home / ".copilot" / "hooks" / "claude-peers.json"
-    hooks_path.write_text(hooks_path.read_text().replace(" --client copilot", ""))
+    data = json.loads(hooks_path.read_text())
+    data["hooks"]["agentStop"][0]["bash"] = HOOK
+    write_json(hooks_path, data)
     mcp_path = home / ".copilot" / "mcp-config.json"
     mcp_path.write_text(mcp_path.read_text().replace('"*"', '"whoami"'))
     result = checks(peers(env, "doctor", "--json"))
     assert result["Copilot CLI hooks"]["status"] == "fail"
-    assert "lacks --client copilot" in result["Copilot CLI hooks"]["detail"]
+    detail = result["Copilot CLI hooks"]["detail"]
+    assert "lacks peers-hook --client copilot for agentStop" in detail
     assert result["Copilot CLI MCP"]["status"] == "warn"
     assert '"tools": ["*"]' in result["Copilot CLI MCP"]["detail"]
 

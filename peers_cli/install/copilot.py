@@ -4,14 +4,12 @@ The MCP server goes into ``~/.copilot/mcp-config.json`` (``mcpServers``, with
 ``"tools": ["*"]`` so every tool is offered); the hook into a file of its own,
 ``~/.copilot/hooks/claude-peers.json`` (``{"version": 1, "hooks": {event: [handler, …]}}``,
 lowerCamelCase events, handlers ``{"type": "command", "bash": …, "timeoutSec": …}``).
-``COPILOT_HOME`` moves both. Copilot CLI reads a command hook's output only at
-``agentStop`` (among the events that could carry mail): ``{"decision": "block", "reason":
-text}`` makes the reason the next prompt, so ours is an ``agentStop`` hook running
-``peers-hook --client copilot`` (``peers_mcp.adapters``). What ``postToolUse``,
-``sessionStart`` and ``userPromptSubmitted`` hooks print is dropped (docs.github.com
-cli-hooks-reference; github/copilot-cli#2652, #2980), so no mail is claimed there: mail
-reaches a busy Copilot session through the tools, and at the end of each turn. Copilot
-CLI has no idle wake. See the package docstring for the rules every edit follows.
+``COPILOT_HOME`` moves both. Our hooks run ``peers-hook --client copilot``
+(``peers_mcp.adapters``): ``postToolUse`` appends the mail after a tool's result
+(``additionalContext``), ``agentStop`` blocks the stop with it (``{"decision": "block",
+"reason": text}``: the reason is the next prompt). ``sessionStart`` and
+``userPromptSubmitted`` output is not read for command hooks, so there is no hook there.
+Copilot CLI has no idle wake. See the package docstring for the rules every edit follows.
 """
 
 from __future__ import annotations
@@ -52,7 +50,7 @@ from .edits import (
 from .hooks import hook_command
 
 CLIENT = "copilot"
-EVENT = "agentStop"
+EVENTS = ("postToolUse", "agentStop")
 TIMEOUT_SEC = 10
 HOOKS_FILE = "claude-peers.json"
 ALL_TOOLS = ["*"]
@@ -120,24 +118,26 @@ def install_copilot(
     data = copy.deepcopy(doc.data)
     hooks = _hooks(data, doc.path)
     want = our_handler(hook, name, pins)
-    current = hooks.get(EVENT, [])
-    mine = [h for h in current if is_our_handler(h)]
-    if mine != [want]:
-        hooks[EVENT] = [h for h in current if not is_our_handler(h)] + [want]
+    changes = []
+    for event in EVENTS:
+        current = hooks.get(event, [])
+        mine = [h for h in current if is_our_handler(h)]
+        if mine != [want]:
+            hooks[event] = [h for h in current if not is_our_handler(h)] + [want]
+            action = "update" if mine else "add"
+            changes.append(Change(action, f"hook {event}", tilde(doc.path), want["bash"]))
+    if changes:
         data["hooks"] = hooks
         data.setdefault("version", 1)
-        action = "update" if mine else "add"
-        change = Change(action, f"hook {EVENT}", tilde(doc.path), want["bash"])
-        if step := json_step(doc, data, [change]):
-            steps.append(step)
+    if step := json_step(doc, data, changes):
+        steps.append(step)
 
     execute(report, steps)
     if report.changed and not dry_run:
         report.notes.append("restart running Copilot CLI sessions to load the server and hook")
     report.notes.append(
-        "Copilot CLI gets mail when a turn ends (agentStop block) and through the tools; "
-        "its other hooks cannot show text to the model, and it has no idle wake "
-        "(see docs/clients.md)"
+        "Copilot CLI gets mail after each tool (postToolUse) and when a turn ends (agentStop "
+        "block); it has no idle wake (see docs/clients.md)"
     )
     return report
 
@@ -195,11 +195,11 @@ def doctor_checks(
         mcp_doc = read_json(home / "mcp-config.json")
         found = pick_server(json_servers(mcp_doc.data, mcp_doc.path), server_name)
         hooks_doc = read_json(home / "hooks" / HOOKS_FILE)
-        ours = [h for h in _hooks(hooks_doc.data, hooks_doc.path).get(EVENT, [])]
+        hooks = _hooks(hooks_doc.data, hooks_doc.path)
     except InstallError as e:
         return [Check("Copilot CLI config", "fail", str(e), "fix the file by hand")]
-    ours = [h for h in ours if is_our_handler(h)]
-    if not used and found is None and not ours:
+    ours = {e: [h for h in hooks.get(e, []) if is_our_handler(h)] for e in EVENTS}
+    if not used and found is None and not any(ours.values()):
         return []
     where = tilde(home / "mcp-config.json")
     checks = [
@@ -218,18 +218,23 @@ def doctor_checks(
     return checks
 
 
-def _hooks_check(ours: list[Any], where: str, used: bool) -> Check:
+def _hooks_check(ours: Mapping[str, list[Any]], where: str, used: bool) -> Check:
     check = "Copilot CLI hooks"
-    if not ours:
-        return _not_installed(check, CLIENT, used, f"no peers-hook agentStop hook in {where}")
-    for handler in ours:
+    if not any(ours.values()):
+        return _not_installed(check, CLIENT, used, f"no peers-hook hooks in {where}")
+    for handler in [h for handlers in ours.values() for h in handlers]:
         if problem := _command_problem(handler.get("bash")):
             return Check(check, "fail", f"a hook in {where} {problem}", f"peers install {CLIENT}")
-        if argv_list(handler.get("bash"))[-2:] != ["--client", CLIENT]:
-            return Check(
-                check,
-                "fail",
-                f"the agentStop hook in {where} lacks --client copilot",
-                f"peers install {CLIENT}",
-            )
-    return Check(check, "ok", f"agentStop (block → next prompt) in {where}; no idle wake")
+    missing = [
+        event
+        for event in EVENTS
+        if not any(argv_list(h.get("bash"))[-2:] == ["--client", CLIENT] for h in ours[event])
+    ]
+    if missing:
+        return Check(
+            check,
+            "fail",
+            f"{where} lacks peers-hook --client copilot for {', '.join(missing)}",
+            f"peers install {CLIENT}",
+        )
+    return Check(check, "ok", f"{', '.join(EVENTS)} in {where}; no idle wake")

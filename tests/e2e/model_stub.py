@@ -763,7 +763,7 @@ class ChatStub(ModelStub):
             return tool
         server, _, name = tool[len("mcp__") :].partition("__")
         clean = re.sub(r"[^A-Za-z0-9_-]", "_", server)
-        for candidate in (f"{server}_{name}", f"{clean}_{name}", name):
+        for candidate in (f"{server}_{name}", f"{clean}_{name}", f"{server}-{name}", name):
             if candidate in names:
                 return candidate
         return tool
