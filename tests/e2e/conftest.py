@@ -52,6 +52,7 @@ CLAUDE_CODE_VERSION = os.environ.get("PEERS_E2E_CLAUDE_VERSION") or "2.1.328"
 CODEX_VERSION = os.environ.get("PEERS_E2E_CODEX_VERSION") or "0.169.0"
 GEMINI_VERSION = os.environ.get("PEERS_E2E_GEMINI_VERSION") or "0.61.0"
 OPENCODE_VERSION = os.environ.get("PEERS_E2E_OPENCODE_VERSION") or "1.18.33"
+COPILOT_VERSION = os.environ.get("PEERS_E2E_COPILOT_VERSION") or "1.0.102"
 CACHE = Path(os.environ.get("PEERS_E2E_CACHE") or REPO / ".e2e-cache")
 INSTALL_TIMEOUT = 600.0
 RUN_TIMEOUT = 90.0
@@ -70,6 +71,9 @@ SCRUB_PREFIXES = (
     "GEMINI_",
     "GOOGLE_",
     "OPENCODE",
+    "COPILOT_",
+    "GH_",
+    "GITHUB_",
 )
 SCRUB_PROXY = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -144,6 +148,15 @@ def gemini_cli() -> Path:
         ["--gemini", str(CACHE), GEMINI_VERSION], f"@google/gemini-cli@{GEMINI_VERSION}"
     )
     return gemini
+
+
+@pytest.fixture(scope="session")
+def copilot_cli() -> Path:
+    """The real GitHub Copilot CLI, in its own npm prefix under the cache."""
+    (copilot,) = _install(
+        ["--copilot", str(CACHE), COPILOT_VERSION], f"@github/copilot@{COPILOT_VERSION}"
+    )
+    return copilot
 
 
 @pytest.fixture(scope="session")
@@ -304,12 +317,14 @@ class World:
         agents: Agents,
         gemini: Path | None = None,
         opencode: Path | None = None,
+        copilot: Path | None = None,
     ) -> None:
         self.home = home
         self.daemon = daemon
         self._clients = clients
         self.gemini_bin = gemini
         self.opencode_bin = opencode
+        self.copilot_bin = copilot
         self.agents = agents
         self.logs = home / "logs"
         self.logs.mkdir()
@@ -335,7 +350,7 @@ class World:
         for key in list(env):
             if key.startswith(SCRUB_PREFIXES) or key.lower() in SCRUB_PROXY:
                 del env[key]
-        bins = [str(x.parent) for x in (self.gemini_bin, self.opencode_bin) if x]
+        bins = [str(x.parent) for x in (self.gemini_bin, self.opencode_bin, self.copilot_bin) if x]
         bins += [str(self._clients.bin_dir)] if self._clients else []
         env["PATH"] = os.pathsep.join([*bins, str(BIN), env.get("PATH", "")])
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
@@ -542,6 +557,29 @@ class World:
         )
         return self.start("gemini", argv, cwd, env)
 
+    # ------------------------------------------------------------ Copilot CLI
+
+    def install_copilot(self) -> None:
+        """``peers install copilot``, and a recording hook on the same two events."""
+        self.peers_cli("install", "copilot")
+        record = {"type": "command", "bash": self.record_hook_command(), "timeoutSec": 10}
+        hooks = {"version": 1, "hooks": {"postToolUse": [record], "agentStop": [record]}}
+        path = self.home / ".copilot" / "hooks" / "record.json"
+        path.write_text(json.dumps(hooks, indent=2))
+
+    def copilot(self, stub: ModelStub, cwd: Path, prompt: str) -> Run:
+        """``copilot -p`` against the stub: offline, bring-your-own-model (an OpenAI Chat
+        Completions endpoint), every tool allowed, no GitHub sign-in."""
+        assert self.copilot_bin is not None
+        argv = [str(self.copilot_bin), "-p", prompt, "--allow-all-tools"]
+        env = self.env(
+            COPILOT_OFFLINE="true",
+            COPILOT_PROVIDER_BASE_URL=f"{stub.url}/v1",
+            COPILOT_PROVIDER_API_KEY="e2e-dummy-key",
+            COPILOT_MODEL="stub-model",
+        )
+        return self.start("copilot", argv, cwd, env)
+
     # ------------------------------------------------------------ opencode
 
     def install_opencode(self, stub: ModelStub) -> None:
@@ -726,6 +764,18 @@ def gemini_world(
 ) -> Iterator[World]:
     """A world with only the Gemini CLI (it needs neither Claude Code nor Codex)."""
     yield from _world(request, World(home, daemon, None, agents, gemini=gemini_cli))
+
+
+@pytest.fixture
+def copilot_world(
+    request: pytest.FixtureRequest,
+    home: Path,
+    daemon: DaemonProc,
+    copilot_cli: Path,
+    agents: Agents,
+) -> Iterator[World]:
+    """A world with only GitHub Copilot CLI."""
+    yield from _world(request, World(home, daemon, None, agents, copilot=copilot_cli))
 
 
 @pytest.fixture
