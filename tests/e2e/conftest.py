@@ -1,12 +1,14 @@
-"""End-to-end fixtures: the real Claude Code, Codex and Gemini CLIs against scripted model stubs.
+"""End-to-end fixtures: the real Claude Code, Codex, Gemini CLI, opencode and Copilot CLI
+against scripted model stubs.
 
 The CLIs come from npm (``install_clients.sh``, once per cache directory, pinned to the
-versions below; Gemini CLI in its own prefix, ``<cache>/gemini``, and its own fixture,
-``gemini_world``, so either install can fail without skipping the other's tests).
+versions below; Gemini CLI, opencode and Copilot CLI each in its own prefix,
+``<cache>/<name>``, with its own fixture, ``gemini_world``, ``opencode_world``,
+``copilot_world``, so one install can fail without skipping the others' tests).
 
 Each test gets its own short temporary HOME with a real ``peersd``
 (the ``daemon`` fixture of ``tests/conftest.py``), wires the clients with the real
-``peers install claude|codex|gemini``, points them at a model stub on
+``peers install claude|codex|gemini|opencode|copilot``, points them at a model stub on
 127.0.0.1, and runs them in print / exec mode. Nothing leaves the machine.
 
 When a test fails, everything needed to see why is printed with it: each CLI's command,
@@ -16,7 +18,8 @@ debug log.
 
 Environment knobs: ``PEERS_E2E=0`` skips these tests; ``PEERS_E2E_CACHE`` moves the
 npm cache directory (default ``<repo>/.e2e-cache``); ``PEERS_E2E_CLAUDE_VERSION`` and
-``PEERS_E2E_CODEX_VERSION`` and ``PEERS_E2E_GEMINI_VERSION`` try other client versions.
+``PEERS_E2E_CODEX_VERSION``, ``PEERS_E2E_GEMINI_VERSION``, ``PEERS_E2E_OPENCODE_VERSION`` and
+``PEERS_E2E_COPILOT_VERSION`` try other client versions.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ SCRUB_PROXY = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "e2e: runs the real Claude Code / Codex / Gemini CLIs (skipped if npm cannot install them)",
+        "e2e: runs the real agent CLIs from npm (skipped if npm cannot install them)",
     )
 
 
