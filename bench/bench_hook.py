@@ -19,7 +19,13 @@ id, then times, interleaved so load on the machine hits all alike:
 - the no-mail hook started as ``python -c "from peers_mcp.hook import main; main()"``,
   which shows what the pip-generated console-script wrapper adds (it imports ``re``),
 - ``PreToolUse`` of an ``Edit`` with no other session on the file (the check before every
-  edit, docs/coordination.md), and the ``PostToolUse`` of that edit (which records it).
+  edit, docs/coordination.md), and the ``PostToolUse`` of that edit (which records it),
+- the no-mail hook of the other clients, through the adapter dispatch (``--client gemini``
+  with Gemini CLI's ``AfterTool`` input, ``--client opencode`` with the opencode plugin's
+  ``tool.execute.after``), side by side with the plain one: their added cost, median and
+  ratio, is printed (target: none measurable),
+- a payload peers-hook does not recognise (Copilot CLI's ``agentStop`` input without
+  ``--client``), which it must ignore before connecting.
 
 It prints the medians, the hook's ratio to both baselines, and where the hook's
 import time goes (``-X importtime``, best of several runs). Every process it starts is
@@ -167,6 +173,36 @@ def main() -> int:
             _, out = timed([HOOK], env, data)
             assert out == b"", out
 
+        base = {"session_id": SESSION, "cwd": str(home)}
+        gemini = json.dumps(
+            {
+                **base,
+                "hook_event_name": "AfterTool",
+                "transcript_path": str(home / "t.json"),
+                "timestamp": "2026-12-02T08:00:00.000Z",
+                "tool_name": "run_shell_command",
+                "tool_input": {"command": "ls"},
+                "tool_response": {"llmContent": "a\nb\n"},
+            }
+        ).encode()
+        opencode = json.dumps({**base, "hook_event_name": "tool.execute.after"}).encode()
+        foreign = json.dumps(
+            {
+                "sessionId": SESSION,
+                "timestamp": 1796198400000,
+                "cwd": str(home),
+                "transcriptPath": str(home / "t.jsonl"),
+                "stopReason": "end_turn",
+            }
+        ).encode()
+        for cmd, data in (
+            ([HOOK, "--client", "gemini"], gemini),
+            ([HOOK, "--client", "opencode"], opencode),
+            ([HOOK], foreign),
+        ):
+            _, out = timed(cmd, env, data)
+            assert out == b"", out
+
         direct = [PYTHON, "-c", "from peers_mcp.hook import main; main()"]
         commands = {
             "python -I -S -c pass": ([PYTHON, "-I", "-S", "-c", "pass"], b""),
@@ -175,6 +211,9 @@ def main() -> int:
             "python -c hook.main (no mail)": (direct, payload),
             "peers-hook PreToolUse Edit": ([HOOK], pre),
             "peers-hook PostToolUse Edit": ([HOOK], post),
+            "--client gemini (no mail)": ([HOOK, "--client", "gemini"], gemini),
+            "--client opencode (no mail)": ([HOOK, "--client", "opencode"], opencode),
+            "foreign payload (ignored)": ([HOOK], foreign),
         }
         results: dict[str, list[float]] = {name: [] for name in commands}
         results["peers-hook (1 message)"] = []
@@ -193,6 +232,14 @@ def main() -> int:
             "vs python -I -S -c pass": hook / medians["python -I -S -c pass"],
             "vs python -c pass": hook / medians["python -c pass"],
         }
+        adapter = {
+            name: {
+                "median_ms": medians[name],
+                "added_ms": medians[name] - hook,
+                "ratio": medians[name] / hook,
+            }
+            for name in ("--client gemini (no mail)", "--client opencode (no mail)")
+        }
         breakdown = import_breakdown(env, payload)
         if args.json:
             print(
@@ -202,6 +249,7 @@ def main() -> int:
                         "median_ms": medians,
                         "min_ms": {n: min(v) for n, v in results.items()},
                         "ratio_no_mail": ratios,
+                        "adapter_no_mail": adapter,
                         "import_us": dict(breakdown),
                     },
                     indent=2,
@@ -215,6 +263,11 @@ def main() -> int:
         print()
         for name, ratio in ratios.items():
             print(f"no-mail hook {name}: {ratio:.2f}x (+{hook - medians[name[3:]]:.1f} ms)")
+        for name, row in adapter.items():
+            print(
+                f"adapter dispatch, {name}: {row['ratio']:.2f}x the plain no-mail hook "
+                f"({row['added_ms']:+.1f} ms)"
+            )
         wrapper = hook - medians["python -c hook.main (no mail)"]
         print(
             f"of which the pip console-script wrapper (its `import re`): {wrapper:.1f} ms; "

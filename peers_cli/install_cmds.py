@@ -24,7 +24,8 @@ from .common import (
 )
 
 install_app = typer.Typer(
-    help="Wire Claude Code or Codex to claude-peers (MCP server and hooks), or run "
+    help="Wire an agent client (Claude Code, Codex, Gemini CLI, Cursor, Copilot CLI, "
+    "opencode, Antigravity CLI) to claude-peers (MCP server and hooks), or run "
     "peersd as a service (systemd --user, launchd).",
     no_args_is_help=True,
 )
@@ -121,6 +122,48 @@ def install_cursor(
     show_report(report, as_json)
 
 
+@install_app.command("copilot")
+def install_copilot(
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    server_name: ServerNameOpt = "claude-peers",
+) -> None:
+    """Add peers-mcp to ~/.copilot/mcp-config.json and an agentStop hook (GitHub Copilot CLI)."""
+    from . import install
+
+    with install_errors():
+        report = install.install_copilot(settings(), server_name, dry_run)
+    show_report(report, as_json)
+
+
+@install_app.command("opencode")
+def install_opencode(
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    server_name: ServerNameOpt = "claude-peers",
+) -> None:
+    """Add peers-mcp to ~/.config/opencode/opencode.json and the claude-peers plugin."""
+    from . import install
+
+    with install_errors():
+        report = install.install_opencode(settings(), server_name, dry_run)
+    show_report(report, as_json)
+
+
+@install_app.command("antigravity")
+def install_antigravity(
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    server_name: ServerNameOpt = "claude-peers",
+) -> None:
+    """Add peers-mcp and a PreInvocation hook to ~/.gemini/config (Antigravity CLI, agy)."""
+    from . import install
+
+    with install_errors():
+        report = install.install_antigravity(settings(), server_name, dry_run)
+    show_report(report, as_json)
+
+
 @install_app.command("service")
 def install_service(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
     """Run peersd under systemd --user (socket activation) or launchd (macOS)."""
@@ -178,6 +221,36 @@ def uninstall_cursor(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> No
 
     with install_errors():
         report = install.uninstall_cursor(settings(), dry_run)
+    show_report(report, as_json)
+
+
+@uninstall_app.command("copilot")
+def uninstall_copilot(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Remove the claude-peers MCP server and hook from ~/.copilot."""
+    from . import install
+
+    with install_errors():
+        report = install.uninstall_copilot(settings(), dry_run)
+    show_report(report, as_json)
+
+
+@uninstall_app.command("opencode")
+def uninstall_opencode(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Remove the claude-peers MCP server and plugin from opencode's config."""
+    from . import install
+
+    with install_errors():
+        report = install.uninstall_opencode(settings(), dry_run)
+    show_report(report, as_json)
+
+
+@uninstall_app.command("antigravity")
+def uninstall_antigravity(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Remove the claude-peers MCP server and hooks from ~/.gemini/config (and the older path)."""
+    from . import install
+
+    with install_errors():
+        report = install.uninstall_antigravity(settings(), dry_run)
     show_report(report, as_json)
 
 

@@ -472,8 +472,17 @@ def run_hook(opts: Options, log: Log) -> int:
     return 0
 
 
-FOREIGN_KEYS = ("conversation_id", "cursor_version", "generation_id", "loop_count")
-"""Keys of Cursor's hook input, which Claude Code and Codex never send."""
+FOREIGN_KEYS = (
+    "conversation_id",
+    "cursor_version",
+    "generation_id",
+    "loop_count",
+    "stop_reason",
+    "tool_result",
+    "initial_prompt",
+)
+"""Keys of Cursor's hook input and of Copilot CLI's PascalCase one (which has ``session_id``
+and ``hook_event_name`` like Claude Code's), which Claude Code and Codex never send."""
 
 
 def claude_or_codex(data: dict[str, object]) -> bool:

@@ -112,12 +112,20 @@ def tool(name: str, server: str = SERVER_NAME, client: str | None = None) -> str
     name has ``-`` turned into ``_`` (seen: ``mcp__claude_peers`` + ``send_message``).
     Gemini CLI declares them as ``mcp_<server>_<tool>`` with any character but
     ``[A-Za-z0-9_.:-]`` turned into ``_`` (seen with 0.61.0: ``mcp_claude-peers_send_message``).
+    opencode offers ``<server>_<tool>`` with any character but ``[A-Za-z0-9_-]`` turned into
+    ``_`` (seen with 1.18.33: ``claude-peers_send_message``). Copilot CLI offers
+    ``<server>-<tool>`` (seen with 1.0.102: ``claude-peers-send_message``).
     """
     if client == "gemini":
         full = f"mcp_{server}_{name}"
         return "".join(c if c.isascii() and (c.isalnum() or c in "_.:-") else "_" for c in full)
     if client == "codex":
         server = "".join(c if c.isalnum() or c == "_" else "_" for c in server)
+    if client == "copilot":
+        return f"{server}-{name}"
+    if client == "opencode":
+        full = f"{server}_{name}"
+        return "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "_" for c in full)
     return f"mcp__{server}__{name}"
 
 

@@ -251,7 +251,7 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
 
     def _registration(self) -> p.Register:
         receive = "push" if self.channels else "poll"
-        if not self.channels and self.client_kind in ("claude-code", "codex", "gemini", "cursor"):
+        if not self.channels and self.client_kind in p.HOOK_CLIENTS:
             receive = "hook"
         cwd = os.environ.get("CLAUDE_PROJECT_DIR") or os.getcwd()
         return session_registration(

@@ -70,8 +70,12 @@ PROTOCOL_VERSION = 1
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 1024 * 1024
 
-ClientKind = Literal["claude-code", "codex", "gemini", "cursor", "cli", "other"]
-Scope = Literal["machine", "directory", "repo", "all", "group"]
+ClientKind = Literal[
+    "claude-code", "codex", "gemini", "cursor", "copilot", "opencode", "antigravity", "cli", "other"
+]
+HOOK_CLIENTS = ("claude-code", "codex", "gemini", "cursor", "copilot", "opencode", "antigravity")
+"""Client kinds whose sessions get mail by hook (``peers install <client>`` wires one)."""
+Scope = Literal["machine", "directory", "repo", "all"]
 ReceiveMode = Literal["push", "hook", "poll"]
 DeliveryPath = Literal["channel", "hook", "wake", "wait", "check", "cli"]
 MessageState = Literal["queued", "leased", "delivered", "expired"]

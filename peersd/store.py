@@ -27,7 +27,7 @@ from . import audit, files, groups, machines, schema, upkeep, workstate
 from .errors import Code, PeersError
 from .errors import StoreError as StoreError  # still importable from here
 from .identity import START_TOLERANCE, same_start
-from .protocol import Message, MessageStatusItem, Peer, Register
+from .protocol import HOOK_CLIENTS, Message, MessageStatusItem, Peer, Register
 from .rules import match_message_id, match_peer_id
 
 UNDELIVERED = ("queued", "leased")
@@ -193,9 +193,7 @@ class Store:
         peer.connected = peer.id in self.online
         registered = self._receive.get(peer.id, peer.receive)
         if registered == "push" and not peer.connected:
-            registered = (
-                "hook" if peer.client in ("claude-code", "codex", "gemini", "cursor") else "poll"
-            )
+            registered = "hook" if peer.client in HOOK_CLIENTS else "poll"
         peer.receive = registered  # type: ignore[assignment]
 
     def _add_pending(self, peer_id: str, n: int) -> None:

@@ -241,3 +241,300 @@ def test_doctor_checks_cursor_only_where_it_is_used(
     result = checks(peers(env, "doctor", "--json"))
     assert result["Cursor hooks"]["status"] == "fail"
     assert "lacks --client cursor" in result["Cursor hooks"]["detail"]
+
+
+# --------------------------------------------------------------------------- Copilot CLI
+
+COPILOT_MCP = {
+    "mcpServers": {
+        "github": {"type": "http", "url": "https://api.example.org/mcp", "tools": ["*"]},
+    }
+}
+COPILOT_THEIR_HOOKS = {
+    "version": 1,
+    "hooks": {"preToolUse": [{"type": "command", "bash": "./audit.sh", "timeoutSec": 5}]},
+}
+COPILOT_COMMAND = f"{HOOK} --client copilot"
+
+
+def test_install_copilot_keeps_the_users_config_and_goes_back(
+    home: Path, env: dict[str, str]
+) -> None:
+    """``~/.copilot/mcp-config.json`` gains our server (every tool offered), and our own hooks
+    file ``hooks/claude-peers.json`` ``postToolUse`` and ``agentStop`` handlers (Copilot's
+    ``bash`` and ``timeoutSec`` fields); the user's other hooks file is never touched;
+    uninstall puts the config back exactly and removes the file it made."""
+    mcp_path = home / ".copilot" / "mcp-config.json"
+    hooks_path = home / ".copilot" / "hooks" / "claude-peers.json"
+    theirs_path = home / ".copilot" / "hooks" / "audit.json"
+    write_json(mcp_path, COPILOT_MCP)
+    write_json(theirs_path, COPILOT_THEIR_HOOKS)
+    before = snapshot(home)
+
+    run = ok(peers(env, "install", "copilot", "--dry-run"))
+    assert "would add" in run.out and snapshot(home) == before
+
+    report = ok(peers(env, "install", "copilot", "--json")).json()
+    assert report["client"] == "copilot" and report["changed"] is True
+    assert len(report["backups"]) == 1  # mcp-config.json; the hooks file is new
+    assert json.loads(mcp_path.read_text())["mcpServers"] == {
+        **COPILOT_MCP["mcpServers"],
+        "claude-peers": {"command": MCP, "args": [], "tools": ["*"]},
+    }
+    handler = {"type": "command", "bash": COPILOT_COMMAND, "timeoutSec": 10}
+    assert json.loads(hooks_path.read_text()) == {
+        "hooks": {"postToolUse": [handler], "agentStop": [handler]},
+        "version": 1,
+    }
+    assert json.loads(theirs_path.read_text()) == COPILOT_THEIR_HOOKS
+
+    installed = snapshot(home)
+    again = ok(peers(env, "install", "copilot", "--json")).json()
+    assert again["changed"] is False and again["backups"] == []
+    assert snapshot(home) == installed
+
+    # an entry that lost its "tools" (edited by hand) gets it back, nothing else changes
+    data = json.loads(mcp_path.read_text())
+    del data["mcpServers"]["claude-peers"]["tools"]
+    write_json(mcp_path, data)
+    report = ok(peers(env, "install", "copilot", "--json")).json()
+    assert [c["action"] for c in report["changes"]] == ["update"]
+    assert json.loads(mcp_path.read_text())["mcpServers"]["claude-peers"]["tools"] == ["*"]
+
+    ok(peers(env, "uninstall", "copilot"))
+    assert json.loads(mcp_path.read_text()) == COPILOT_MCP
+    assert not hooks_path.exists()
+    assert json.loads(theirs_path.read_text()) == COPILOT_THEIR_HOOKS
+    assert ok(peers(env, "uninstall", "copilot", "--json")).json()["changed"] is False
+
+
+def test_install_copilot_honours_copilot_home_and_refuses_broken_files(
+    home: Path, env: dict[str, str]
+) -> None:
+    elsewhere = home / "cfg" / "copilot"
+    ok(peers({**env, "COPILOT_HOME": str(elsewhere)}, "install", "copilot"))
+    assert (elsewhere / "mcp-config.json").exists()
+    assert (elsewhere / "hooks" / "claude-peers.json").exists()
+    assert not (home / ".copilot").exists()
+
+    hooks_path = home / ".copilot" / "hooks" / "claude-peers.json"
+    write_json(hooks_path, {"version": 1, "hooks": {"agentStop": {"bash": "x"}}})
+    run = peers(env, "install", "copilot")
+    assert run.code == 1 and '"hooks.agentStop" is not a list' in run.err, run
+    assert not (home / ".copilot" / "mcp-config.json").exists()  # nothing written at all
+
+
+def test_doctor_checks_copilot_only_where_it_is_used(
+    home: Path, env: dict[str, str], daemon: DaemonProc
+) -> None:
+    assert not any(n.startswith("Copilot") for n in checks(peers(env, "doctor", "--json")))
+    (home / ".copilot").mkdir()
+    result = checks(peers(env, "doctor", "--json"))
+    assert result["Copilot CLI MCP"]["status"] == "fail"
+    assert result["Copilot CLI hooks"]["fix"] == "peers install copilot"
+    ok(peers(env, "install", "copilot"))
+    result = checks(peers(env, "doctor", "--json"))
+    assert result["Copilot CLI MCP"]["status"] == "ok", result["Copilot CLI MCP"]
+    assert result["Copilot CLI hooks"]["status"] == "ok", result["Copilot CLI hooks"]
+    assert result["copilot"]["status"] == "warn"  # wired up, but no copilot on PATH
+    hooks_path = home / ".copilot" / "hooks" / "claude-peers.json"
+    data = json.loads(hooks_path.read_text())
+    data["hooks"]["agentStop"][0]["bash"] = HOOK
+    write_json(hooks_path, data)
+    mcp_path = home / ".copilot" / "mcp-config.json"
+    mcp_path.write_text(mcp_path.read_text().replace('"*"', '"whoami"'))
+    result = checks(peers(env, "doctor", "--json"))
+    assert result["Copilot CLI hooks"]["status"] == "fail"
+    detail = result["Copilot CLI hooks"]["detail"]
+    assert "lacks peers-hook --client copilot for agentStop" in detail
+    assert result["Copilot CLI MCP"]["status"] == "warn"
+    assert '"tools": ["*"]' in result["Copilot CLI MCP"]["detail"]
+
+
+# --------------------------------------------------------------------------- opencode
+
+OPENCODE_CONFIG = {
+    "$schema": "https://opencode.ai/config.json",
+    "theme": "tokyonight",
+    "mcp": {"jira": {"type": "remote", "url": "https://jira.example.org/mcp", "enabled": True}},
+    "provider": {"local": {"npm": "@ai-sdk/openai-compatible", "options": {"baseURL": "x"}}},
+}
+
+
+def test_install_opencode_keeps_the_users_config_and_goes_back(
+    home: Path, env: dict[str, str]
+) -> None:
+    """``opencode.json`` gains ``mcp.claude-peers`` (opencode's ``local`` entry: the command is
+    a list); ``plugins/claude-peers.js`` is written whole with the peers-hook command in it;
+    idempotent; uninstall puts the config back and removes the plugin; a plugin file of the
+    same name that is not ours is refused, not replaced."""
+    base = home / ".config" / "opencode"
+    path, plugin = base / "opencode.json", base / "plugins" / "claude-peers.js"
+    write_json(path, OPENCODE_CONFIG)
+
+    run = ok(peers(env, "install", "opencode", "--dry-run"))
+    assert "would add" in run.out and not plugin.exists()
+
+    report = ok(peers(env, "install", "opencode", "--json")).json()
+    assert report["changed"] is True and len(report["backups"]) == 1
+    data = json.loads(path.read_text())
+    assert data["mcp"] == {
+        **OPENCODE_CONFIG["mcp"],
+        "claude-peers": {"type": "local", "command": [MCP], "environment": {}, "enabled": True},
+    }
+    assert {k: v for k, v in data.items() if k != "mcp"} == {
+        k: v for k, v in OPENCODE_CONFIG.items() if k != "mcp"
+    }
+    source = plugin.read_text()
+    assert source.startswith("// claude-peers plugin: written by `peers install opencode`")
+    assert f"const HOOK = {json.dumps([HOOK, '--client', 'opencode'])}\n" in source
+    for hook in ('"tool.execute.after"', '"session.idle"', "client.session.prompt"):
+        assert hook in source
+
+    installed = snapshot(home)
+    assert ok(peers(env, "install", "opencode", "--json")).json()["changed"] is False
+    assert snapshot(home) == installed
+
+    # a custom name: a second entry, and the plugin's hook names it
+    ok(peers(env, "install", "opencode", "--server-name", "team"))
+    data = json.loads(path.read_text())
+    assert data["mcp"]["team"]["command"] == [MCP, "--server-name", "team"]
+    assert '"--server-name", "team"' in plugin.read_text()
+
+    ok(peers(env, "uninstall", "opencode"))
+    assert json.loads(path.read_text()) == OPENCODE_CONFIG
+    assert not plugin.exists()
+    assert ok(peers(env, "uninstall", "opencode", "--json")).json()["changed"] is False
+
+    plugin.write_text("export const Mine = async () => ({})\n")
+    run = peers(env, "install", "opencode")
+    assert run.code == 1 and "was not written by peers install" in run.err, run
+    assert plugin.read_text() == "export const Mine = async () => ({})\n"
+    assert json.loads(path.read_text()) == OPENCODE_CONFIG
+    ok(peers(env, "uninstall", "opencode"))
+    assert plugin.exists()  # not ours: left alone
+
+
+def test_install_opencode_honours_xdg_and_refuses_a_broken_mcp_table(
+    home: Path, env: dict[str, str]
+) -> None:
+    xdg = home / "xdg"
+    ok(peers({**env, "XDG_CONFIG_HOME": str(xdg)}, "install", "opencode"))
+    assert (xdg / "opencode" / "opencode.json").exists()
+    assert (xdg / "opencode" / "plugins" / "claude-peers.js").exists()
+    path = home / ".config" / "opencode" / "opencode.json"
+    write_json(path, {"mcp": []})
+    run = peers(env, "install", "opencode")
+    assert run.code == 1 and '"mcp" is not an object' in run.err, run
+    assert not (path.parent / "plugins").exists()
+
+
+def test_doctor_checks_opencode_only_where_it_is_used(
+    home: Path, env: dict[str, str], daemon: DaemonProc
+) -> None:
+    assert not any(n.startswith("opencode") for n in checks(peers(env, "doctor", "--json")))
+    (home / ".config" / "opencode").mkdir(parents=True)
+    result = checks(peers(env, "doctor", "--json"))
+    assert result["opencode MCP"]["status"] == "fail"
+    assert result["opencode plugin"]["fix"] == "peers install opencode"
+    ok(peers(env, "install", "opencode"))
+    result = checks(peers(env, "doctor", "--json"))
+    assert result["opencode MCP"]["status"] == "ok", result["opencode MCP"]
+    assert result["opencode plugin"]["status"] == "ok", result["opencode plugin"]
+    plugin = home / ".config" / "opencode" / "plugins" / "claude-peers.js"
+    plugin.write_text(plugin.read_text().replace(HOOK, "/gone/peers-hook"))
+    result = checks(peers(env, "doctor", "--json"))
+    assert result["opencode plugin"]["status"] == "fail"
+    assert "/gone/peers-hook" in result["opencode plugin"]["detail"]
+
+
+# --------------------------------------------------------------------------- Antigravity CLI
+
+AGY_MCP = {"mcpServers": {"docs": {"serverUrl": "https://docs.example.org/mcp"}}}
+AGY_HOOKS = {
+    "my-suite": {
+        "PreToolUse": [
+            {"matcher": "run_command", "hooks": [{"type": "command", "command": "/opt/guard"}]}
+        ]
+    }
+}
+AGY_COMMAND = f"{HOOK} --client antigravity"
+
+
+def test_install_antigravity_keeps_the_users_config_and_goes_back(
+    home: Path, env: dict[str, str]
+) -> None:
+    """``~/.gemini/config/mcp_config.json`` gains our server, ``~/.gemini/config/hooks.json``
+    a ``claude-peers`` suite with a PreInvocation hook (timeout in seconds); the user's
+    suites stay; a handler of ours left in the older CLI-local file (or in a suite of the
+    user's) is taken out by uninstall as well."""
+    config = home / ".gemini" / "config"
+    mcp_path, hooks_path = config / "mcp_config.json", config / "hooks.json"
+    old_path = home / ".gemini" / "antigravity-cli" / "hooks.json"
+    write_json(mcp_path, AGY_MCP)
+    write_json(hooks_path, AGY_HOOKS)
+    gemini_settings = home / ".gemini" / "settings.json"
+    write_json(gemini_settings, GEMINI_SETTINGS)  # Gemini CLI's file: never touched
+
+    ok(peers(env, "install", "antigravity"))
+    assert json.loads(mcp_path.read_text())["mcpServers"] == {
+        **AGY_MCP["mcpServers"],
+        "claude-peers": {"command": MCP, "args": []},
+    }
+    hooks = json.loads(hooks_path.read_text())
+    assert hooks == {
+        **AGY_HOOKS,
+        "claude-peers": {
+            "PreInvocation": [
+                {"hooks": [{"type": "command", "command": AGY_COMMAND, "timeout": 10}]}
+            ]
+        },
+    }
+    installed = snapshot(home)
+    assert ok(peers(env, "install", "antigravity", "--json")).json()["changed"] is False
+    assert snapshot(home) == installed
+
+    # stray handlers of ours: in the user's suite, and in the older file
+    hooks["my-suite"]["Stop"] = [{"hooks": [{"type": "command", "command": AGY_COMMAND}]}]
+    write_json(hooks_path, hooks)
+    write_json(old_path, {"peers": {"PreInvocation": hooks["claude-peers"]["PreInvocation"]}})
+    report = ok(peers(env, "install", "antigravity", "--json")).json()
+    assert report["changed"] is True
+    assert json.loads(hooks_path.read_text())["my-suite"] == AGY_HOOKS["my-suite"]
+
+    report = ok(peers(env, "uninstall", "antigravity", "--json")).json()
+    assert {c["where"] for c in report["changes"]} == {
+        "~/.gemini/config/mcp_config.json",
+        "~/.gemini/config/hooks.json",
+        "~/.gemini/antigravity-cli/hooks.json",
+    }
+    assert json.loads(mcp_path.read_text()) == AGY_MCP
+    assert json.loads(hooks_path.read_text()) == AGY_HOOKS
+    assert not old_path.exists()
+    assert json.loads(gemini_settings.read_text()) == GEMINI_SETTINGS
+
+
+def test_doctor_reports_both_antigravity_hooks_files(
+    home: Path, env: dict[str, str], daemon: DaemonProc
+) -> None:
+    names = checks(peers(env, "doctor", "--json"))
+    assert not any(n.startswith("Antigravity") for n in names)
+    (home / ".gemini" / "antigravity-cli").mkdir(parents=True)  # agy is used here
+    result = checks(peers(env, "doctor", "--json"))
+    hooks = result["Antigravity CLI hooks"]
+    assert hooks["status"] == "fail"
+    assert "~/.gemini/config/hooks.json" in hooks["detail"]
+    assert "~/.gemini/antigravity-cli/hooks.json" in hooks["detail"]
+    ok(peers(env, "install", "antigravity"))
+    result = checks(peers(env, "doctor", "--json"))
+    assert result["Antigravity CLI MCP"]["status"] == "ok", result["Antigravity CLI MCP"]
+    hooks = result["Antigravity CLI hooks"]
+    assert hooks["status"] == "ok", hooks
+    assert "none in ~/.gemini/antigravity-cli/hooks.json" in hooks["detail"]
+    # ours only in the older file: a warning that names the file agy 1.0.x reads
+    shared = home / ".gemini" / "config" / "hooks.json"
+    old = home / ".gemini" / "antigravity-cli" / "hooks.json"
+    shared.rename(old)
+    hooks = checks(peers(env, "doctor", "--json"))["Antigravity CLI hooks"]
+    assert hooks["status"] == "warn", hooks
+    assert "only in ~/.gemini/antigravity-cli/hooks.json" in hooks["detail"]

@@ -1,4 +1,5 @@
-"""Wire agent clients (Claude Code, Codex, Gemini CLI, Cursor CLI) to claude-peers.
+"""Wire agent clients (Claude Code, Codex, Gemini CLI, Cursor CLI, Copilot CLI, opencode,
+Antigravity CLI) to claude-peers.
 
 ``install`` registers the ``peers-mcp`` stdio server and the ``peers-hook`` hooks in the
 client's own config files; ``uninstall`` removes exactly those entries; ``doctor``
@@ -9,8 +10,8 @@ around :func:`install_claude`, :func:`install_codex`, :func:`uninstall_claude`,
 
 The modules: ``common`` (names, paths, our console scripts, settings pins), ``edits``
 (reading files, planning steps, reports, backups and atomic writes), ``hooks`` (our
-hooks in a JSON hooks file), ``claude``, ``codex``, ``gemini`` and ``cursor`` (one client each) and
-``doctor``.
+hooks in a JSON hooks file), ``claude``, ``codex``, ``gemini``, ``cursor``, ``copilot``,
+``opencode`` and ``antigravity`` (one client each) and ``doctor``.
 
 Rules every edit follows:
 
@@ -40,13 +41,16 @@ differs from what HOME alone gives is pinned in the entry's ``env`` table.
 
 from __future__ import annotations
 
+from .antigravity import install_antigravity, uninstall_antigravity
 from .claude import install_claude, uninstall_claude
 from .codex import install_codex, uninstall_codex
 from .common import SERVER_NAME, InstallError, Paths, env_pins, find_script
+from .copilot import install_copilot, uninstall_copilot
 from .cursor import install_cursor, uninstall_cursor
 from .doctor import Check, doctor
 from .edits import Change, Report
 from .gemini import install_gemini, uninstall_gemini
+from .opencode import install_opencode, uninstall_opencode
 
 __all__ = [
     "SERVER_NAME",
@@ -58,12 +62,18 @@ __all__ = [
     "doctor",
     "env_pins",
     "find_script",
+    "install_antigravity",
     "install_claude",
     "install_codex",
+    "install_copilot",
     "install_cursor",
     "install_gemini",
+    "install_opencode",
+    "uninstall_antigravity",
     "uninstall_claude",
     "uninstall_codex",
+    "uninstall_copilot",
     "uninstall_cursor",
     "uninstall_gemini",
+    "uninstall_opencode",
 ]

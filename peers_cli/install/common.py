@@ -31,7 +31,15 @@ CODEX_ENV = ("HOME", "LOGNAME", "PATH", "SHELL", "USER", "LANG", "LC_ALL", "TERM
 """The variables Codex passes to an MCP server (besides its ``env`` table)."""
 PINNED = {"socket": "CLAUDE_PEERS_SOCKET", "db": "CLAUDE_PEERS_DB", "config": "CLAUDE_PEERS_CONFIG"}
 """Settings pinned in a server entry's ``env`` when they differ from the HOME default."""
-LABELS = {"claude": "Claude Code", "codex": "Codex", "gemini": "Gemini CLI", "cursor": "Cursor CLI"}
+LABELS = {
+    "claude": "Claude Code",
+    "codex": "Codex",
+    "gemini": "Gemini CLI",
+    "cursor": "Cursor CLI",
+    "copilot": "Copilot CLI",
+    "opencode": "opencode",
+    "antigravity": "Antigravity CLI",
+}
 
 
 class InstallError(ClaudePeersError):

@@ -628,6 +628,15 @@ def doctor(
     from .cursor import doctor_checks as cursor_checks
 
     checks += cursor_checks(settings, server_name, env)
+    from .copilot import doctor_checks as copilot_checks
+
+    checks += copilot_checks(settings, server_name, env)
+    from .opencode import doctor_checks as opencode_checks
+
+    checks += opencode_checks(settings, server_name, env)
+    from .antigravity import doctor_checks as antigravity_checks
+
+    checks += antigravity_checks(settings, server_name, env)
     return checks
 
 

@@ -1,12 +1,14 @@
-"""End-to-end fixtures: the real Claude Code, Codex and Gemini CLIs against scripted model stubs.
+"""End-to-end fixtures: the real Claude Code, Codex, Gemini CLI, opencode and Copilot CLI
+against scripted model stubs.
 
 The CLIs come from npm (``install_clients.sh``, once per cache directory, pinned to the
-versions below; Gemini CLI in its own prefix, ``<cache>/gemini``, and its own fixture,
-``gemini_world``, so either install can fail without skipping the other's tests).
+versions below; Gemini CLI, opencode and Copilot CLI each in its own prefix,
+``<cache>/<name>``, with its own fixture, ``gemini_world``, ``opencode_world``,
+``copilot_world``, so one install can fail without skipping the others' tests).
 
 Each test gets its own short temporary HOME with a real ``peersd``
 (the ``daemon`` fixture of ``tests/conftest.py``), wires the clients with the real
-``peers install claude|codex|gemini``, points them at a model stub on
+``peers install claude|codex|gemini|opencode|copilot``, points them at a model stub on
 127.0.0.1, and runs them in print / exec mode. Nothing leaves the machine.
 
 When a test fails, everything needed to see why is printed with it: each CLI's command,
@@ -16,7 +18,8 @@ debug log.
 
 Environment knobs: ``PEERS_E2E=0`` skips these tests; ``PEERS_E2E_CACHE`` moves the
 npm cache directory (default ``<repo>/.e2e-cache``); ``PEERS_E2E_CLAUDE_VERSION`` and
-``PEERS_E2E_CODEX_VERSION`` and ``PEERS_E2E_GEMINI_VERSION`` try other client versions.
+``PEERS_E2E_CODEX_VERSION``, ``PEERS_E2E_GEMINI_VERSION``, ``PEERS_E2E_OPENCODE_VERSION`` and
+``PEERS_E2E_COPILOT_VERSION`` try other client versions.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +54,8 @@ HERE = Path(__file__).resolve().parent
 CLAUDE_CODE_VERSION = os.environ.get("PEERS_E2E_CLAUDE_VERSION") or "2.1.328"
 CODEX_VERSION = os.environ.get("PEERS_E2E_CODEX_VERSION") or "0.169.0"
 GEMINI_VERSION = os.environ.get("PEERS_E2E_GEMINI_VERSION") or "0.61.0"
+OPENCODE_VERSION = os.environ.get("PEERS_E2E_OPENCODE_VERSION") or "1.18.33"
+COPILOT_VERSION = os.environ.get("PEERS_E2E_COPILOT_VERSION") or "1.0.102"
 CACHE = Path(os.environ.get("PEERS_E2E_CACHE") or REPO / ".e2e-cache")
 INSTALL_TIMEOUT = 600.0
 RUN_TIMEOUT = 90.0
@@ -58,14 +65,26 @@ SERVER = "claude-peers"
 BIN = Path(sys.executable).parent
 """Where ``peers``, ``peers-mcp`` and ``peers-hook`` are (the virtualenv's bin)."""
 MESSAGE_ID = re.compile(r"m-[0-9a-f]{6}-[0-9]+")
-SCRUB_PREFIXES = ("ANTHROPIC_", "CLAUDE", "CODEX_", "OPENAI_", "MCP_", "GEMINI_", "GOOGLE_")
+SCRUB_PREFIXES = (
+    "ANTHROPIC_",
+    "CLAUDE",
+    "CODEX_",
+    "OPENAI_",
+    "MCP_",
+    "GEMINI_",
+    "GOOGLE_",
+    "OPENCODE",
+    "COPILOT_",
+    "GH_",
+    "GITHUB_",
+)
 SCRUB_PROXY = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "e2e: runs the real Claude Code / Codex / Gemini CLIs (skipped if npm cannot install them)",
+        "e2e: runs the real agent CLIs from npm (skipped if npm cannot install them)",
     )
 
 
@@ -132,6 +151,24 @@ def gemini_cli() -> Path:
         ["--gemini", str(CACHE), GEMINI_VERSION], f"@google/gemini-cli@{GEMINI_VERSION}"
     )
     return gemini
+
+
+@pytest.fixture(scope="session")
+def copilot_cli() -> Path:
+    """The real GitHub Copilot CLI, in its own npm prefix under the cache."""
+    (copilot,) = _install(
+        ["--copilot", str(CACHE), COPILOT_VERSION], f"@github/copilot@{COPILOT_VERSION}"
+    )
+    return copilot
+
+
+@pytest.fixture(scope="session")
+def opencode_cli() -> Path:
+    """The real opencode, in its own npm prefix under the cache; skip when not installable."""
+    (opencode,) = _install(
+        ["--opencode", str(CACHE), OPENCODE_VERSION], f"opencode-ai@{OPENCODE_VERSION}"
+    )
+    return opencode
 
 
 # --------------------------------------------------------------------------- runs
@@ -282,11 +319,15 @@ class World:
         clients: Clients | None,
         agents: Agents,
         gemini: Path | None = None,
+        opencode: Path | None = None,
+        copilot: Path | None = None,
     ) -> None:
         self.home = home
         self.daemon = daemon
         self._clients = clients
         self.gemini_bin = gemini
+        self.opencode_bin = opencode
+        self.copilot_bin = copilot
         self.agents = agents
         self.logs = home / "logs"
         self.logs.mkdir()
@@ -312,7 +353,7 @@ class World:
         for key in list(env):
             if key.startswith(SCRUB_PREFIXES) or key.lower() in SCRUB_PROXY:
                 del env[key]
-        bins = [str(x.parent) for x in (self.gemini_bin,) if x]
+        bins = [str(x.parent) for x in (self.gemini_bin, self.opencode_bin, self.copilot_bin) if x]
         bins += [str(self._clients.bin_dir)] if self._clients else []
         env["PATH"] = os.pathsep.join([*bins, str(BIN), env.get("PATH", "")])
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
@@ -519,6 +560,91 @@ class World:
         )
         return self.start("gemini", argv, cwd, env)
 
+    # ------------------------------------------------------------ Copilot CLI
+
+    def install_copilot(self) -> None:
+        """``peers install copilot``, and a recording hook on the same two events."""
+        self.peers_cli("install", "copilot")
+        record = {"type": "command", "bash": self.record_hook_command(), "timeoutSec": 10}
+        hooks = {"version": 1, "hooks": {"postToolUse": [record], "agentStop": [record]}}
+        path = self.home / ".copilot" / "hooks" / "record.json"
+        path.write_text(json.dumps(hooks, indent=2))
+
+    def copilot(self, stub: ModelStub, cwd: Path, prompt: str) -> Run:
+        """``copilot -p`` against the stub: offline, bring-your-own-model (an OpenAI Chat
+        Completions endpoint), every tool allowed, no GitHub sign-in."""
+        assert self.copilot_bin is not None
+        argv = [str(self.copilot_bin), "-p", prompt, "--allow-all-tools"]
+        env = self.env(
+            COPILOT_OFFLINE="true",
+            COPILOT_PROVIDER_BASE_URL=f"{stub.url}/v1",
+            COPILOT_PROVIDER_API_KEY="e2e-dummy-key",
+            COPILOT_MODEL="stub-model",
+        )
+        return self.start("copilot", argv, cwd, env)
+
+    # ------------------------------------------------------------ opencode
+
+    def install_opencode(self, stub: ModelStub) -> None:
+        """``peers install opencode``, then the stub as an OpenAI-compatible provider (the
+        one model, also for titles) in the same ``~/.config/opencode/opencode.json``."""
+        self.peers_cli("install", "opencode", env=self.opencode_env())
+        path = self.home / ".config" / "opencode" / "opencode.json"
+        data = json.loads(path.read_text())
+        data["provider"] = {
+            "stub": {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": "Stub",
+                "options": {"baseURL": f"{stub.url}/v1", "apiKey": "e2e-dummy-key"},
+                "models": {"stub-model": {"name": "Stub", "tool_call": True}},
+            }
+        }
+        data.update(model="stub/stub-model", small_model="stub/stub-model", autoupdate=False)
+        data["share"] = "disabled"
+        path.write_text(json.dumps(data, indent=2))
+
+    def opencode(self, cwd: Path, prompt: str) -> Run:
+        """``opencode run`` (one prompt, then exit) against the stub."""
+        assert self.opencode_bin is not None
+        argv = [str(self.opencode_bin), "run", prompt]
+        # opencode takes its directory from $PWD (inherited here), not from its cwd
+        return self.start("opencode", argv, cwd, {**self.opencode_env(), "PWD": str(cwd)})
+
+    def opencode_serve(self, cwd: Path) -> tuple[Run, str]:
+        """``opencode serve`` (a long-lived server, as behind the TUI) on a free port; its
+        URL once it answers."""
+        assert self.opencode_bin is not None
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        argv = [str(self.opencode_bin), "serve", "--hostname", "127.0.0.1", "--port", str(port)]
+        run = self.start("opencode", argv, cwd, {**self.opencode_env(), "PWD": str(cwd)})
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/session", timeout=5):
+                    return run, url
+            except OSError:
+                if run.proc.poll() is not None or time.monotonic() > deadline:
+                    run.kill()
+                    run.wait()
+                    raise AssertionError(
+                        f"opencode serve did not answer:\n{run.describe()}"
+                    ) from None
+                time.sleep(0.2)
+
+    def opencode_env(self) -> dict[str, str]:
+        """Config, data, cache and state under this HOME, whatever XDG says outside."""
+        return self.env(
+            XDG_CONFIG_HOME=str(self.home / ".config"),
+            XDG_DATA_HOME=str(self.home / ".local" / "share"),
+            XDG_CACHE_HOME=str(self.home / ".cache"),
+            XDG_STATE_HOME=str(self.home / ".local" / "state"),
+            OPENCODE_DISABLE_MODELS_FETCH="1",
+            OPENCODE_DISABLE_AUTOUPDATE="1",
+        )
+
     # ------------------------------------------------------------ peers and mail
 
     def fake_peer(self, name: str, client: str = "codex", cwd: str = "/tmp") -> Client:
@@ -641,6 +767,30 @@ def gemini_world(
 ) -> Iterator[World]:
     """A world with only the Gemini CLI (it needs neither Claude Code nor Codex)."""
     yield from _world(request, World(home, daemon, None, agents, gemini=gemini_cli))
+
+
+@pytest.fixture
+def copilot_world(
+    request: pytest.FixtureRequest,
+    home: Path,
+    daemon: DaemonProc,
+    copilot_cli: Path,
+    agents: Agents,
+) -> Iterator[World]:
+    """A world with only GitHub Copilot CLI."""
+    yield from _world(request, World(home, daemon, None, agents, copilot=copilot_cli))
+
+
+@pytest.fixture
+def opencode_world(
+    request: pytest.FixtureRequest,
+    home: Path,
+    daemon: DaemonProc,
+    opencode_cli: Path,
+    agents: Agents,
+) -> Iterator[World]:
+    """A world with only opencode."""
+    yield from _world(request, World(home, daemon, None, agents, opencode=opencode_cli))
 
 
 def _world(request: pytest.FixtureRequest, w: World) -> Iterator[World]:

@@ -3,9 +3,12 @@
 #
 #   tests/e2e/install_clients.sh CACHE_DIR CLAUDE_CODE_VERSION CODEX_VERSION
 #   tests/e2e/install_clients.sh --gemini CACHE_DIR GEMINI_CLI_VERSION
+#   tests/e2e/install_clients.sh --opencode CACHE_DIR OPENCODE_VERSION
+#   tests/e2e/install_clients.sh --copilot CACHE_DIR COPILOT_CLI_VERSION
 #
 # Prints the two binaries' paths on success (with --gemini: the real Gemini CLI, into
-# CACHE_DIR/gemini, its own npm prefix, and that one binary's path). A marker file names the versions it
+# CACHE_DIR/gemini, its own npm prefix, and that one binary's path; --opencode likewise,
+# opencode-ai into CACHE_DIR/opencode, @github/copilot into CACHE_DIR/copilot). A marker file names the versions it
 # installed, so later runs (and the rest of a pytest run) reuse the cache. Exits 3 when
 # npm is missing, and with npm's status when the installation fails (e.g. no network).
 set -euo pipefail
@@ -38,6 +41,34 @@ if [ "${1:-}" = "--gemini" ]; then
     "$gemini" --version >&2
     touch "$marker"
     echo "$gemini"
+    exit 0
+fi
+
+if [ "${1:-}" = "--opencode" ] || [ "${1:-}" = "--copilot" ]; then
+    name=${1#--}
+    package=opencode-ai tag=opencode-ai
+    if [ "$name" = copilot ]; then package=@github/copilot tag=github-copilot; fi
+    prefix=${2:?cache dir}/$name
+    version=${3:?version}
+    marker="$prefix/installed-$tag-$version"
+    binary="$prefix/node_modules/.bin/$name"
+    mkdir -p "$prefix"
+    exec 9>"$prefix/.install.lock"
+    flock 9
+    if [ -e "$marker" ] && [ -x "$binary" ]; then
+        echo "$binary"
+        exit 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "npm is not installed" >&2
+        exit 3
+    fi
+    rm -f "$prefix"/installed-*
+    # Both ship their native binary in a platform package (an optional dependency).
+    npm_install "$prefix" "$package@$version"
+    "$binary" --version >&2
+    touch "$marker"
+    echo "$binary"
     exit 0
 fi
 

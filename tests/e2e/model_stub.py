@@ -19,6 +19,10 @@ assert what the model saw: hook context, tool results, Stop-hook feedback.
   with ``alt=sse``, and ``:generateContent``), for Gemini CLI's ``GOOGLE_GEMINI_BASE_URL``.
   Tool calls are ``functionCall`` parts named as the request declares the tool
   (``mcp_<server>_<tool>`` for MCP tools).
+- ``ChatStub``: the OpenAI Chat Completions API (``POST /v1/chat/completions``, streaming
+  ``chat.completion.chunk`` events), for an OpenAI-compatible provider's ``baseURL``
+  (opencode). Tool calls are ``tool_calls`` named as the request offers the function
+  (``<server>_<tool>`` in opencode).
 
 Requests that are not part of the scripted conversation (a Claude Code side request with
 no tools, say) get a short canned answer and do not consume a step. Anything else gets a
@@ -704,4 +708,139 @@ class GeminiStub(ModelStub):
                     lines.append(f"[{c.get('role')}] {part['text']}")
                 else:
                     lines.append(f"[{c.get('role')}] {json.dumps(part)[:800]}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- Chat Completions
+
+
+class ChatStub(ModelStub):
+    """The OpenAI Chat Completions API (``POST …/chat/completions``, ``stream: true``), as an
+    OpenAI-compatible provider uses it (opencode's ``@ai-sdk/openai-compatible``).
+
+    The conversation is what offers tools; anything else (opencode's title request) gets a
+    canned answer and consumes no step.
+    """
+
+    kind = "chat"
+    side_text = "Stub session"
+
+    def is_conversation(self, req: Recorded) -> bool:
+        body = req.body if isinstance(req.body, dict) else {}
+        return bool(body.get("tools"))
+
+    def handle(self, h: BaseHTTPRequestHandler, req: Recorded) -> None:
+        path = urlsplit(req.path).path
+        body = req.body if isinstance(req.body, dict) else {}
+        if req.method == "GET" and path.endswith("/models"):
+            req.answer = "models"
+            send(h, 200, {"object": "list", "data": [{"id": "stub-model", "object": "model"}]})
+            return
+        if req.method == "POST" and path.endswith("/chat/completions"):
+            if self.is_conversation(req):
+                req.scripted = True
+                turn = self.next_turn(req)
+            else:
+                turn = Turn.say(self.side_text)
+            req.answer = turn.describe()
+            if body.get("stream"):
+                send(h, 200, self.stream(turn, body), "text/event-stream")
+            else:
+                send(h, 200, self.completion(turn, body))
+            return
+        req.answer = "404"
+        send(h, 404, {"error": {"message": "stub: not found", "type": "not_found"}})
+
+    @staticmethod
+    def declared(body: dict[str, Any]) -> list[str]:
+        """The function names the request offers the model."""
+        return [str((t.get("function") or {}).get("name")) for t in body.get("tools") or []]
+
+    def function_name(self, tool: str, body: dict[str, Any]) -> str:
+        """``mcp__<server>__<tool>`` as the request offers it; else ``tool`` unchanged."""
+        names = self.declared(body)
+        if tool in names or not tool.startswith("mcp__"):
+            return tool
+        server, _, name = tool[len("mcp__") :].partition("__")
+        clean = re.sub(r"[^A-Za-z0-9_-]", "_", server)
+        for candidate in (f"{server}_{name}", f"{clean}_{name}", f"{server}-{name}", name):
+            if candidate in names:
+                return candidate
+        return tool
+
+    def _message(self, turn: Turn, body: dict[str, Any], n: int) -> dict[str, Any]:
+        if turn.tool:
+            call = {
+                "index": 0,
+                "id": f"call_stub{n:04d}",
+                "type": "function",
+                "function": {
+                    "name": self.function_name(turn.tool, body),
+                    "arguments": json.dumps(turn.args),
+                },
+            }
+            return {"role": "assistant", "content": None, "tool_calls": [call]}
+        return {"role": "assistant", "content": turn.text or ""}
+
+    def completion(self, turn: Turn, body: dict[str, Any]) -> dict[str, Any]:
+        n = next(self.ids)
+        message = self._message(turn, body, n)
+        return {
+            "id": f"chatcmpl-stub{n:04d}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "stub-model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if turn.tool else "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+        }
+
+    def stream(self, turn: Turn, body: dict[str, Any]) -> bytes:
+        n = next(self.ids)
+        base = {
+            "id": f"chatcmpl-stub{n:04d}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model", "stub-model"),
+        }
+        delta = self._message(turn, body, n)
+        if delta.get("content") is None:
+            delta.pop("content")
+        chunks = [
+            {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {},
+                        "finish_reason": "tool_calls" if turn.tool else "stop",
+                    }
+                ],
+            },
+            {
+                **base,
+                "choices": [],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+            },
+        ]
+        return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
+
+    def contents(self, r: Recorded) -> list[dict[str, Any]]:
+        body = r.body if isinstance(r.body, dict) else {}
+        return list(body.get("messages") or [])
+
+    def summarize(self, r: Recorded) -> str:
+        if not isinstance(r.body, dict) or "messages" not in r.body:
+            return r.text()[:2000]
+        lines = [f"{r.path} model={r.body.get('model')} tools={self.declared(r.body)}"]
+        for m in r.body["messages"]:
+            calls = m.get("tool_calls")
+            text = block_text(m.get("content")) if m.get("content") is not None else ""
+            lines.append(f"[{m.get('role')}] {text}" + (f" {json.dumps(calls)}" if calls else ""))
         return "\n".join(lines)
