@@ -75,7 +75,7 @@ ClientKind = Literal[
 ]
 HOOK_CLIENTS = ("claude-code", "codex", "gemini", "cursor", "copilot", "opencode", "antigravity")
 """Client kinds whose sessions get mail by hook (``peers install <client>`` wires one)."""
-Scope = Literal["machine", "directory", "repo", "all"]
+Scope = Literal["machine", "directory", "repo", "all", "group"]
 ReceiveMode = Literal["push", "hook", "poll"]
 DeliveryPath = Literal["channel", "hook", "wake", "wait", "check", "cli"]
 MessageState = Literal["queued", "leased", "delivered", "expired"]
