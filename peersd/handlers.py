@@ -288,6 +288,7 @@ def _check_text(d: Daemon, text: str) -> None:
 def send(d: Daemon, conn: Connection, r: p.Send) -> Op:
     me = _me(conn)
     _check_text(d, r.text)
+    mailops.check_typed(d, r.typed)
     s = d.settings
 
     def op() -> Outcome:
@@ -299,8 +300,9 @@ def send(d: Daemon, conn: Connection, r: p.Send) -> Op:
         # The one queue check (the store does not repeat it), before a rate token is taken.
         if recipient.pending >= s.queue_limit:
             raise d.store.queue_full(recipient, s.queue_limit)
+        extra = mailops.extra(d, sender, recipient, r.reply_to, r.typed, r.subject, r.context)
         d.rate_limits.take(me)
-        msg = d.store.send(sender, recipient, r.text, r.reply_to, now, s.message_ttl)
+        msg = d.store.send(sender, recipient, r.text, r.reply_to, now, s.message_ttl, extra)
         health = _health(d, recipient.id, msg)
         return Outcome(
             p.Sent(id=r.id, to=recipient.id, to_name=recipient.name, **health),
@@ -337,8 +339,9 @@ def broadcast(d: Daemon, conn: Connection, r: p.Broadcast) -> Op:
             d.rate_limits.take(me, len(targets))
         sent: list[p.SentItem] = []
         effects: list[Effect] = []
+        extra = mailops.extra(d, sender, sender, None, None, None, r.context)
         for peer in targets:
-            msg = d.store.send(sender, peer, r.text, None, now, s.message_ttl)
+            msg = d.store.send(sender, peer, r.text, None, now, s.message_ttl, extra)
             health = _health(d, peer.id, msg)
             sent.append(p.SentItem(to=peer.id, to_name=peer.name, **health))
             effects += d.mail_effects(msg)
@@ -356,6 +359,7 @@ def message_status(d: Daemon, conn: Connection, r: p.MessageStatus) -> Op:
             else item
             for item in d.store.statuses(r.message_ids)
         ]
+        items = mailops.statuses(d, items)
         return Outcome(p.Statuses(id=r.id, items=items))
 
     return op
@@ -407,9 +411,17 @@ def history(d: Daemon, conn: Connection, r: p.History) -> Op:
 
     def op() -> Outcome:
         peer = d.store.resolve(r.peer, d.machine_id).id if r.peer else None
+        thread = d.store.parse_id(r.thread) if r.thread else None
+        if r.thread and thread is None:
+            raise PeersError(Code.UNKNOWN_MESSAGE, f"no message {r.thread} in this daemon's mail")
+        if thread is not None:
+            root = d.store.mail.parent(r.thread)
+            if root is not None and root[1] is not None:
+                thread = root[1]  # any message of a thread names it
         msgs, next_before = d.store.history(
-            me, peer, r.limit, r.before, r.state, r.direction, budget=d.frame_budget
+            me, peer, r.limit, r.before, r.state, r.direction, d.frame_budget, thread
         )
+        d.store.mail.with_reactions(msgs)
         return Outcome(p.HistoryPage(id=r.id, messages=msgs, next_before=next_before))
 
     return op
@@ -566,4 +578,10 @@ HANDLERS: dict[type[p.Request[Any]], Handler] = {
 from . import coordination  # noqa: E402
 
 HANDLERS.update(coordination.HANDLERS)
+
+# Typed answers, threads, reactions and search (peersd/mailops.py).
+from . import mailops  # noqa: E402
+
+HANDLERS.update(mailops.HANDLERS)
+SINGLE_STATEMENT = SINGLE_STATEMENT | mailops.SINGLE_STATEMENT
 SINGLE_STATEMENT = SINGLE_STATEMENT | coordination.SINGLE_STATEMENT

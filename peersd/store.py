@@ -22,7 +22,7 @@ from typing import Any
 import apsw
 import msgspec
 
-from . import audit, files, machines, schema, upkeep
+from . import audit, files, kinds, machines, mailstore, schema, upkeep
 from .errors import Code, PeersError
 from .errors import StoreError as StoreError  # still importable from here
 from .identity import START_TOLERANCE, same_start
@@ -42,12 +42,25 @@ PEER_COLUMNS = """p.id, p.name, p.client, p.state, p.machine_id, p.host, p.cwd, 
 
 MESSAGE_COLUMNS = """m.seq, m.sender, m.sender_name, m.recipient, m.recipient_name, m.text,
     m.created, m.state, m.expires_at, m.reply_to, m.delivered_at, m.delivered_via, m.attempts,
-    coalesce(s.client, ''), coalesce(s.cwd, ''), s.branch, coalesce(s.host, '')"""
+    coalesce(s.client, ''), coalesce(s.cwd, ''), s.branch, coalesce(s.host, ''), m.fields,
+    m.snapshot, m.thread, m.subject"""
 
 MESSAGE_FROM = "messages m LEFT JOIN peers s ON s.id = m.sender"
-_SIZED = operator.itemgetter(2, 4, 5, 14, 15, 16)
+_SIZED = operator.itemgetter(2, 4, 5, 14, 15, 16, 17, 18, 20)
 """The columns of a ``MESSAGE_COLUMNS`` row a budget counts byte by byte: the names, the
-text, and the sender's cwd, branch and host. The rest is bounded: ``MESSAGE_OVERHEAD``."""
+text, the sender's cwd, branch and host, the typed fields, the snapshot and the subject.
+The rest is bounded: ``MESSAGE_OVERHEAD``."""
+
+
+@dataclass
+class Extra:
+    """What a message may carry beside its text (``Store.send``)."""
+
+    typed: kinds.Kind | None = None
+    snapshot: kinds.Snapshot | None = None
+    thread: int | None = None
+    """The row of its thread's root; None: it is a root."""
+    subject: str | None = None
 
 
 @dataclass
@@ -101,6 +114,7 @@ class Store:
         self.machines = machines.Machines(self)
         self.audit = audit.Audit(self)
         self.upkeep = upkeep.Upkeep(self)
+        self.mail = mailstore.MailStore(self)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -512,7 +526,14 @@ class Store:
         return int(m.group(2))
 
     def _message(self, row: tuple[Any, ...]) -> Message:
-        return Message(f"m-{self.tag}-{row[0]}", *row[1:])
+        msg = Message(f"m-{self.tag}-{row[0]}", *row[1:17])
+        if row[17] is not None:
+            msg.typed = kinds.decode(row[17])  # type: ignore[assignment]
+        if row[18] is not None:
+            msg.snapshot = kinds.decode_snapshot(row[18])
+        msg.thread = self.message_id(row[19] if row[19] is not None else row[0])
+        msg.subject = row[20]
+        return msg
 
     def send(
         self,
@@ -522,17 +543,37 @@ class Store:
         reply_to: str | None,
         now: float,
         ttl: float,
+        extra: Extra | None = None,
     ) -> Message:
         """Queue one message; the caller has checked the recipient's queue has room."""
+        x = extra or Extra()
+        fields = kinds.encode(x.typed) if x.typed is not None else None
+        snap = kinds.encode_snapshot(x.snapshot) if x.snapshot is not None else None
         self.conn.execute(
             "INSERT INTO messages(sender, sender_name, recipient, recipient_name, text, "
-            "created, state, expires_at, reply_to) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-            (sender.id, sender.name, recipient.id, recipient.name, text, now, now + ttl, reply_to),
+            "created, state, expires_at, reply_to, kind, fields, snapshot, thread, subject) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+            (
+                sender.id,
+                sender.name,
+                recipient.id,
+                recipient.name,
+                text,
+                now,
+                now + ttl,
+                reply_to,
+                kinds.kind_of(x.typed),
+                fields,
+                snap,
+                x.thread,
+                x.subject,
+            ),
         )
         # The cached peer only: ``recipient`` may be that very object (broadcast) or a copy.
         self._add_pending(recipient.id, 1)
+        seq = self.conn.last_insert_rowid()
         return Message(
-            id=self.message_id(self.conn.last_insert_rowid()),
+            id=self.message_id(seq),
             sender=sender.id,
             sender_name=sender.name,
             recipient=recipient.id,
@@ -546,6 +587,10 @@ class Store:
             sender_cwd=sender.cwd,
             sender_branch=sender.branch,
             sender_host=sender.host,
+            typed=x.typed,  # type: ignore[arg-type]
+            snapshot=x.snapshot,
+            thread=self.message_id(x.thread if x.thread is not None else seq),
+            subject=x.subject,
         )
 
     @staticmethod
@@ -589,7 +634,9 @@ class Store:
         """
         sql = (
             "SELECT seq, sender, length(CAST(text AS BLOB)) + length(CAST(sender_name AS BLOB))"
-            " + length(CAST(recipient_name AS BLOB)) FROM messages WHERE recipient = ? "
+            " + length(CAST(recipient_name AS BLOB)) + coalesce(length(CAST(fields AS BLOB)), 0)"
+            " + coalesce(length(CAST(snapshot AS BLOB)), 0)"
+            " + coalesce(length(CAST(subject AS BLOB)), 0) FROM messages WHERE recipient = ? "
             "AND (state = 'queued' OR (state = 'leased' AND lease_until < ?)) "
             "AND expires_at >= ?"
         )
@@ -704,9 +751,13 @@ class Store:
         state: str | None,
         direction: str,
         budget: int = 1 << 62,
+        thread: int | None = None,
     ) -> tuple[list[Message], int | None]:
         where: list[str] = []
         args: list[object] = []
+        if thread is not None:
+            where.append("(m.seq = ? OR m.thread = ?)")
+            args += [thread, thread]
         if me is not None:
             if direction == "in":
                 where.append("m.recipient = ?")

@@ -37,6 +37,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.orphans",
         "peersd.paths",
         "peersd.globs",
+        "peersd.kinds",
     },
     "store": {
         "peersd.store",
@@ -46,6 +47,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.machines",
         "peersd.audit",
         "peersd.upkeep",
+        "peersd.mailstore",
     },
     "daemon": {
         "peersd.server",
@@ -58,6 +60,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.__main__",
         "peersd.coordination",
         "peersd.wake",
+        "peersd.mailops",
     },
     "client": {"peersd.client", "peersd.autostart", "peersd.wire"},
 }
