@@ -148,9 +148,7 @@ def test_react_and_see_it_in_the_senders_status(peers: Peers, agent: Agent) -> N
     assert f"reactions: 👍 {me}" in peers.ok("message-status", sent.message_id).out
 
 
-def test_search_finds_mail_with_snippets_and_refuses_bad_syntax(
-    peers: Peers, agent: Agent
-) -> None:
+def test_search_finds_mail_with_snippets_and_refuses_bad_syntax(peers: Peers, agent: Agent) -> None:
     ca, _ = agent("alpha")
     cb, _ = agent("beta")
     ca.request(p.Send, to="beta", text="the flaky test is test_wake_under_load")
