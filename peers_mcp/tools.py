@@ -209,11 +209,8 @@ class SearchMessagesArgs(Args):
     ]
     peer: Annotated[PeerRef | None, Meta(description="Only mail to or from this peer.")] = None
     since: Annotated[
-        str | None,
-        Meta(
-            max_length=40,
-            description='Only mail sent since then: "30m", "4h", "2d" ago, or an ISO date/time.',
-        ),
+        Annotated[str, Meta(max_length=40)] | None,
+        Meta(description='Only mail sent since then: "30m", "4h", "2d" ago, or an ISO date/time.'),
     ] = None
     limit: Annotated[int, Meta(ge=1, le=100)] = 20
 

@@ -217,8 +217,21 @@ class MailStore:
         try:
             rows: list[Any] = list(self.conn.execute(sql, args))
         except apsw.SQLError as e:
-            raise PeersError(Code.BAD_REQUEST, bad_query(query, str(e))) from None
+            # Words with punctuation ("min-heap", "peersd.wake") are not FTS5 syntax:
+            # a query without quotes is taken word by word, each word as a phrase.
+            if '"' in query:
+                raise PeersError(Code.BAD_REQUEST, bad_query(query, str(e))) from None
+            args[0] = literal(query)
+            try:
+                rows = list(self.conn.execute(sql, args))
+            except apsw.SQLError:
+                raise PeersError(Code.BAD_REQUEST, bad_query(query, str(e))) from None
         return [(r[0], r[1], r[2]) for r in rows]
+
+
+def literal(query: str) -> str:
+    """``query`` as plain words: each one a quoted phrase (so ``-``, ``:``, ``*`` are text)."""
+    return " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
 
 
 def bad_query(query: str, why: str) -> str:

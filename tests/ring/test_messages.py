@@ -217,7 +217,11 @@ def test_search_ranks_snippets_and_sees_only_the_callers_mail(ring):
     assert bob.call(p.Search, query="migration", since=4e9).hits == []
     e = refused(Code.BAD_REQUEST, alice.call, p.Search, query='"unbalanced')
     assert "bad search query" in e.message and "double quotes" in e.message
-    refused(Code.BAD_REQUEST, alice.call, p.Search, query="AND OR")
+    refused(Code.BAD_REQUEST, alice.call, p.Search, query='migration AND "stag')
+    # words with punctuation are words, not syntax
+    assert [h.message.id for h in alice.call(p.Search, query="rerun the-migration").hits] == [
+        best.message_id
+    ]
     del carol
 
 
