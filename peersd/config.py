@@ -91,6 +91,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Daemon: the ``codex`` to run for a wake; empty: the one the session's hooks found."""
     wake_rearm: Positive = 300.0
     """Daemon: seconds after a wake before an idle session that has not acted is woken again."""
+    search_index: bool = True
+    """Daemon: index mail for ``search`` (in the background, in batches); false: no search."""
 
     @property
     def socket_path(self) -> Path:

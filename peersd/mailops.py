@@ -9,6 +9,8 @@ sender's snapshot. ``react`` and ``search`` are requests of their own, and
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +27,14 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .server import Daemon
 
+log = logging.getLogger("peersd")
+
 MAX_REACTIONS = 8
 """Different glyphs one peer may put on one message."""
+INDEX_INTERVAL = 1.0
+"""Seconds between background indexing rounds (``index_loop``)."""
+INDEX_CHUNK = 2000
+"""Messages indexed per batch: a few milliseconds of the loop (docs/benchmarks.md)."""
 
 
 def check_typed(d: Daemon, typed: kinds.Kind | None) -> None:
@@ -132,9 +140,14 @@ def search(d: Daemon, conn: Connection, r: p.Search) -> Op:
     me = _me(conn) if r.mine else None
     if not r.mine:
         _local_only(conn, "searching every peer's mail")
+    if not d.settings.search_index:
+        raise PeersError(
+            Code.DISABLED, "message search is off on this daemon (search_index = false)"
+        )
 
     def op() -> Outcome:
         peer = d.store.resolve(r.peer, d.machine_id).id if r.peer else None
+        d.store.mail.catch_up()  # whatever the background has not indexed yet
         found = d.store.mail.search(r.query, me, peer, r.since, r.limit)
         msgs = {
             d.store.parse_id(m.id): m
@@ -162,5 +175,18 @@ HANDLERS: dict[type[p.Request[Any]], Handler] = {
     p.React: react,
     p.Search: search,
 }
-SINGLE_STATEMENT: frozenset[type[p.Request[Any]]] = frozenset({p.React, p.Search})
-"""React writes one INSERT (after reads); search only reads."""
+SINGLE_STATEMENT: frozenset[type[p.Request[Any]]] = frozenset({p.React})
+"""React writes one INSERT (after reads). Search indexes first: two statements."""
+
+
+async def index_loop(d: Daemon) -> None:
+    """Index new mail in the background, a chunk per batch, while there is any."""
+    while True:
+        await asyncio.sleep(INDEX_INTERVAL)
+        if not d.settings.search_index:
+            continue
+        try:
+            while await d.commit.run(lambda: d.store.mail.catch_up(INDEX_CHUNK)) == INDEX_CHUNK:
+                await asyncio.sleep(0)  # a full chunk: more may wait, after other requests
+        except PeersError as e:
+            log.error("indexing mail for search failed: %s", e)

@@ -225,10 +225,46 @@ def test_search_ranks_snippets_and_sees_only_the_callers_mail(ring):
     del carol
 
 
+def integrity_ok(ring) -> None:
+    """FTS5's own check that the index matches the messages table exactly."""
+    with ring.store.transaction():
+        ring.store.conn.execute("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')")
+
+
 def test_search_finds_the_subject_and_forgets_deleted_mail(ring):
     alice, _ = ring.agent(name="alice"), ring.agent(name="bob")
     sent = alice.call(p.Send, to="bob", text="see attached", subject="quarterly numbers")
-    assert [h.message.id for h in alice.call(p.Search, query="quarterly").hits] == [sent.message_id]
+    found = alice.call(p.Search, query="quarterly").hits
+    assert [h.message.id for h in found] == [sent.message_id]
+    alice.call(p.Send, to="bob", text="quarterly draft, not indexed yet")
+    assert ring.store.mail.backlog() == 1
     with ring.store.transaction():
-        ring.store.conn.execute("DELETE FROM messages")
+        ring.store.conn.execute("DELETE FROM messages")  # indexed and unindexed alike
+    integrity_ok(ring)
     assert alice.call(p.Search, query="quarterly").hits == []
+    integrity_ok(ring)
+
+
+def test_sends_leave_indexing_to_batches_and_a_search_sees_every_message(ring):
+    alice, _ = ring.agent(name="alice"), ring.agent(name="bob")
+    ids = [
+        alice.call(p.Send, to="bob", text=f"note {i} about caching").message_id for i in range(5)
+    ]
+    assert ring.store.mail.backlog() == 5  # the sends indexed nothing
+    with ring.store.transaction():
+        assert ring.store.mail.catch_up(3) == 3  # a background chunk
+    assert ring.store.mail.backlog() == 2
+    hits = alice.call(p.Search, query="caching", limit=50).hits
+    assert sorted(h.message.id for h in hits) == sorted(ids)  # the search caught up first
+    assert ring.store.mail.backlog() == 0
+    integrity_ok(ring)
+
+
+def test_search_can_be_turned_off(ring):
+    alice, _ = ring.agent(name="alice"), ring.agent(name="bob")
+    alice.call(p.Send, to="bob", text="hello")
+    ring.daemon.settings = msgspec.structs.replace(ring.daemon.settings, search_index=False)
+    e = refused(Code.DISABLED, alice.call, p.Search, query="hello")
+    assert "search_index = false" in e.message
+    ring.daemon.settings = msgspec.structs.replace(ring.daemon.settings, search_index=True)
+    assert len(alice.call(p.Search, query="hello").hits) == 1  # the meantime is indexed
