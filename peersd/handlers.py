@@ -584,4 +584,6 @@ from . import mailops  # noqa: E402
 
 HANDLERS.update(mailops.HANDLERS)
 SINGLE_STATEMENT = SINGLE_STATEMENT | mailops.SINGLE_STATEMENT
+index_loop = mailops.index_loop
+"""The background search indexing the daemon runs (here: mailops needs this module first)."""
 SINGLE_STATEMENT = SINGLE_STATEMENT | coordination.SINGLE_STATEMENT
