@@ -3,6 +3,9 @@ request handling (docs/coordination.md "Typed requests, threads, search")."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import msgspec
 import pytest
 
@@ -268,3 +271,24 @@ def test_search_can_be_turned_off(ring):
     assert "search_index = false" in e.message
     ring.daemon.settings = msgspec.structs.replace(ring.daemon.settings, search_index=True)
     assert len(alice.call(p.Search, query="hello").hits) == 1  # the meantime is indexed
+
+
+def test_the_background_indexer_catches_up_in_chunks(ring, monkeypatch):
+    from peersd import mailops
+
+    alice, _ = ring.agent(name="alice"), ring.agent(name="bob")
+    for i in range(5):
+        alice.call(p.Send, to="bob", text=f"note {i}")
+    monkeypatch.setattr(mailops, "INDEX_INTERVAL", 0.01)
+    monkeypatch.setattr(mailops, "INDEX_CHUNK", 2)  # 2 + 2 + 1: three batches in a row
+
+    async def run_a_while() -> None:
+        task = asyncio.ensure_future(mailops.index_loop(ring.daemon))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    ring.run(run_a_while())
+    assert ring.store.mail.backlog() == 0
+    integrity_ok(ring)
