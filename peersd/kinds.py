@@ -209,14 +209,16 @@ class Snapshot(msgspec.Struct, omit_defaults=True):
 _snap = msgspec.json.Decoder(Snapshot)
 
 
-def snapshot(context: Context | None, branch: str | None, summary: str) -> Snapshot:
-    """The snapshot to store: the client's view of its tree, else the daemon's branch."""
-    return Snapshot(
+def snapshot(context: Context | None, branch: str | None, summary: str) -> Snapshot | None:
+    """The snapshot to store: the client's view of its tree, else the daemon's branch;
+    None when there is nothing to say."""
+    snap = Snapshot(
         branch=(context.branch if context is not None and context.branch else branch),
         dirty=context.dirty if context is not None else None,
         files=list(context.files) if context is not None else [],
         summary=summary[:SNAPSHOT_SUMMARY],
     )
+    return None if snap == Snapshot() else snap
 
 
 def encode_snapshot(snap: Snapshot) -> str:

@@ -193,6 +193,9 @@ def test_every_message_carries_a_bounded_snapshot_of_its_sender(ring):
     assert first.snapshot.summary.startswith("fixing the login bug")
     assert len(first.snapshot.summary) == kinds.SNAPSHOT_SUMMARY
     assert second.snapshot is not None and second.snapshot.dirty is None  # not looked at
+    bob.call(p.Send, to="alice", text="no summary, no branch, no context")
+    (bare,) = alice.call(p.Claim).messages
+    assert bare.snapshot is None  # nothing to say: nothing stored
     too_many = raw(
         alice,
         {"t": "send", "to": "bob", "text": "x", "context": {"files": [str(i) for i in range(6)]}},
