@@ -220,13 +220,14 @@ def typed_block(typed: Any) -> str:
     return text
 
 
-def snapshot_line(snap: Any) -> str:
-    """The sender at send time, in one line: branch, uncommitted files, summary."""
+def snapshot_line(snap: Any, known_branch: str | None = None) -> str:
+    """The sender at send time, in one line: branch (unless the header already shows that
+    one), uncommitted files, summary."""
     if not snap:
         return ""
     get = snap.get if isinstance(snap, dict) else lambda k: getattr(snap, k, None)
     parts = []
-    if get("branch"):
+    if get("branch") and get("branch") != known_branch:
         parts.append(f"branch {field(get('branch'), 100)}")
     dirty = get("dirty")
     if dirty is not None:
@@ -246,7 +247,8 @@ def snapshot_line(snap: Any) -> str:
 def tail(msg: Any, server: str = SERVER_NAME, client: str | None = None) -> str:
     """What follows a message's quoted text: its typed fields, its sender's snapshot, and
     the call that answers it (each on its own line)."""
-    extra = [typed_block(field_of_opt(msg, "typed")), snapshot_line(field_of_opt(msg, "snapshot"))]
+    snap = snapshot_line(field_of_opt(msg, "snapshot"), field_of_opt(msg, "sender_branch"))
+    extra = [typed_block(field_of_opt(msg, "typed")), snap]
     return "\n".join([*filter(None, extra), reply_hint(msg, server, client)])
 
 

@@ -126,3 +126,11 @@ def test_a_thread_and_subject_show_in_the_header() -> None:
     assert head.endswith(', in reply to m-abcdef-3, thread m-abcdef-1, subject "release"')
     root = msg(None, thread="m-abcdef-9")
     assert "thread" not in render.header(root)  # a root is its own thread: not repeated
+
+
+def test_the_snapshot_branch_is_not_repeated_when_the_header_shows_it() -> None:
+    snap = kinds.Snapshot(branch="main", dirty=1, files=["a.py"])
+    same = render.message(msg(None, sender_branch="main", snapshot=snap))
+    assert 'Sender at send time: 1 uncommitted file ("a.py")' in same
+    moved = render.message(msg(None, sender_branch="feature", snapshot=snap))
+    assert 'Sender at send time: branch "main"; 1 uncommitted file ("a.py")' in moved
