@@ -231,7 +231,7 @@ def decode_snapshot(text: str | None) -> Snapshot | None:
 
 # --------------------------------------------------------------------------- reactions
 
-Emoji = Annotated[str, Meta(min_length=1, max_length=32)]
+Emoji = Annotated[str, Meta(min_length=1, max_length=16)]
 """A reaction as it travels; ``check_glyph`` says whether it is one glyph."""
 
 _ZWJ = 0x200D

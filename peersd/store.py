@@ -30,9 +30,10 @@ from .protocol import Message, MessageStatusItem, Peer, Register
 from .rules import match_message_id, match_peer_id
 
 UNDELIVERED = ("queued", "leased")
-MESSAGE_OVERHEAD = 1024
+MESSAGE_OVERHEAD = 2048
 """Bytes a message costs in a frame beside the fields counted one by one (text, names,
-the sender's cwd, branch and host): ids, times, state, keys. A safe bound (the test
+the sender's cwd, branch and host, typed fields, snapshot, subject): ids, times, state,
+keys, its thread and up to ``mailops.MAX_REACTIONS`` reactions. A safe bound (the test
 encodes a message with everything else at its largest)."""
 
 
