@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -595,8 +596,6 @@ class PeersMCP(FileTools):
         )
 
     async def t_search_messages(self, a: tools.SearchMessagesArgs) -> types.CallToolResult:
-        import time
-
         since = tools.since(a.since, time.time()) if a.since else None
         reply = await self._call(p.Search, query=a.query, peer=a.peer, since=since, limit=a.limit)
         hits: list[p.SearchHit] = reply.hits
