@@ -84,6 +84,8 @@ EXPECTED: dict[type[p.Request], type[p.Frame]] = {
     p.FileStatus: p.FileStatuses,
     p.ListFiles: p.FileListing,
     p.SetStatus: p.PeerResult,
+    p.React: p.Ok,
+    p.Search: p.SearchResults,
 }
 FUZZED = [t for t in p.REQUEST_TYPES if t is not p.Shutdown]
 BYSTANDER = "bystander"

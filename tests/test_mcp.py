@@ -532,7 +532,7 @@ def test_legacy_handshake_is_kept_when_probed(daemon, agent_bin):
         assert "tools" in caps
         send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         listed = send({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-        assert len(listed["result"]["tools"]) == 15
+        assert len(listed["result"]["tools"]) == 17
     finally:
         proc.stdin.close()
         assert proc.wait(15) == 0, "peers-mcp did not exit when stdin closed"
