@@ -95,18 +95,16 @@ def extra(
 
 def statuses(d: Daemon, items: list[p.MessageStatusItem]) -> list[p.MessageStatusItem]:
     """``message_status`` items with each message's kind, answer and reactions."""
-    seqs = {
-        seq: item for item in items if item.found and (seq := d.store.parse_id(item.message_id))
-    }
-    if not seqs:
+    found = [
+        (seq, item) for item in items if item.found and (seq := d.store.parse_id(item.message_id))
+    ]
+    if not found:
         return items
-    marks = ",".join("?" * len(seqs))
-    found_kinds: dict[int, str | None] = dict(
-        d.store.conn.execute(f"SELECT seq, kind FROM messages WHERE seq IN ({marks})", list(seqs))
-    )
+    seqs = list(dict.fromkeys(seq for seq, _ in found))
+    found_kinds = d.store.mail.kinds(seqs)
     answers = d.store.mail.answers(found_kinds)
-    reactions = d.store.mail.reactions(list(seqs))
-    for seq, item in seqs.items():
+    reactions = d.store.mail.reactions(seqs)
+    for seq, item in found:
         item.kind = found_kinds.get(seq)  # type: ignore[assignment]
         item.answer = answers.get(seq)
         item.reactions = reactions.get(seq, [])
@@ -119,18 +117,7 @@ def react(d: Daemon, conn: Connection, r: p.React) -> Op:
 
     def op() -> Outcome:
         peer = d.store.require_peer(me)
-        seq = d.store.parse_id(r.message_id)
-        if seq is not None:
-            count = d.store.conn.execute(
-                "SELECT count(*) FROM reactions WHERE message = ? AND peer = ? AND emoji != ?",
-                (seq, me, emoji),
-            ).get
-            if isinstance(count, int) and count >= MAX_REACTIONS:
-                raise PeersError(
-                    Code.BAD_REQUEST,
-                    f"you already put {MAX_REACTIONS} different reactions on {r.message_id}",
-                )
-        d.store.mail.react(me, peer.name, r.message_id, emoji, time.time())
+        d.store.mail.react(me, peer.name, r.message_id, emoji, time.time(), MAX_REACTIONS)
         return Outcome(p.Ok(id=r.id))
 
     return op

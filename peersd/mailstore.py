@@ -147,8 +147,20 @@ class MailStore:
 
     # ------------------------------------------------------------ reactions
 
-    def react(self, peer_id: str, peer_name: str, msg_id: str, emoji: str, now: float) -> bool:
-        """Record a reaction of the recipient of ``msg_id``; False if it was already there."""
+    def kinds(self, seqs: list[int]) -> dict[int, str | None]:
+        """seq -> kind (None: plain mail) of the messages that exist."""
+        if not seqs:
+            return {}
+        marks = ",".join("?" * len(seqs))
+        return dict(
+            self.conn.execute(f"SELECT seq, kind FROM messages WHERE seq IN ({marks})", seqs)
+        )
+
+    def react(
+        self, peer_id: str, peer_name: str, msg_id: str, emoji: str, now: float, most: int
+    ) -> bool:
+        """Record a reaction of the recipient of ``msg_id`` (at most ``most`` different ones
+        per peer); False if it was already there."""
         seq = self.store.parse_id(msg_id)
         row = None
         if seq is not None:
@@ -161,6 +173,14 @@ class MailStore:
             raise PeersError(
                 Code.FORBIDDEN,
                 f"{msg_id} was not sent to you: only its recipient can react to a message",
+            )
+        others = self.conn.execute(
+            "SELECT count(*) FROM reactions WHERE message = ? AND peer = ? AND emoji != ?",
+            (seq, peer_id, emoji),
+        ).fetchone()
+        if others is not None and others[0] >= most:
+            raise PeersError(
+                Code.BAD_REQUEST, f"you already put {most} different reactions on {msg_id}"
             )
         self.conn.execute(
             "INSERT OR IGNORE INTO reactions(message, peer, peer_name, emoji, at) "

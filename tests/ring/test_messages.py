@@ -175,6 +175,13 @@ def test_a_reaction_is_a_receipt_not_mail(ring):
     for bad in ("ok", "👍👍", "\u202e👍", " ", "a\u0301", "\x07"):
         refused(Code.BAD_REQUEST, bob.call, p.React, message_id=sent.message_id, emoji=bad)
     refused(Code.UNKNOWN_MESSAGE, bob.call, p.React, message_id="m-000000-1", emoji="👍")
+    for glyph in "✓✔★☆♥♦":  # 8 different glyphs in all, then no more
+        bob.call(p.React, message_id=sent.message_id, emoji=glyph)
+    e = refused(Code.BAD_REQUEST, bob.call, p.React, message_id=sent.message_id, emoji="♣")
+    assert "already put 8 different reactions" in e.message
+    bob.call(p.React, message_id=sent.message_id, emoji="👍")  # one it has: no change, no error
+    items = alice.call(p.MessageStatus, message_ids=[sent.message_id, sent.message_id]).items
+    assert [len(i.reactions) for i in items] == [8, 8]  # an id asked twice: both items filled
 
 
 def test_every_message_carries_a_bounded_snapshot_of_its_sender(ring):
