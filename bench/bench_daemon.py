@@ -125,7 +125,7 @@ QUICK = Plan(
     sweeps=3,
 )
 
-PHASES = ("baseline", "peers", "seq", "push", "aggregate", "rss", "backlog")
+PHASES = ("baseline", "peers", "seq", "push", "aggregate", "rss", "backlog", "index")
 
 
 # --------------------------------------------------------------------------- cleanup
@@ -225,10 +225,16 @@ DAEMON_ENV = {
 
 
 class Daemon:
-    def __init__(self, cleanup: Cleanup, home: Path, profile: str | None = None) -> None:
+    def __init__(
+        self,
+        cleanup: Cleanup,
+        home: Path,
+        profile: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.cleanup = cleanup
         self.home = home
-        self.env = isolated_env(home, DAEMON_ENV)
+        self.env = isolated_env(home, {**DAEMON_ENV, **(extra_env or {})})
         self.settings: Settings = load(env=self.env)
         self.log_path = home / "peersd.log"
         # The daemon runs in the temporary HOME, which is deleted at the end.
@@ -740,6 +746,50 @@ def pipelined_sends(c: Client, to: str, total: int, window: int = 256) -> float:
     return total / (time.perf_counter() - start)
 
 
+def phase_index(r: Results, cleanup: Cleanup, home: Path, agents: Agents) -> None:
+    """Send throughput with the full-text search index on (the default: indexed in the
+    background, in batches) against off (``CLAUDE_PEERS_SEARCH_INDEX=0``): two fresh
+    daemons in this run, measured in alternation so both see the same load."""
+    on = Daemon(cleanup, home / "on")
+    off = Daemon(cleanup, home / "off", extra_env={"CLAUDE_PEERS_SEARCH_INDEX": "0"})
+    for d in (on, off):
+        d.home.mkdir()
+        d.start()
+    pids = agents.spawn(4)
+    with on.client() as a_on, on.client() as b_on, off.client() as a_off, off.client() as b_off:
+        register(a_on, pids[0].pid, "idx-a")
+        register(b_on, pids[1].pid, "idx-b")
+        register(a_off, pids[2].pid, "idx-a")
+        register(b_off, pids[3].pid, "idx-b")
+        for c in (a_on, a_off):
+            seq_sends(c, "idx-b", 0.3)  # warm-up
+        total = 20_000 if r.plan is FULL else 5_000
+        for rep in range(r.plan.reps):
+            got: dict[str, float] = {}
+            order = [("on", a_on, on), ("off", a_off, off)]
+            if rep % 2:
+                order.reverse()
+            for name, c, d in order:
+                cpu = d.cpu()
+                got[f"seq_{name}"], lat = seq_sends(c, "idx-b", r.plan.seq_seconds)
+                got[f"pipe_{name}"] = pipelined_sends(c, "idx-b", total)
+                time.sleep(1.5)  # the background indexing of what was sent counts as well
+                got[f"cpu_{name}"] = (d.cpu() - cpu) / (len(lat) + total) * 1e6
+            for key, value in got.items():
+                r.add(f"index_{key}", value)
+            r.add("index_seq_ratio", got["seq_on"] / got["seq_off"])
+            r.add("index_pipe_ratio", got["pipe_on"] / got["pipe_off"])
+            r.add("index_cpu_ratio", got["cpu_on"] / got["cpu_off"])
+            log(
+                f"  index rep {rep + 1}: sequential {got['seq_on']:,.0f}/s with the index, "
+                f"{got['seq_off']:,.0f}/s without; pipelined {got['pipe_on']:,.0f}/s with, "
+                f"{got['pipe_off']:,.0f}/s without; daemon CPU per send {got['cpu_on']:.1f} us "
+                f"with, {got['cpu_off']:.1f} us without"
+            )
+    on.stop()
+    off.stop()
+
+
 def phase_rss(r: Results, d: Daemon, agents: Agents) -> None:
     a, b = agents.spawn(2)
     with d.client() as ca, d.client() as cb:
@@ -923,6 +973,15 @@ ROWS = [
     Row(f"sweep duration_ms ({N_PEERS} peers)", "sweep_ms", "ms", 50.0, "<="),
     Row("status last_sweep_ms", "last_sweep_ms", "ms", 50.0, "<="),
     Row(f"sweep, {N_PEERS} peers + undelivered backlog", "sweep_backlog_ms", "ms"),
+    Row("sequential sends/s, search index on", "index_seq_on", "/s"),
+    Row("sequential sends/s, search index off", "index_seq_off", "/s"),
+    Row("sequential, index on / off (paired)", "index_seq_ratio", "ratio", 0.9, ">="),
+    Row("pipelined sends/s, search index on", "index_pipe_on", "/s"),
+    Row("pipelined sends/s, search index off", "index_pipe_off", "/s"),
+    Row("pipelined, index on / off (paired)", "index_pipe_ratio", "ratio", 0.85, ">="),
+    Row("daemon CPU per send, search index on", "index_cpu_on", "us"),
+    Row("daemon CPU per send, search index off", "index_cpu_off", "us"),
+    Row("daemon CPU per send, on / off (paired)", "index_cpu_ratio", "ratio"),
     Row("daemon RSS idle", "rss_idle_mib", "MiB", 60.0, "<="),
     Row(f"daemon RSS after >= {RSS_MESSAGES:,} messages", "rss_after_msgs_mib", "MiB", 60.0, "<="),
 ]
@@ -935,6 +994,8 @@ def fmt(v: float, unit: str) -> str:
         return f"{v:,.0f}/s"
     if unit == "ms":
         return f"{v:.3f} ms" if v < 10 else f"{v:.1f} ms"
+    if unit == "ratio":
+        return f"{v:.3f}"
     return f"{v:.1f} {unit}"
 
 
@@ -1166,6 +1227,9 @@ def run(args: argparse.Namespace) -> int:
             log(f"{plan.peers} live peers again, sweep with the undelivered mail of the run")
             phase_backlog(r, daemon, agents)
         daemon.stop()
+        if "index" in only:
+            log("search index: send throughput with background indexing on against off")
+            phase_index(r, cleanup, home, agents)
         agents.close()
     except KeyboardInterrupt:
         log("interrupted: cleaning up")

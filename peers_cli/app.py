@@ -19,14 +19,14 @@ import msgspec
 import typer
 from rich.table import Table
 
-from peers_mcp import delivery, render, wakes
+from peers_mcp import delivery, gitstate, render, wakes
 from peers_mcp.render import detag
 from peersd import __version__, identity
 from peersd import protocol as p
 from peersd.client import Client, session_registration
 from peersd.errors import Code, DaemonUnreachable, PeersError
 
-from . import admin, install_cmds
+from . import admin, install_cmds, messages
 from .common import (
     EXIT_FAILED,
     JsonOpt,
@@ -248,13 +248,43 @@ def send(
     reply_to: Annotated[
         str | None, typer.Option("--reply-to", help="Id of the message this answers.")
     ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="A typed request: question, review_request, handoff, context_share, decision, "
+            "approval_request, approval, verification_request, verification.",
+        ),
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-f",
+            "--field",
+            help="A field of the kind, name=value (repeat; files once per file).",
+        ),
+    ] = None,
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="A subject for a new thread.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Send a message. It is stored before the id is printed and waits until read."""
     body = read_text(text)
+    with errors():
+        typed = messages.typed_from(kind, field or [])
+    context = gitstate.context(os.getcwd())
     with errors(), connect() as client:
         me = become_peer(client)
-        sent = client.request(p.Send, to=to, text=body, reply_to=reply_to)
+        sent = client.request(
+            p.Send,
+            to=to,
+            text=body,
+            reply_to=reply_to,
+            typed=typed,
+            subject=subject,
+            context=context,
+        )
     if as_json:
         emit_json(
             {
@@ -285,9 +315,10 @@ def broadcast(
     if scope not in ("machine", "directory", "repo", "group"):
         die(f"unknown scope {scope!r}: use machine, directory, repo or group")
     body = read_text(text)
+    context = gitstate.context(os.getcwd())
     with errors(), connect() as client:
         become_peer(client)
-        reply = client.request(p.Broadcast, scope=scope, text=body)
+        reply = client.request(p.Broadcast, scope=scope, text=body, context=context)
     if as_json:
         emit_json(reply.sent)
         return
@@ -302,6 +333,10 @@ def broadcast(
 
 def show_message(msg: p.Message, unread: bool = False) -> None:
     reply = f" reply to {msg.reply_to}" if msg.reply_to else ""
+    if msg.thread and msg.thread not in (msg.id, msg.reply_to):
+        reply += f" (thread {msg.thread})"
+    if msg.subject:
+        reply += f" re: {detag(render.inline(msg.subject))}"
     mark = "[bold yellow]new[/] " if unread else ""
     # An unread message being shown is read by this very printing: no state to report.
     state = "" if unread else f"  {msg.state}"
@@ -314,6 +349,7 @@ def show_message(msg: p.Message, unread: bool = False) -> None:
     for line in msg.text.split("\n"):
         # detag: an agent may run this in its shell, and the output reaches its model
         out.print(f"  {safe(detag(line))}")
+    messages.show_extras(msg)
 
 
 @app.command()
@@ -439,13 +475,17 @@ def history(
     mine: Annotated[
         bool, typer.Option("--mine", help="Only this shell's own mail (default: all peers).")
     ] = False,
+    thread: Annotated[
+        str | None,
+        typer.Option("--thread", help="Only this thread: the id of any message in it."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Recent messages, newest last: who wrote to whom, and whether it was delivered."""
     with errors(), connect() as client:
         if mine:
             become_peer(client)
-        page = client.request(p.History, peer=peer, limit=limit, mine=mine)
+        page = client.request(p.History, peer=peer, limit=limit, mine=mine, thread=thread)
     msgs = list(reversed(page.messages))
     if as_json:
         emit_json(msgs)
@@ -479,6 +519,9 @@ def message_status(
             else:
                 woken = f"; {safe(wakes.describe(item.wake))}" if item.wake else ""
                 out.print(f"{item.message_id}: {item.state} for {safe(item.to_name or '?')}{woken}")
+            if item.found:
+                for line in messages.status_lines(item):
+                    out.print(line)
     if any(not item.found for item in items):
         raise typer.Exit(EXIT_FAILED)
 
@@ -579,6 +622,7 @@ install_cmds.register(app)
 from . import coordination as _coordination  # noqa: E402
 
 _coordination.register(sys.modules[__name__])
+messages.register(sys.modules[__name__])
 
 # Shared work state: tasks, task, decisions, decide, revoke-decision (peers_cli/work.py).
 from . import work as _work  # noqa: E402

@@ -130,11 +130,139 @@ def tool(name: str, server: str = SERVER_NAME, client: str | None = None) -> str
 
 
 def reply_hint(msg: Any, server: str = SERVER_NAME, client: str | None = None) -> str:
-    return (
-        f"To reply, call the tool {tool('send_message', server, client)} "
-        f"with to={field(field_of(msg, 'sender_name'))} and reply_to={field(field_of(msg, 'id'))} "
-        f"(the send_message tool of the {server} server, not any built-in messaging tool)."
-    )
+    """The exact call that answers ``msg``: for a typed request, with the answer's kind
+    and fields."""
+    send = tool("send_message", server, client)
+    to = f"to={field(field_of(msg, 'sender_name'))} and reply_to={field(field_of(msg, 'id'))}"
+    tail = f" (the send_message tool of the {server} server, not any built-in messaging tool)."
+    kind = kind_of(field_of(msg, "typed"))
+    if kind == "approval_request":
+        return (
+            f'It asks for your approval. Answer with the tool {send} with {to}, kind="approval", '
+            'verdict="approve" or "reject", and reason="…"' + tail
+        )
+    if kind == "verification_request":
+        return (
+            f"It asks you to verify a claim. Answer with the tool {send} with {to}, "
+            'kind="verification", verdict="verified" or "failed", and evidence="…" (what you '
+            "checked and saw)" + tail
+        )
+    if kind in ANSWER_HINTS:
+        return f"{ANSWER_HINTS[kind]} Reply with the tool {send} with {to}{tail}"
+    if kind in ("decision", "context_share", "approval", "verification"):
+        react = tool("react", server, client)
+        return (
+            f"No answer is needed; to acknowledge it without a message, call the tool {react} "
+            f"with message_id={field(field_of(msg, 'id'))} and one emoji. To reply, call the "
+            f"tool {send} with {to}{tail}"
+        )
+    return f"To reply, call the tool {send} with {to}{tail}"
+
+
+ANSWER_HINTS = {
+    "question": "It asks a question: answer in the expected format above.",
+    "review_request": "It asks for a review of the files above, with the focus above.",
+    "handoff": "It hands work over to you: reply to say you take it (or why not).",
+}
+
+KINDS = {
+    "question": "a question",
+    "review_request": "a review request",
+    "handoff": "a handoff of work to you",
+    "context_share": "shared context",
+    "decision": "a decision, for your information",
+    "approval_request": "a request for your approval",
+    "approval": "an answer to an approval request",
+    "verification_request": "a request to verify a claim",
+    "verification": "an answer to a verification request",
+}
+"""How each kind of typed request (``peersd.kinds``) reads; an unknown one is named as it is."""
+TYPED_LIMIT = 1500
+"""Characters of a typed request's fields shown at most (its data has them all): with the
+snapshot's and the reply hint's, the part of a rendering that is never cut stays far
+inside the smallest budget, so the message text always has room (``part``)."""
+SNAPSHOT_LIMIT = 600
+LIST_SHOWN = 10
+"""Items of a list field (files) shown at most."""
+
+
+def kind_of(typed: Any) -> str | None:
+    """The kind of a typed request, a msgspec Struct or the hook's plain dict."""
+    if not typed:
+        return None
+    if isinstance(typed, dict):
+        kind = typed.get("kind")
+        return kind if isinstance(kind, str) else None
+    return str(typed.__struct_config__.tag)
+
+
+def typed_fields(typed: Any) -> list[tuple[str, Any]]:
+    """(name, value) of a typed request's fields, in order."""
+    if isinstance(typed, dict):
+        return [(k, v) for k, v in typed.items() if k != "kind"]
+    return [(name, getattr(typed, name)) for name in typed.__struct_fields__]
+
+
+def value(v: Any, limit: int = 300) -> str:
+    """One field value as quoted data; a list as its first items, quoted one by one."""
+    if isinstance(v, list):
+        shown = ", ".join(field(x, 200) for x in v[:LIST_SHOWN])
+        more = f" (+{len(v) - LIST_SHOWN} more)" if len(v) > LIST_SHOWN else ""
+        return f"[{shown}]{more}" if v else "[]"
+    return field(v, limit)
+
+
+def typed_block(typed: Any) -> str:
+    """A typed request's kind and fields: each field one line, its value quoted data."""
+    kind = kind_of(typed)
+    if kind is None:
+        return ""
+    what = KINDS.get(kind, "a typed message")
+    lines = [f"It is {what} (kind {field(kind)}), with these fields (quoted data):"]
+    lines += [f"  {name}: {value(v)}" for name, v in typed_fields(typed)]
+    text = "\n".join(lines)
+    if len(text) > TYPED_LIMIT:
+        text = (
+            text[:TYPED_LIMIT] + "\n[… the fields are cut here; message_history shows them whole]"
+        )
+    return text
+
+
+def snapshot_line(snap: Any, known_branch: str | None = None) -> str:
+    """The sender at send time, in one line: branch (unless the header already shows that
+    one), uncommitted files, summary."""
+    if not snap:
+        return ""
+    get = snap.get if isinstance(snap, dict) else lambda k: getattr(snap, k, None)
+    parts = []
+    if get("branch") and get("branch") != known_branch:
+        parts.append(f"branch {field(get('branch'), 100)}")
+    dirty = get("dirty")
+    if dirty is not None:
+        files = get("files") or []
+        listed = ", ".join(field(x, 80) for x in files[:5])
+        more = ", …" if dirty > len(files) else ""
+        parts.append(
+            f"{dirty} uncommitted file{'s' if dirty != 1 else ''}"
+            + (f" ({listed}{more})" if files else "")
+        )
+    if get("summary"):
+        parts.append(f"summary {field(get('summary'), 200)}")
+    line = "Sender at send time: " + "; ".join(parts) if parts else ""
+    return line if len(line) <= SNAPSHOT_LIMIT else line[:SNAPSHOT_LIMIT] + " …"
+
+
+def tail(msg: Any, server: str = SERVER_NAME, client: str | None = None) -> str:
+    """What follows a message's quoted text: its typed fields, its sender's snapshot, and
+    the call that answers it (each on its own line)."""
+    snap = snapshot_line(field_of_opt(msg, "snapshot"), field_of_opt(msg, "sender_branch"))
+    extra = [typed_block(field_of_opt(msg, "typed")), snap]
+    return "\n".join([*filter(None, extra), reply_hint(msg, server, client)])
+
+
+def field_of_opt(msg: Any, name: str) -> Any:
+    """``field_of`` for a field an older daemon's message may lack."""
+    return msg.get(name) if isinstance(msg, dict) else getattr(msg, name, None)
 
 
 def header(msg: Any) -> str:
@@ -152,6 +280,15 @@ def header(msg: Any) -> str:
     reply_to = field_of(msg, "reply_to")
     if reply_to:
         line += f", in reply to {detag(inline(str(reply_to)))}"
+    thread = field_of_opt(msg, "thread")
+    if thread and thread != field_of(msg, "id"):
+        line += f", thread {detag(inline(str(thread)))}"
+    subject = field_of_opt(msg, "subject")
+    if subject:
+        line += f", subject {field(subject)}"
+    kind = kind_of(field_of_opt(msg, "typed"))
+    if kind:
+        line += f", kind {field(kind)}"
     return line
 
 
@@ -165,7 +302,7 @@ def message(
 ) -> str:
     """One message, complete (unbounded: see ``part``)."""
     mark = "" if unread else "(already read) "
-    hint = reply_hint(msg, server, client)
+    hint = tail(msg, server, client)
     return f"{mark}{header(msg)}:\n{quote(field_of(msg, 'text'))}\n{hint}"
 
 
@@ -215,7 +352,7 @@ def part(
     """
     text: str = field_of(msg, "text")
     head = f"{mark}{header(msg)}:\n"
-    hint = "\n" + reply_hint(msg, server, client)
+    hint = "\n" + tail(msg, server, client)
     whole = head + quote(text[start:]) + hint
     if len(whole) <= room:
         return whole, len(text)

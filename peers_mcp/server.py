@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -39,7 +40,7 @@ from peersd.client import AsyncClient, session_registration
 from peersd.config import ConfigError, Settings, load
 from peersd.errors import ClaudePeersError, Code, PeersError
 
-from . import delivery, filetools, render, tools, wakes
+from . import delivery, filetools, gitstate, render, tools, wakes
 from .agent import Agent, channels_enabled, find_agent
 from .filetools import FileTools
 from .grouptools import GroupTools
@@ -370,13 +371,30 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
         view = [_peer_view(x) for x in peers]
         return ok(text, {"peers": view, "omitted": reply.omitted})
 
+    def _cwd(self) -> str:
+        return os.environ.get("CLAUDE_PROJECT_DIR") or os.getcwd()
+
     async def t_send_message(self, a: tools.SendMessageArgs) -> types.CallToolResult:
-        sent = await self._call(p.Send, to=a.to, text=a.message, reply_to=a.reply_to)
+        typed = a.typed()
+        context = await gitstate.acontext(self._cwd())
+        sent = await self._call(
+            p.Send,
+            to=a.to,
+            text=a.message,
+            reply_to=a.reply_to,
+            typed=typed,
+            subject=a.subject,
+            context=context,
+        )
         health = render.health(sent.reach, sent.pending, sent.last_read, sent.expires_at)
+        what = f"your {a.kind} {sent.message_id}" if a.kind else sent.message_id
+        answer = ""
+        if a.kind in ("question", "review_request", "approval_request", "verification_request"):
+            answer = " message_status shows its answer once they reply."
         return ok(
-            f"Sent {sent.message_id} to {sent.to_name}. It waits in their mailbox until their "
+            f"Sent {what} to {sent.to_name}. It waits in their mailbox until their "
             f"session reads it. It reaches {sent.to_name} by {health}. message_status tells "
-            "you when it was delivered.",
+            f"you when it was delivered.{answer}",
             {
                 "message_id": sent.message_id,
                 "to": sent.to,
@@ -389,7 +407,8 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
         )
 
     async def t_broadcast(self, a: tools.BroadcastArgs) -> types.CallToolResult:
-        reply = await self._call(p.Broadcast, scope=a.scope, text=a.message)
+        context = await gitstate.acontext(self._cwd())
+        reply = await self._call(p.Broadcast, scope=a.scope, text=a.message, context=context)
         if not reply.sent:
             text = f"Nobody else is in scope '{a.scope}'; nothing was sent."
         else:
@@ -419,6 +438,8 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
             else:
                 woken = f"; {render.field(wakes.describe(i.wake))}" if i.wake else ""
                 lines.append(f"{i.message_id}: {i.state} (for {i.to_name}{woken})")
+            if i.found:
+                lines += _answer_lines(i)
         return ok("\n".join(lines), {"messages": [msgspec.to_builtins(i) for i in items]})
 
     async def _read_mail(self, via: str, **filters: Any) -> delivery.Plan | None:
@@ -562,11 +583,38 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
         )
 
     async def t_message_history(self, a: tools.MessageHistoryArgs) -> types.CallToolResult:
-        page = await self._call(p.History, peer=a.peer, limit=a.limit)
+        page = await self._call(p.History, peer=a.peer, limit=a.limit, thread=a.thread)
         if not page.messages:
             return mail_result("No messages yet.", {"messages": []})
         text = "\n".join(_history_line(m) for m in page.messages)
+        if a.thread:
+            text = f"Thread {page.messages[0].thread}, newest first:\n{text}"
         return mail_result(text, {"messages": [msgspec.to_builtins(m) for m in page.messages]})
+
+    async def t_react(self, a: tools.ReactArgs) -> types.CallToolResult:
+        await self._call(p.React, message_id=a.message_id, emoji=a.emoji)
+        return ok(
+            f"Reacted {a.emoji} to {a.message_id}; its sender sees it in message_status.",
+            {"message_id": a.message_id, "emoji": a.emoji},
+        )
+
+    async def t_search_messages(self, a: tools.SearchMessagesArgs) -> types.CallToolResult:
+        since = tools.since(a.since, time.time()) if a.since else None
+        reply = await self._call(p.Search, query=a.query, peer=a.peer, since=since, limit=a.limit)
+        hits: list[p.SearchHit] = reply.hits
+        if not hits:
+            return mail_result(f"No messages match {render.field(a.query)}.", {"hits": []})
+        lines = [f"{len(hits)} message(s) match {render.field(a.query)}, best first:"]
+        for h in hits:
+            m = h.message
+            kind = f" [{render.inline(render.kind_of(m.typed) or '')}]" if m.typed else ""
+            lines.append(
+                f"- {m.id} {render.stamp(m.created)} {render.field(m.sender_name, 40)} → "
+                f"{render.field(m.recipient_name, 40)}{kind}: "
+                f"{render.field(h.snippet, 400)}"
+            )
+        lines.append("message_history with thread=<id> shows a message's whole conversation.")
+        return mail_result("\n".join(lines), {"hits": [msgspec.to_builtins(h) for h in hits]})
 
     async def t_set_summary(self, a: tools.SetSummaryArgs) -> types.CallToolResult:
         peer = (await self._call(p.SetSummary, summary=a.summary)).peer
@@ -677,9 +725,40 @@ def _peer_view(peer: p.Peer) -> dict[str, Any]:
     return view
 
 
+def _answer_lines(i: p.MessageStatusItem) -> list[str]:
+    """A request's answer and its reactions, under its status line."""
+    lines = []
+    if i.answer is not None:
+        a = i.answer
+        verdict = f" {render.field(a.verdict)}" if a.verdict else ""
+        kind = f" ({a.kind}{verdict})" if a.kind else ""
+        lines.append(
+            f"  answered by {render.field(a.sender_name, 40)} in {a.message_id}{kind} at "
+            f"{render.stamp(a.created)}: {render.field(a.preview)}"
+        )
+    elif i.kind in ("question", "review_request", "approval_request", "verification_request"):
+        lines.append(f"  {i.kind}: not answered yet")
+    if i.reactions:
+        shown = ", ".join(
+            f"{render.field(r.emoji, 8)} from {render.field(r.name, 40)}" for r in i.reactions
+        )
+        lines.append(f"  reactions: {shown}")
+    return lines
+
+
 def _history_line(m: p.Message) -> str:
     state = m.state + (f" via {m.delivered_via}" if m.delivered_via else "")
     reply = f", reply to {m.reply_to}" if m.reply_to else ""
+    kind = render.kind_of(m.typed)
+    if kind:
+        reply += f", {kind}"
+        verdict = getattr(m.typed, "verdict", None)
+        if verdict:
+            reply += f" {verdict}"
+    if m.subject:
+        reply += f", subject {render.field(m.subject, 80)}"
+    if m.reactions:
+        reply += ", reactions " + " ".join(render.field(r.emoji, 8) for r in m.reactions)
     text = render.detag(render.inline(m.text))  # a newline must not start a fake entry
     if len(text) > 200:
         text = text[:200] + "…"

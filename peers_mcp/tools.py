@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from peersd import rules
+from peersd import kinds, rules
+from peersd.errors import Code, PeersError
 
 
 def _rule(t: Any) -> str:
@@ -44,6 +45,14 @@ class ListPeersArgs(Args):
     scope: Scope = "machine"
 
 
+def _for(*names: str) -> str:
+    return "With kind=" + " or ".join(f'"{n}"' for n in names)
+
+
+KindText = kinds.KindText
+KindFiles = kinds.KindFiles
+
+
 class SendMessageArgs(Args):
     to: PeerRef
     message: Text
@@ -51,6 +60,86 @@ class SendMessageArgs(Args):
         MessageId | None,
         Meta(description="Id of the message you are answering (as shown with the message)."),
     ] = None
+    subject: Annotated[
+        kinds.Subject | None,
+        Meta(description="A short subject for a new thread (replies inherit it)."),
+    ] = None
+    # A typed request: ``kind`` and the fields that kind needs (all of them, no others).
+    kind: Annotated[
+        kinds.KindName | None,
+        Meta(
+            description="Make this a typed request, whose fields (the arguments below, each "
+            "saying which kind needs it) are all required: question (expected_format), "
+            "review_request (files, focus), handoff (done, remaining, files, decisions), "
+            "context_share (summary), decision (rationale), approval_request (action, risk), "
+            "verification_request (claim, evidence_needed, files). Answers: approval "
+            "(verdict approve|reject, reason) replies to an approval_request, verification "
+            "(verdict verified|failed, evidence) to a verification_request."
+        ),
+    ] = None
+    expected_format: Annotated[
+        KindText | None, Meta(description=_for("question") + ": the form of answer you want.")
+    ] = None
+    files: Annotated[
+        KindFiles | None,
+        Meta(description=_for("review_request", "handoff", "verification_request") + ": files."),
+    ] = None
+    focus: Annotated[
+        KindText | None, Meta(description=_for("review_request") + ": what to look at.")
+    ] = None
+    done: Annotated[KindText | None, Meta(description=_for("handoff") + ": what is done.")] = None
+    remaining: Annotated[
+        KindText | None, Meta(description=_for("handoff") + ": what is left to do.")
+    ] = None
+    decisions: Annotated[
+        KindText | None, Meta(description=_for("handoff") + ": decisions made so far.")
+    ] = None
+    summary: Annotated[
+        KindText | None, Meta(description=_for("context_share") + ": the context, summed up.")
+    ] = None
+    rationale: Annotated[
+        KindText | None, Meta(description=_for("decision") + ": why it was decided.")
+    ] = None
+    action: Annotated[
+        KindText | None, Meta(description=_for("approval_request") + ": what you want to do.")
+    ] = None
+    risk: Annotated[
+        KindText | None, Meta(description=_for("approval_request") + ": what could go wrong.")
+    ] = None
+    verdict: Annotated[
+        Literal["approve", "reject", "verified", "failed"] | None,
+        Meta(
+            description=_for("approval")
+            + ': "approve" or "reject"; '
+            + _for("verification")
+            + ': "verified" or "failed".'
+        ),
+    ] = None
+    reason: Annotated[KindText | None, Meta(description=_for("approval") + ": why.")] = None
+    claim: Annotated[
+        KindText | None, Meta(description=_for("verification_request") + ": what to verify.")
+    ] = None
+    evidence_needed: Annotated[
+        KindText | None,
+        Meta(description=_for("verification_request") + ": what would prove it."),
+    ] = None
+    evidence: Annotated[
+        KindText | None, Meta(description=_for("verification") + ": what you checked and saw.")
+    ] = None
+
+    def typed(self) -> kinds.Kind | None:
+        """The typed request these arguments make (``kinds.build`` names what is wrong)."""
+        given = {name: getattr(self, name) for name in kinds.ALL_FIELDS}
+        if self.kind is None:
+            extra = [name for name, v in given.items() if v is not None]
+            if extra:
+                raise PeersError(
+                    Code.BAD_REQUEST,
+                    f"{', '.join(extra)} belong{'s' if len(extra) == 1 else ''} to a typed "
+                    "request: pass kind as well",
+                )
+            return None
+        return kinds.build(self.kind, given)
 
 
 class BroadcastArgs(Args):
@@ -99,6 +188,62 @@ class WaitForMessageArgs(Args):
 class MessageHistoryArgs(Args):
     peer: Annotated[PeerRef | None, Meta(description="Only messages to or from this peer.")] = None
     limit: Annotated[int, Meta(ge=1, le=200)] = 20
+    thread: Annotated[
+        MessageId | None,
+        Meta(description="Only this thread: the id of any message in it (its root and replies)."),
+    ] = None
+
+
+class ReactArgs(Args):
+    message_id: Annotated[MessageId, Meta(description="A message sent to you.")]
+    emoji: Annotated[kinds.Emoji, Meta(description="One emoji or symbol, e.g. 👍 ✓ 👀 (no text).")]
+
+
+class SearchMessagesArgs(Args):
+    query: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=500,
+            description='Words to find (SQLite FTS5: "exact phrase", prefix*, AND/OR/NOT).',
+        ),
+    ]
+    peer: Annotated[PeerRef | None, Meta(description="Only mail to or from this peer.")] = None
+    since: Annotated[
+        Annotated[str, Meta(max_length=40)] | None,
+        Meta(description='Only mail sent since then: "30m", "4h", "2d" ago, or an ISO date/time.'),
+    ] = None
+    limit: Annotated[int, Meta(ge=1, le=100)] = 20
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def since(text: str, now: float) -> float:
+    """The time ``text`` names: an age ("30m", "4h", "2d", "1w") before ``now``, or an ISO
+    8601 date or date and time (UTC unless it says otherwise)."""
+    from datetime import UTC, datetime
+
+    raw = text.strip()
+    unit = _UNITS.get(raw[-1:].lower())
+    if unit is not None:
+        try:
+            amount = float(raw[:-1])
+        except ValueError:
+            amount = -1.0
+        if amount >= 0 and amount == amount and amount < 1e7:
+            return now - amount * unit
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise PeersError(
+            Code.BAD_REQUEST,
+            f'since {text!r} is neither an age ("30m", "4h", "2d", "1w") nor an ISO date '
+            '("2026-12-01" or "2026-12-01T09:30")',
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 class SetSummaryArgs(Args):
@@ -139,8 +284,9 @@ def description(server: str) -> dict[str, str]:
             "message is stored before this returns its id and is delivered however the peer "
             "can receive it; it is never lost. Use this tool for every reply to a peer "
             "message, passing reply_to with the id of the message you answer: built-in "
-            "messaging tools do not reach peers. Returns the message id; check it later with "
-            "message_status."
+            "messaging tools do not reach peers. For a request that needs a structured answer "
+            "(a question, review, handoff, approval, verification) pass kind and its fields. "
+            "Returns the message id; check it later with message_status."
         ),
         "broadcast": (
             "Send the same message to every other peer in a scope (machine, directory or "
@@ -148,7 +294,8 @@ def description(server: str) -> dict[str, str]:
         ),
         "message_status": (
             "Whether messages you sent are still queued, were delivered (when, and by which "
-            "path: channel, hook, wait, check, cli) or expired unread."
+            "path: channel, hook, wait, check, cli) or expired unread; for a request, its "
+            "answer (e.g. an approval's verdict) and any reactions."
         ),
         "check_messages": (
             "Read your unread peer messages now (they are marked read), plus a few recent "
@@ -161,7 +308,16 @@ def description(server: str) -> dict[str, str]:
             "Returns the message(s), marked read, or says that none came."
         ),
         "message_history": (
-            "Recent messages you sent or received, newest first, with their delivery state."
+            "Recent messages you sent or received, newest first, with their delivery state, "
+            "kind and reactions; thread= shows one conversation (a message and its replies)."
+        ),
+        "react": (
+            "Acknowledge a message sent to you with one emoji (e.g. 👍 seen/agreed, 👀 looking, "
+            "✅ done) instead of a reply: its sender sees it in message_status, not as new mail."
+        ),
+        "search_messages": (
+            "Search the mail you sent or received (full text, best matches first, with the "
+            "matching passage), e.g. to find what a peer said earlier about a topic."
         ),
         "set_summary": (
             "Tell peers in one or two sentences what you are working on; shown in list_peers."
@@ -186,6 +342,8 @@ TOOLS: dict[str, type[Args]] = {
     "check_messages": CheckMessagesArgs,
     "wait_for_message": WaitForMessageArgs,
     "message_history": MessageHistoryArgs,
+    "react": ReactArgs,
+    "search_messages": SearchMessagesArgs,
     "set_summary": SetSummaryArgs,
     "set_name": SetNameArgs,
     "whoami": WhoamiArgs,

@@ -110,6 +110,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             return name or None
         return None
 
+    search_index: bool = True
+    """Daemon: index mail for ``search`` (in the background, in batches); false: no search."""
+
     @property
     def socket_path(self) -> Path:
         return Path(self.socket)

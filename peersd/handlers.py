@@ -306,6 +306,7 @@ def _check_text(d: Daemon, text: str) -> None:
 def send(d: Daemon, conn: Connection, r: p.Send) -> Op:
     me = _me(conn)
     _check_text(d, r.text)
+    mailops.check_typed(d, r.typed)
     s = d.settings
 
     def op() -> Outcome:
@@ -317,8 +318,9 @@ def send(d: Daemon, conn: Connection, r: p.Send) -> Op:
         # The one queue check (the store does not repeat it), before a rate token is taken.
         if recipient.pending >= s.queue_limit:
             raise d.store.queue_full(recipient, s.queue_limit)
+        extra = mailops.extra(d, sender, recipient, r.reply_to, r.typed, r.subject, r.context)
         d.rate_limits.take(me)
-        msg = d.store.send(sender, recipient, r.text, r.reply_to, now, s.message_ttl)
+        msg = d.store.send(sender, recipient, r.text, r.reply_to, now, s.message_ttl, extra)
         health = _health(d, recipient.id, msg)
         return Outcome(
             p.Sent(id=r.id, to=recipient.id, to_name=recipient.name, **health),
@@ -355,8 +357,9 @@ def broadcast(d: Daemon, conn: Connection, r: p.Broadcast) -> Op:
             d.rate_limits.take(me, len(targets))
         sent: list[p.SentItem] = []
         effects: list[Effect] = []
+        extra = mailops.extra(d, sender, sender, None, None, None, r.context)
         for peer in targets:
-            msg = d.store.send(sender, peer, r.text, None, now, s.message_ttl)
+            msg = d.store.send(sender, peer, r.text, None, now, s.message_ttl, extra)
             health = _health(d, peer.id, msg)
             sent.append(p.SentItem(to=peer.id, to_name=peer.name, **health))
             effects += d.mail_effects(msg)
@@ -374,6 +377,7 @@ def message_status(d: Daemon, conn: Connection, r: p.MessageStatus) -> Op:
             else item
             for item in d.store.statuses(r.message_ids, _caller(d, conn))
         ]
+        items = mailops.statuses(d, items)
         return Outcome(p.Statuses(id=r.id, items=items))
 
     return op
@@ -427,6 +431,13 @@ def history(d: Daemon, conn: Connection, r: p.History) -> Op:
     def op() -> Outcome:
         viewer = _caller(d, conn)
         peer = groups.resolve(d.store, viewer, r.peer, d.machine_id).id if r.peer else None
+        thread = d.store.parse_id(r.thread) if r.thread else None
+        if r.thread and thread is None:
+            raise PeersError(Code.UNKNOWN_MESSAGE, f"no message {r.thread} in this daemon's mail")
+        if thread is not None:
+            root = d.store.mail.parent(r.thread)
+            if root is not None and root[1] is not None:
+                thread = root[1]  # any message of a thread names it
         msgs, next_before = d.store.history(
             me,
             peer,
@@ -436,7 +447,9 @@ def history(d: Daemon, conn: Connection, r: p.History) -> Op:
             r.direction,
             budget=d.frame_budget,
             viewer=None if r.mine else viewer,  # one's own mail is always one's own
+            thread=thread,
         )
+        d.store.mail.with_reactions(msgs)
         return Outcome(p.HistoryPage(id=r.id, messages=msgs, next_before=next_before))
 
     return op
@@ -594,6 +607,14 @@ HANDLERS: dict[type[p.Request[Any]], Handler] = {
 from . import coordination  # noqa: E402
 
 HANDLERS.update(coordination.HANDLERS)
+
+# Typed answers, threads, reactions and search (peersd/mailops.py).
+from . import mailops  # noqa: E402
+
+HANDLERS.update(mailops.HANDLERS)
+SINGLE_STATEMENT = SINGLE_STATEMENT | mailops.SINGLE_STATEMENT
+index_loop = mailops.index_loop
+"""The background search indexing the daemon runs (here: mailops needs this module first)."""
 SINGLE_STATEMENT = SINGLE_STATEMENT | coordination.SINGLE_STATEMENT
 
 # Shared work state (peersd/tasks.py, peersd/decisions.py): tasks and the decisions board.

@@ -27,6 +27,7 @@ from .config import LAUNCHD_LABEL, ConfigError, Settings
 from .connection import Connection
 from .endpoint import host_port, is_loopback, tcp_warnings
 from .errors import ClaudePeersError
+from .handlers import index_loop
 from .private_files import ensure_private_dir
 from .server import Daemon
 from .store import Store, StoreError
@@ -350,6 +351,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
                 if ready is not None:
                     ready.set()
                 daemon.spawn(daemon.housekeeper.run())
+                daemon.spawn(index_loop(daemon))
                 await daemon.stop_requested.wait()
                 log.info("stopping: finishing writes in flight")
             except Exception as e:  # raised as itself below, not in an ExceptionGroup

@@ -18,6 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from .errors import ClaudePeersError, PeersError
+from .kinds import Context, Emoji, KindName, Snapshot, Subject, Typed
 from .rules import (
     MAX_FILES,
     AbsolutePath,
@@ -169,6 +170,16 @@ class Message(msgspec.Struct, omit_defaults=True):
     sender_cwd: str = ""
     sender_branch: str | None = None
     sender_host: str = ""
+    # Typed requests, threads, reactions (docs/coordination.md "Typed requests"):
+    typed: Typed | None = None
+    """The kind and its fields, when the message is a typed request or answer."""
+    snapshot: Snapshot | None = None
+    """Its sender at send time: branch, uncommitted files, summary."""
+    thread: str | None = None
+    """The id of the root of its ``reply_to`` chain (its own id for a root)."""
+    subject: str | None = None
+    reactions: list[Reaction] = []
+    """Reactions of its recipient (history and search answers)."""
 
 
 class SentItem(msgspec.Struct):
@@ -195,6 +206,33 @@ class MessageStatusItem(msgspec.Struct, omit_defaults=True):
     expires_at: float | None = None
     wake: Wake | None = None
     """The idle wake that told its recipient about it, if any (kept in memory)."""
+    kind: KindName | None = None
+    answer: Answer | None = None
+    """The latest reply to it (for an approval or verification request: the latest answer
+    of the matching kind)."""
+    reactions: list[Reaction] = []
+
+
+class Reaction(msgspec.Struct, omit_defaults=True):
+    """A one-glyph receipt its recipient put on a message (``react``)."""
+
+    peer: str
+    name: str
+    emoji: str
+    at: float
+
+
+class Answer(msgspec.Struct, omit_defaults=True):
+    """The reply that answers a message (``message_status``)."""
+
+    message_id: str
+    sender_name: str
+    created: float
+    kind: str | None = None
+    verdict: str | None = None
+    """approve / reject, or verified / failed, for the answer kinds."""
+    preview: str = ""
+    """The first 200 characters of its text."""
 
 
 # --------------------------------------------------------------------------- client -> daemon
@@ -288,11 +326,19 @@ class Send(Request["Sent"], tag="send"):
     text: str
     """At most ``max_text`` UTF-8 bytes: a setting, so the handler checks it."""
     reply_to: MessageId | None = None
+    typed: Typed | None = None
+    """A typed request or answer (``kinds``): its kind and that kind's fields."""
+    subject: Subject | None = None
+    """A reply without one inherits the subject of the message it answers."""
+    context: Context | None = None
+    """The sender's working tree as its client saw it (for the snapshot)."""
 
 
 class Broadcast(Request["BroadcastSent"], tag="broadcast"):
     scope: Scope
     text: str
+    context: Context | None = None
+    """As in ``send``: the sender's working tree, for each message's snapshot."""
 
 
 class MessageStatus(Request["Statuses"], tag="message_status"):
@@ -328,6 +374,8 @@ class History(Request["HistoryPage"], tag="history"):
     mine: bool = True
     state: MessageState | None = None
     direction: Literal["any", "in", "out"] = "any"
+    thread: MessageId | None = None
+    """Only the thread whose root is this message (any message of it names its root)."""
 
 
 class Subscribe(Request["Ok"], tag="subscribe"):
@@ -573,6 +621,44 @@ class MakeReport(Request["Report"], tag="report"):
     until: EpochSeconds | None = None
 
 
+# --------------------------------------------------------------------------- reactions and search
+# Message-level features of docs/coordination.md: a one-glyph receipt on a message, and
+# full-text search (SQLite FTS5) over the mail a peer sent or received.
+
+
+class React(Request["Ok"], tag="react"):
+    """Put a one-glyph receipt on a message sent to me (again: no change)."""
+
+    message_id: MessageId
+    emoji: Emoji
+
+
+class Search(Request["SearchResults"], tag="search"):
+    """Messages matching an FTS5 query, best first, with a snippet each."""
+
+    query: Annotated[str, Meta(min_length=1, max_length=500)]
+    peer: PeerRef | None = None
+    """Only mail to or from this peer."""
+    since: EpochSeconds | None = None
+    limit: Limit = 20
+    mine: bool = True
+    """Only the caller's own mail; false (local connections only) searches all mail."""
+
+
+class SearchHit(msgspec.Struct, omit_defaults=True):
+    message: Message
+    """The message, its text cut to ``SEARCH_TEXT`` characters."""
+    snippet: str
+    """The matching passage, matches between [ and ]."""
+    rank: float
+    """bm25 rank: lower is better."""
+
+
+class SearchResults(Frame, tag="search_results"):
+    id: int
+    hits: list[SearchHit]
+
+
 REQUEST_TYPES: tuple[type[Request[Any]], ...] = (
     Register,
     Attach,
@@ -616,6 +702,8 @@ REQUEST_TYPES: tuple[type[Request[Any]], ...] = (
     Vote,
     ListProposals,
     MakeReport,
+    React,
+    Search,
 )
 
 ClientFrame = (
@@ -662,6 +750,8 @@ ClientFrame = (
     | Vote
     | ListProposals
     | MakeReport
+    | React
+    | Search
 )
 
 # --------------------------------------------------------------------------- daemon -> client
@@ -1118,6 +1208,7 @@ Response = (
     | ProposalResult
     | ProposalList
     | Report
+    | SearchResults
 )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import apsw
 
-from . import files, workstate
+from . import files, mailstore, workstate
 from .errors import ConfigError, StoreError
 from .private_files import ensure_own_dir, open_own_file
 
@@ -135,6 +135,8 @@ MIGRATIONS.append(
     CREATE INDEX votes_voter ON votes(voter);
     """
 )
+# Typed requests, snapshots, threads, reactions and full-text search (peersd/mailstore.py).
+MIGRATIONS.append(mailstore.MIGRATION)
 
 
 def open_database(path: Path, sync: str) -> apsw.Connection:

@@ -23,7 +23,7 @@ from typing import Any
 import apsw
 import msgspec
 
-from . import audit, files, groups, machines, schema, upkeep, workstate
+from . import audit, files, groups, kinds, machines, mailstore, schema, upkeep, workstate
 from .errors import Code, PeersError
 from .errors import StoreError as StoreError  # still importable from here
 from .identity import START_TOLERANCE, same_start
@@ -31,9 +31,10 @@ from .protocol import HOOK_CLIENTS, Message, MessageStatusItem, Peer, Register
 from .rules import match_message_id, match_peer_id
 
 UNDELIVERED = ("queued", "leased")
-MESSAGE_OVERHEAD = 1024
+MESSAGE_OVERHEAD = 2048
 """Bytes a message costs in a frame beside the fields counted one by one (text, names,
-the sender's cwd, branch and host): ids, times, state, keys. A safe bound (the test
+the sender's cwd, branch and host, typed fields, snapshot, subject): ids, times, state,
+keys, its thread and up to ``mailops.MAX_REACTIONS`` reactions. A safe bound (the test
 encodes a message with everything else at its largest)."""
 
 
@@ -43,12 +44,25 @@ PEER_COLUMNS = """p.id, p.name, p.client, p.state, p.machine_id, p.host, p.cwd, 
 
 MESSAGE_COLUMNS = """m.seq, m.sender, m.sender_name, m.recipient, m.recipient_name, m.text,
     m.created, m.state, m.expires_at, m.reply_to, m.delivered_at, m.delivered_via, m.attempts,
-    coalesce(s.client, ''), coalesce(s.cwd, ''), s.branch, coalesce(s.host, '')"""
+    coalesce(s.client, ''), coalesce(s.cwd, ''), s.branch, coalesce(s.host, ''), m.fields,
+    m.snapshot, m.thread, m.subject"""
 
 MESSAGE_FROM = "messages m LEFT JOIN peers s ON s.id = m.sender"
-_SIZED = operator.itemgetter(2, 4, 5, 14, 15, 16)
+_SIZED = operator.itemgetter(2, 4, 5, 14, 15, 16, 17, 18, 20)
 """The columns of a ``MESSAGE_COLUMNS`` row a budget counts byte by byte: the names, the
-text, and the sender's cwd, branch and host. The rest is bounded: ``MESSAGE_OVERHEAD``."""
+text, the sender's cwd, branch and host, the typed fields, the snapshot and the subject.
+The rest is bounded: ``MESSAGE_OVERHEAD``."""
+
+
+@dataclass
+class Extra:
+    """What a message may carry beside its text (``Store.send``)."""
+
+    typed: kinds.Kind | None = None
+    snapshot: kinds.Snapshot | None = None
+    thread: int | None = None
+    """The row of its thread's root; None: it is a root."""
+    subject: str | None = None
 
 
 @dataclass
@@ -108,6 +122,7 @@ class Store:
         self.message_ttl = 7 * 24 * 3600.0
         """TTL of the mail the store sends by itself (a task passed to a successor); the
         daemon sets it from ``message_ttl``."""
+        self.mail = mailstore.MailStore(self)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -551,7 +566,14 @@ class Store:
         return int(m.group(2))
 
     def _message(self, row: tuple[Any, ...]) -> Message:
-        return Message(f"m-{self.tag}-{row[0]}", *row[1:])
+        msg = Message(f"m-{self.tag}-{row[0]}", *row[1:17])
+        if row[17] is not None:
+            msg.typed = kinds.decode(row[17])  # type: ignore[assignment]
+        if row[18] is not None:
+            msg.snapshot = kinds.decode_snapshot(row[18])
+        msg.thread = self.message_id(row[19] if row[19] is not None else row[0])
+        msg.subject = row[20]
+        return msg
 
     def send(
         self,
@@ -561,17 +583,37 @@ class Store:
         reply_to: str | None,
         now: float,
         ttl: float,
+        extra: Extra | None = None,
     ) -> Message:
         """Queue one message; the caller has checked the recipient's queue has room."""
+        x = extra or Extra()
+        fields = kinds.encode(x.typed) if x.typed is not None else None
+        snap = kinds.encode_snapshot(x.snapshot) if x.snapshot is not None else None
         self.conn.execute(
             "INSERT INTO messages(sender, sender_name, recipient, recipient_name, text, "
-            "created, state, expires_at, reply_to) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-            (sender.id, sender.name, recipient.id, recipient.name, text, now, now + ttl, reply_to),
+            "created, state, expires_at, reply_to, kind, fields, snapshot, thread, subject) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+            (
+                sender.id,
+                sender.name,
+                recipient.id,
+                recipient.name,
+                text,
+                now,
+                now + ttl,
+                reply_to,
+                kinds.kind_of(x.typed),
+                fields,
+                snap,
+                x.thread,
+                x.subject,
+            ),
         )
         # The cached peer only: ``recipient`` may be that very object (broadcast) or a copy.
         self._add_pending(recipient.id, 1)
+        seq = self.conn.last_insert_rowid()
         return Message(
-            id=self.message_id(self.conn.last_insert_rowid()),
+            id=self.message_id(seq),
             sender=sender.id,
             sender_name=sender.name,
             recipient=recipient.id,
@@ -585,6 +627,10 @@ class Store:
             sender_cwd=sender.cwd,
             sender_branch=sender.branch,
             sender_host=sender.host,
+            typed=x.typed,  # type: ignore[arg-type]
+            snapshot=x.snapshot,
+            thread=self.message_id(x.thread if x.thread is not None else seq),
+            subject=x.subject,
         )
 
     @staticmethod
@@ -628,7 +674,9 @@ class Store:
         """
         sql = (
             "SELECT seq, sender, length(CAST(text AS BLOB)) + length(CAST(sender_name AS BLOB))"
-            " + length(CAST(recipient_name AS BLOB)) FROM messages WHERE recipient = ? "
+            " + length(CAST(recipient_name AS BLOB)) + coalesce(length(CAST(fields AS BLOB)), 0)"
+            " + coalesce(length(CAST(snapshot AS BLOB)), 0)"
+            " + coalesce(length(CAST(subject AS BLOB)), 0) FROM messages WHERE recipient = ? "
             "AND (state = 'queued' OR (state = 'leased' AND lease_until < ?)) "
             "AND expires_at >= ?"
         )
@@ -754,6 +802,7 @@ class Store:
         direction: str,
         budget: int = 1 << 62,
         viewer: Peer | None = None,
+        thread: int | None = None,
     ) -> tuple[list[Message], int | None]:
         """A page of messages, newest first; only those whose sender and recipient
         ``viewer`` may both see (``groups.sql_visible``) when given."""
@@ -764,6 +813,9 @@ class Store:
                 cond, extra = groups.sql_visible(viewer, column)
                 where.append(cond)
                 args += extra
+        if thread is not None:
+            where.append("(m.seq = ? OR m.thread = ?)")
+            args += [thread, thread]
         if me is not None:
             if direction == "in":
                 where.append("m.recipient = ?")

@@ -229,6 +229,11 @@ MESSAGE_DEFAULTS: dict[str, object] = {
     "sender_cwd": "",
     "sender_branch": None,
     "sender_host": "",
+    "typed": None,
+    "snapshot": None,
+    "thread": None,
+    "subject": None,
+    "reactions": [],
 }
 """``protocol.Message`` fields with defaults, which the daemon leaves out when unset."""
 

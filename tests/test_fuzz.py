@@ -96,6 +96,8 @@ EXPECTED: dict[type[p.Request], type[p.Frame]] = {
     p.Vote: p.ProposalResult,
     p.ListProposals: p.ProposalList,
     p.MakeReport: p.Report,
+    p.React: p.Ok,
+    p.Search: p.SearchResults,
 }
 FUZZED = [t for t in p.REQUEST_TYPES if t is not p.Shutdown]
 BYSTANDER = "bystander"

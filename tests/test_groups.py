@@ -316,3 +316,14 @@ def test_tasks_stay_inside_their_group(team: Team) -> None:
     # Inside the group it works as before.
     claimed = team.c["bob"].request(p.UpdateTask, task=task.id, state="claimed").task
     assert claimed.state == "claimed" and claimed.assignee == team.peer["bob"].id
+
+
+def test_search_cannot_name_a_peer_of_another_group(team: Team) -> None:
+    """``search(peer=…)`` resolves the peer as ``send`` does: another group's peer reads
+    like a name nobody has."""
+    team.c["ann"].request(p.Send, to="bob", text="the migration plan")
+    hits = team.c["ann"].request(p.Search, query="migration", peer="bob").hits
+    assert [h.message.text for h in hits] == ["the migration plan"]
+    hidden = refusal(team.c["ann"], p.Search, query="migration", peer="cid")
+    missing = refusal(team.c["ann"], p.Search, query="migration", peer="nobody")
+    assert hidden.code == missing.code == Code.UNKNOWN_PEER

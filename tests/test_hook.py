@@ -922,9 +922,9 @@ def test_wait_shows_long_mail_cut_and_acknowledges_it(peers):
 def test_wire_constants_match_the_protocol():
     assert wire.PROTOCOL_VERSION == p.PROTOCOL_VERSION
     defaults = {
-        f.name: f.default
+        f.name: f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
         for f in msgspec.structs.fields(p.Message)
-        if f.default is not msgspec.NODEFAULT
+        if f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT
     }
     assert defaults == wire.MESSAGE_DEFAULTS
 

@@ -37,6 +37,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.orphans",
         "peersd.paths",
         "peersd.globs",
+        "peersd.kinds",
     },
     "store": {
         "peersd.store",
@@ -48,6 +49,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.upkeep",
         "peersd.workstate",
         "peersd.groups",
+        "peersd.mailstore",
     },
     "daemon": {
         "peersd.server",
@@ -64,6 +66,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.decisions",
         "peersd.proposals",
         "peersd.report",
+        "peersd.mailops",
     },
     "client": {"peersd.client", "peersd.autostart", "peersd.wire"},
 }

@@ -358,6 +358,8 @@ async def test_tool_errors_say_what_was_wrong(daemon, agent_bin):
             "check_messages",
             "wait_for_message",
             "message_history",
+            "react",
+            "search_messages",
             "set_summary",
             "set_name",
             "whoami",

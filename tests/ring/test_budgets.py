@@ -9,7 +9,9 @@ here must fit, whatever the peers wrote about themselves.
 
 from __future__ import annotations
 
+from peersd import kinds
 from peersd import protocol as p
+from peersd.mailops import MAX_REACTIONS
 from peersd.store import MESSAGE_OVERHEAD, Store
 
 WIDE = "\U0001f600"  # four bytes in UTF-8: the most a character costs
@@ -63,8 +65,35 @@ def test_message_overhead_bounds_everything_but_the_counted_fields():
         sender_cwd="",
         sender_branch="",
         sender_host="",
+        thread="m-abcdef-" + "9" * 18,
+        reactions=[
+            p.Reaction(peer="p-00000000", name="n" * 32, emoji=WIDE * 16, at=1e11)
+            for _ in range(MAX_REACTIONS)
+        ],
     )
     assert len(p.encode(empty)) <= MESSAGE_OVERHEAD
+
+
+def test_typed_fields_snapshots_and_subjects_count_against_the_budget(ring):
+    """Fields at their largest (typed fields up to ``max_text`` as JSON, a snapshot with a
+    wide branch and files, a subject) still keep claim and history answers in a frame."""
+    sender = ring.client()
+    sender.register(name="wide", agent_pid=100_001, agent_start=1.0, branch=MAX_BRANCH)
+    reader = ring.agent(name="reader")
+    wide = WIDE * 700  # 2,800 bytes in UTF-8, within the 2,000-character field rule
+    typed = kinds.Handoff(done=wide, remaining=wide, files=[WIDE * 200] * 3, decisions=wide)
+    context = kinds.Context(branch=WIDE * 256, dirty=5, files=[WIDE * 512] * 5)
+    text = "x" * (ring.settings.max_text - 1)
+    for _ in range(40):
+        sender.call(
+            p.Send, to="reader", text=text, typed=typed, context=context, subject=WIDE * 200
+        )
+    claimed = reader.call(p.Claim, limit=50)
+    fits(ring, claimed)
+    assert 0 < len(claimed.messages) < 40  # cut by the budget, not by the limit
+    assert claimed.messages[0].typed == typed
+    fits(ring, reader.call(p.History, limit=50))
+    fits(ring, reader.call(p.Search, query="xx*", limit=50))
 
 
 def test_the_store_counts_the_host_of_a_remote_sender(tmp_path):

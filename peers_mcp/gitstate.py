@@ -1,0 +1,101 @@
+"""The sender's working tree for a message's snapshot: one ``git status``, bounded.
+
+A client (``peers-mcp``, ``peers send``) runs it in its own directory, where the repository
+is, just before a send: the daemon may be on another machine (a hub) and never runs git.
+The send path must not wait on it: the answer is kept for ``FRESH`` seconds, git gets
+``BUDGET`` seconds, and a directory where it failed or ran out of time is not asked again
+for ``BACKOFF`` seconds (the message then carries only what the daemon knows: branch and
+summary). ``GIT_OPTIONAL_LOCKS=0`` keeps git from writing the index as a side effect.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import anyio
+
+from peersd.kinds import SNAPSHOT_FILES, Context
+
+BUDGET = 0.3
+"""Seconds ``git status`` may take before the send goes without it."""
+FRESH = 5.0
+BACKOFF = 600.0
+COMMAND = [
+    "git",
+    "status",
+    "--porcelain=v1",
+    "-z",
+    "--branch",
+    "--untracked-files=normal",
+    "--no-renames",
+]
+
+_cache: dict[str, tuple[float, Context | None]] = {}
+
+
+def parse(out: bytes) -> Context:
+    """A ``Context`` from ``git status --porcelain=v1 -z --branch`` output."""
+    entries = [e.decode("utf-8", "replace") for e in out.split(b"\0") if e]
+    branch = None
+    if entries and entries[0].startswith("## "):
+        head = entries.pop(0)[3:]
+        if head.startswith("No commits yet on "):
+            branch = head.removeprefix("No commits yet on ")
+        elif not head.startswith("HEAD (no branch)"):
+            branch = head.split("...", 1)[0].split(" ", 1)[0]
+    files = [e[3:] for e in entries if len(e) > 3]
+    return Context(
+        branch=branch[:256] if branch else None,
+        dirty=len(files),
+        files=[f[:512] for f in files[:SNAPSHOT_FILES]],
+    )
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
+
+
+def _cached(cwd: str, now: float) -> tuple[bool, Context | None]:
+    hit = _cache.get(cwd)
+    if hit is None:
+        return False, None
+    at, found = hit
+    return (now - at < (FRESH if found is not None else BACKOFF)), found
+
+
+def context(cwd: str) -> Context | None:
+    """The tree at ``cwd`` (blocking: the CLI), or None when git is absent, slow or not
+    in a repository."""
+    now = time.monotonic()
+    fresh, found = _cached(cwd, now)
+    if fresh:
+        return found
+    try:
+        done = subprocess.run(
+            COMMAND, cwd=cwd, env=_env(), capture_output=True, timeout=BUDGET, check=False
+        )
+        found = parse(done.stdout) if done.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        found = None
+    _cache[cwd] = (now, found)
+    return found
+
+
+async def acontext(cwd: str) -> Context | None:
+    """``context`` for the async server: the process is killed if it runs out of time."""
+    now = time.monotonic()
+    fresh, found = _cached(cwd, now)
+    if fresh:
+        return found
+    found = None
+    with anyio.move_on_after(BUDGET):
+        try:
+            done = await anyio.run_process(COMMAND, cwd=cwd, env=_env(), check=False)
+            if done.returncode == 0:
+                found = parse(done.stdout)
+        except OSError:
+            pass
+    _cache[cwd] = (now, found)
+    return found
