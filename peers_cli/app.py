@@ -302,7 +302,7 @@ def send(
         return
     out.print(f"sent {sent.message_id} to {safe(sent.to_name)} ({sent.to})")
     health = render.health(sent.reach, sent.pending, sent.last_read, sent.expires_at)
-    out.print(f"  reaches {safe(sent.to_name)} by {safe(health)}")
+    out.print(f"  delivery to {safe(sent.to_name)}: {safe(health)}")
 
 
 @app.command()
@@ -328,7 +328,7 @@ def broadcast(
     for item in reply.sent:
         out.print(f"sent {item.message_id} to {safe(item.to_name)} ({item.to})")
         health = render.health(item.reach, item.pending, item.last_read, item.expires_at)
-        out.print(f"  reaches {safe(item.to_name)} by {safe(health)}")
+        out.print(f"  delivery to {safe(item.to_name)}: {safe(health)}")
 
 
 def show_message(msg: p.Message, unread: bool = False) -> None:

@@ -393,7 +393,7 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
             answer = " message_status shows its answer once they reply."
         return ok(
             f"Sent {what} to {sent.to_name}. It waits in their mailbox until their "
-            f"session reads it. It reaches {sent.to_name} by {health}. message_status tells "
+            f"session reads it. Delivery to {sent.to_name}: {health}. message_status tells "
             f"you when it was delivered.{answer}",
             {
                 "message_id": sent.message_id,

@@ -425,7 +425,7 @@ def test_send_stores_the_message_for_the_recipient(
     r = peers.ok("send", "alpha", "hello there")
     m = re.fullmatch(
         rf"sent ({MSG_ID}) to alpha \({alpha.id}\)\n"
-        r"  reaches alpha by only when it checks \(no hooks seen\); 1 unread; "
+        r"  delivery to alpha: only when it checks \(no hooks seen\); 1 unread; "
         r"last read mail never\n",
         r.out,
     )
@@ -437,7 +437,7 @@ def test_send_stores_the_message_for_the_recipient(
     ca.request(p.Ack, message_ids=[msg.id], via="check")
     ca.request(p.SetStatus, state="idle")  # what its Stop hook says
     r = peers.ok("send", "alpha", "are you there?")
-    assert "reaches alpha by its next prompt (idle, no wake armed); 1 unread; " in r.out
+    assert "delivery to alpha: its next prompt (idle, no wake armed); 1 unread; " in r.out
     assert re.search(r"last read mail \d+s ago", r.out), r.out
     row = next(line for line in peers.ok("peers").out.splitlines() if line.startswith("alpha"))
     assert re.search(r"poll\s+next prompt\s+1\s+\d+s ago", row), row
@@ -524,7 +524,7 @@ def test_broadcast(peers: Peers, agent: Callable[..., tuple[Client, p.Peer]]) ->
     r = peers.ok("broadcast", "machine", "all hands")
     sent = dict(re.findall(rf"^sent ({MSG_ID}) to (\w+) \(p-[0-9a-f]+\)$", r.out, re.M))
     assert sorted(sent.values()) == ["alpha", "beta"], r
-    assert "  reaches beta by only when it checks (no hooks seen); 1 unread;" in r.out
+    assert "  delivery to beta: only when it checks (no hooks seen); 1 unread;" in r.out
     for client, peer in ((ca, alpha), (cb, beta)):
         (msg,) = client.request(p.Claim).messages
         assert msg.text == "all hands" and msg.sender_name == "desk"

@@ -490,7 +490,7 @@ async def test_send_broadcast_and_list_peers_say_how_mail_reaches_each_peer(
         text, data = result.content[0].text, result.structured_content
         assert (data["reach"], data["pending"], data["last_read"]) == ("when_checked", 1, None)
         assert data["expires_at"] > time.time()
-        assert f"reaches {b_name} by only when it checks (no hooks seen); 1 unread; " in text
+        assert f"Delivery to {b_name}: only when it checks (no hooks seen); 1 unread; " in text
         assert "last read mail never" in text
         await b.text("check_messages")  # b reads: last_read is set
         with daemon.client() as hook:  # what b's hook says at a prompt
