@@ -26,7 +26,7 @@ from peersd import protocol as p
 from peersd.client import Client, session_registration
 from peersd.errors import Code, DaemonUnreachable, PeersError
 
-from . import admin, install_cmds
+from . import admin, dashboard, install_cmds
 from .common import (
     EXIT_FAILED,
     JsonOpt,
@@ -550,6 +550,9 @@ def _reconnect() -> Client:
 
 # Orphans, cleanup, kill, audit (peers_cli/admin.py).
 admin.register(app)
+
+# The overseer's live web view (peers_cli/dashboard).
+dashboard.register(app)
 
 
 @app.command()

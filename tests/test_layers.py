@@ -48,6 +48,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.upkeep",
     },
     "daemon": {
+        "peersd.overseer",
         "peersd.server",
         "peersd.connection",
         "peersd.handlers",
