@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import websockets
@@ -22,12 +23,19 @@ def connect(d: Dashboard, origin: str | None = None, cookie: bool = True) -> Any
     )
 
 
+def _run(coro: Any) -> Any:
+    """``asyncio.run`` in a thread of its own: callable where a loop already runs (in a
+    coroutine, or beside Playwright's sync API)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def snapshot(d: Dashboard) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         async with connect(d) as ws:
             return json.loads(await asyncio.wait_for(ws.recv(), 10))
 
-    return asyncio.run(run())
+    return _run(run())
 
 
 def refused(d: Dashboard, **kwargs: Any) -> int | None:
@@ -40,7 +48,7 @@ def refused(d: Dashboard, **kwargs: Any) -> int | None:
         except websockets.InvalidStatus as e:
             return e.response.status_code
 
-    return asyncio.run(run())
+    return _run(run())
 
 
 async def updates_until(d: Dashboard, want: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
