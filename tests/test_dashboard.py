@@ -7,6 +7,7 @@ The same page in a real browser: tests/test_dashboard_browser.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -382,3 +383,67 @@ def test_dashboard_command_in_help():
     assert done.returncode == 0
     for option in ("--no-open", "--port", "--host", "--tls-cert", "--tls-key", "--as"):
         assert option in done.stdout
+
+
+def test_tls_when_asked_and_the_cookie_is_secure(daemon, tmp_path):
+    import http.client
+    import ssl
+
+    from .test_hub import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    d = Dashboard(daemon, tmp_path, "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert d.url.startswith("https://127.0.0.1:")
+        context = ssl.create_default_context(cafile=str(cert))
+        conn = http.client.HTTPSConnection(d.host, d.port, context=context, timeout=10)
+        conn.request("GET", f"/?token={d.token}")
+        res = conn.getresponse()
+        res.read()
+        assert res.status == 303
+        assert "Secure" in res.getheader("set-cookie", "")
+        conn.request("GET", "/", headers={"Cookie": d.cookie})
+        res = conn.getresponse()
+        assert res.status == 200 and b"peers-csrf" in res.read()
+        conn.close()
+        with socket.create_connection((d.host, d.port), timeout=5) as plain:
+            plain.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert not plain.recv(100).startswith(b"HTTP/1.1 200")  # no clear text
+    finally:
+        d.stop()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_panel_appears_only_when_the_daemon_answers(daemon, monkeypatch, anyio_backend):
+    """The mechanism for tasks, decisions, proposals: a request this protocol lacks, or one
+    this daemon refuses (an older daemon: "Invalid value ... at `$.t`"), hides its panel."""
+    from peers_cli.dashboard import link
+
+    class ListWidgets(p.Request["Ok"], tag="list_widgets"):  # the daemon knows no such tag
+        pass
+
+    monkeypatch.setattr(p, "ListWidgets", ListWidgets, raising=False)
+    monkeypatch.setattr(
+        link,
+        "PANELS",
+        (
+            link.Panel("machines", "ListMachines", {}, "machines"),  # answered: shown
+            link.Panel("widgets", "ListWidgets"),  # refused by the daemon: hidden
+            link.Panel("gadgets", "ListGadgets"),  # not in the protocol: hidden
+        ),
+    )
+    overseer = link.Overseer(daemon.settings, os.getpid())
+    task = asyncio.get_running_loop().create_task(overseer.run())
+    try:
+        await asyncio.wait_for(overseer.ready.wait(), 15)
+        assert overseer.panels == {"machines": []}
+        assert overseer.features == {"search": False, "report": False}
+        snap = json.loads(overseer.snapshot())
+        assert snap["panels"] == {"machines": []}
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if overseer.client is not None:
+            await overseer.client.aclose()

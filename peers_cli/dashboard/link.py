@@ -196,7 +196,6 @@ class Overseer:
             "host": st.host,
             "machine_id": st.machine_id,
             "remote": client.remote,
-            "kill_enabled": None,
             "started_at": st.started_at,
             "conn": welcome.conn_id if welcome else 0,
         }
