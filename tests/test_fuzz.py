@@ -84,6 +84,8 @@ EXPECTED: dict[type[p.Request], type[p.Frame]] = {
     p.FileStatus: p.FileStatuses,
     p.ListFiles: p.FileListing,
     p.SetStatus: p.PeerResult,
+    p.RenamePeer: p.PeerResult,
+    p.ReleaseClaims: p.FilesReleased,
 }
 FUZZED = [t for t in p.REQUEST_TYPES if t is not p.Shutdown]
 BYSTANDER = "bystander"
