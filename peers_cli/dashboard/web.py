@@ -34,7 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from peers_mcp.render import clean
 from peersd.config import Settings
-from peersd.errors import ConfigError, PeersError
+from peersd.errors import ClaudePeersError, ConfigError, PeersError
 from peersd.private_files import ensure_private_dir, read_private_file, write_private_file
 
 from .link import Overseer, error_body
@@ -316,8 +316,8 @@ async def _until_closed(ws: WebSocket) -> None:
             return
 
 
-class _BadInput(ValueError):
-    pass
+class _BadInput(ClaudePeersError, ValueError):
+    """A page's request that is not what the API takes (answered 400, with the reason)."""
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
