@@ -103,6 +103,15 @@ def test_beyond_loopback_tls_is_required(daemon, tmp_path):
     assert "--tls-cert" in done.err and "0.0.0.0" in done.err
     half = run_peers(env, "dashboard", "--no-open", "--port", "0", "--tls-cert", "x.pem")
     assert half.code == 1 and "both --tls-cert and --tls-key" in half.err
+    everywhere = run_peers(
+        env, "dashboard", "--no-open", "--host", "0.0.0.0", "--tls-cert", "c", "--tls-key", "k"
+    )
+    assert everywhere.code == 1 and "every interface" in everywhere.err
+
+
+def test_a_bad_peer_name_is_one_clear_line(daemon):
+    done = run_peers(plain_terminal_env(daemon.env), "dashboard", "--no-open", "--as", "a b")
+    assert done.code == 1 and "--as 'a b' is not a valid peer name" in done.err, done
 
 
 def test_port_in_use_is_one_clear_line(daemon):

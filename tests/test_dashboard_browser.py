@@ -237,6 +237,32 @@ def test_the_page_outlives_a_daemon_restart(visit, dash):
     page.wait_for_selector("#feed li.message >> text=after the restart", timeout=2000)
 
 
+def test_the_page_reconnects_to_a_restarted_dashboard(browser, daemon, pair, tmp_path):
+    """The page's own reconnect (the path a laptop waking from sleep takes too): the
+    dashboard goes away, the page says so, and picks up from a new one on the same port
+    (same token, so the same cookie) with what happened meanwhile."""
+    first = Dashboard(daemon, tmp_path)
+    first.wait_ready()
+    v = Visit(browser, first)
+    try:
+        assert first.stop() == 0
+        v.page.wait_for_selector("#conn.wait", timeout=5000)
+        assert "reconnecting" in v.page.inner_text("#banner")
+        ca, _a, _cb, _b = pair
+        ca.request(p.Send, to="beta", text="while the dashboard was down")
+        second = Dashboard(daemon, tmp_path, "--port", str(first.port))
+        try:
+            v.page.wait_for_selector("#conn.ok", timeout=15000)
+            v.page.wait_for_selector(
+                "#feed li.message >> text=while the dashboard was down", timeout=5000
+            )
+            assert not v.foreign()
+        finally:
+            second.stop()
+    finally:
+        v.close()
+
+
 def test_readable_on_a_phone(browser, dash, pair):
     v = Visit(browser, dash, viewport={"width": 390, "height": 844}, is_mobile=True)
     try:

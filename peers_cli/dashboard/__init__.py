@@ -16,8 +16,11 @@ import webbrowser
 from collections.abc import Iterator
 from typing import Annotated
 
+import msgspec
 import typer
 import uvicorn
+
+from peersd.rules import PeerName
 
 from ..common import die, err, settings
 
@@ -62,6 +65,16 @@ def dashboard(
     if (tls_cert is None) != (tls_key is None):
         die("give both --tls-cert and --tls-key, or neither")
     tls = tls_cert is not None
+    if host.strip("[]") in ("0.0.0.0", "::"):
+        die(
+            f"--host {host} would listen on every interface; give the one address or name "
+            "your browser will use (the dashboard checks the Host header against it)"
+        )
+    if name is not None:
+        try:
+            msgspec.convert(name, PeerName)
+        except msgspec.ValidationError as e:
+            die(f"--as {name!r} is not a valid peer name: {e}")
     if not is_loopback(host) and not tls:
         die(
             f"--host {host} listens beyond this machine: the dashboard then needs TLS "
