@@ -292,7 +292,18 @@ function renderMessage(msg) {
     ref.addEventListener("click", () => showThread(threadRoot(msg)));
     li.append(ref);
   }
+  // Fields a newer daemon may add to a message (typed requests, subjects, reactions):
+  // shown when present, as text like the rest.
+  if (msg.kind) head.insertBefore(el("span", "badge kind", inline(msg.kind)), st);
+  if (msg.subject) li.append(el("div", "subject", inline(msg.subject)));
   li.append(el("div", "text", clean(msg.text)));
+  if (Array.isArray(msg.reactions) && msg.reactions.length) {
+    const row = el("div", "reactions");
+    for (const r of msg.reactions) {
+      row.append(el("span", "reaction", `${inline(r.emoji || "")} ${inline(r.name || "")}`));
+    }
+    li.append(row);
+  }
   const tools = el("div", "msg-tools");
   const reply = el("button", "link", "Reply");
   reply.type = "button";
