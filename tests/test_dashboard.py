@@ -98,9 +98,9 @@ def test_websocket_refused_without_cookie_or_from_a_foreign_origin(dashboard):
 
 def test_beyond_loopback_tls_is_required(daemon, tmp_path):
     env = plain_terminal_env(daemon.env)
-    done = run_peers(env, "dashboard", "--no-open", "--host", "0.0.0.0", "--port", "0")
+    done = run_peers(env, "dashboard", "--no-open", "--host", "192.0.2.1", "--port", "0")
     assert done.code == 1
-    assert "--tls-cert" in done.err and "0.0.0.0" in done.err
+    assert "--tls-cert" in done.err and "192.0.2.1" in done.err
     half = run_peers(env, "dashboard", "--no-open", "--port", "0", "--tls-cert", "x.pem")
     assert half.code == 1 and "both --tls-cert and --tls-key" in half.err
     everywhere = run_peers(

@@ -8,17 +8,14 @@ otherwise. docs/dashboard.md says what it shows and how it is kept safe.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 import sys
 import webbrowser
-from collections.abc import Iterator
 from typing import Annotated
 
 import msgspec
 import typer
-import uvicorn
 
 from peersd.rules import PeerName
 
@@ -56,9 +53,11 @@ def dashboard(
     ] = False,
 ) -> None:
     """Open the live web view of every session: peers, all mail, files, audit; write as you."""
+    import uvicorn
+
     from ..app import _session_pid
     from .link import Overseer
-    from .web import build, is_loopback, load_token
+    from .web import Server, build, is_loopback, load_token
 
     # Until the server's own handlers are in place, SIGTERM is a Ctrl-C: a clean exit.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -119,7 +118,7 @@ def dashboard(
         timeout_graceful_shutdown=3,
         ws_ping_interval=None,
     )
-    server = _Server(config)
+    server = Server(config)
     try:
         asyncio.run(server.serve_until_signal(sock))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the server's handlers were in place
@@ -127,22 +126,3 @@ def dashboard(
     finally:
         sock.close()
     sys.exit(0)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server, but Ctrl-C and SIGTERM end it with status 0: uvicorn's own
-    handlers re-raise the signal once it has shut down (exit 130, or death by SIGTERM)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def serve_until_signal(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.handle_exit, sig, None)
-        try:
-            await self.serve(sockets=[sock])
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)

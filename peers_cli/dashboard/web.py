@@ -16,14 +16,17 @@ import hmac
 import logging
 import secrets
 import shutil
+import signal
+import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
+import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -420,4 +423,23 @@ async def _notify(title: str, body: str) -> None:
         await proc.wait()
 
 
-__all__ = ["ConfigError", "Guard", "build", "is_loopback", "load_token"]
+class Server(uvicorn.Server):
+    """uvicorn's server, but Ctrl-C and SIGTERM end it with status 0: uvicorn's own
+    handlers re-raise the signal once it has shut down (exit 130, or death by SIGTERM)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def serve_until_signal(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            await self.serve(sockets=[sock])
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+__all__ = ["ConfigError", "Guard", "Server", "build", "is_loopback", "load_token"]
