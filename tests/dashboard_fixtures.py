@@ -24,13 +24,15 @@ from .conftest import PEERS, DaemonProc, plain_terminal_env
 class Dashboard:
     """``peers dashboard --no-open --port 0`` as a subprocess: its URL, token, cookie."""
 
-    def __init__(self, daemon: DaemonProc, cwd: Path, *args: str) -> None:
+    def __init__(
+        self, daemon: DaemonProc, cwd: Path, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.daemon = daemon
         self.err_path = cwd / f"dashboard-{time.monotonic_ns()}.err"
         with open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [*PEERS, "dashboard", "--no-open", "--port", "0", *args],
-                env=plain_terminal_env(daemon.env),
+                env=plain_terminal_env({**daemon.env, **(env or {})}),
                 cwd=cwd,
                 stdout=subprocess.PIPE,
                 stderr=err,

@@ -456,3 +456,31 @@ async def test_a_panel_appears_only_when_the_daemon_answers(daemon, monkeypatch,
             await task
         if overseer.client is not None:
             await overseer.client.aclose()
+
+
+def test_urgent_mail_raises_a_desktop_notification(daemon, pair, tmp_path):
+    """``urgent`` marks the text and runs the desktop notifier (here a stand-in for
+    notify-send on PATH that records its arguments)."""
+    _ca, _a, cb, _b = pair
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "notified"
+    fake = bin_dir / "notify-send"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    fake.chmod(0o755)
+    path = f"{bin_dir}:{daemon.env.get('PATH', os.defpath)}"
+    d = Dashboard(daemon, tmp_path, env={"PATH": path})
+    try:
+        d.wait_ready()
+        status, body = d.post("send", {"to": "beta", "text": "stop the deploy", "urgent": True})
+        assert status == 200, body
+        [msg] = cb.request(p.Claim).messages
+        assert msg.text == "URGENT: stop the deploy"
+        deadline = time.monotonic() + 5
+        while not record.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = record.read_text().splitlines()
+        assert lines[:2] == ["--app-name=claude-peers", "urgent mail to beta"]
+        assert lines[2] == "URGENT: stop the deploy"
+    finally:
+        d.stop()

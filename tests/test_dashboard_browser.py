@@ -263,6 +263,38 @@ def test_the_page_reconnects_to_a_restarted_dashboard(browser, daemon, pair, tmp
         v.close()
 
 
+SPY = """
+window.__notes = [];
+window.Notification = class {
+  static permission = "granted";
+  static requestPermission() { return Promise.resolve("granted"); }
+  constructor(title, options) { window.__notes.push([title, options.body]); }
+};
+Object.defineProperty(document, "hidden", { get: () => window.__hidden === true });
+"""
+
+
+def test_mail_to_the_human_notifies_only_while_the_tab_is_hidden(browser, dash, pair):
+    ca, _a, _cb, _b = pair
+    context = browser.new_context()
+    context.add_init_script(SPY)  # stands in for the browser's Notification API
+    page = context.new_page()
+    try:
+        page.goto(dash.url)
+        page.wait_for_selector("#conn.ok", timeout=10000)
+        me = page.locator("#peers li.peer", has=page.locator(".badge.you")).locator(".name")
+        name = me.inner_text()
+        ca.request(p.Send, to=name, text="seen while visible")
+        page.wait_for_selector("#feed li.to-me >> text=seen while visible", timeout=3000)
+        assert page.evaluate("window.__notes") == []
+        page.evaluate("window.__hidden = true")
+        ca.request(p.Send, to=name, text="hidden \u202e tab")
+        page.wait_for_selector("#feed li.to-me >> text=tab", timeout=3000)
+        assert page.evaluate("window.__notes") == [["Mail from alpha", clean("hidden \u202e tab")]]
+    finally:
+        context.close()
+
+
 def test_readable_on_a_phone(browser, dash, pair):
     v = Visit(browser, dash, viewport={"width": 390, "height": 844}, is_mobile=True)
     try:
