@@ -26,7 +26,7 @@ from peersd import protocol as p
 from peersd.client import Client, session_registration
 from peersd.errors import Code, DaemonUnreachable, PeersError
 
-from . import admin, install_cmds, messages
+from . import admin, dashboard, install_cmds, messages
 from .common import (
     EXIT_FAILED,
     JsonOpt,
@@ -603,6 +603,9 @@ def _reconnect() -> Client:
 
 # Orphans, cleanup, kill, audit (peers_cli/admin.py).
 admin.register(app)
+
+# The overseer's live web view (peers_cli/dashboard).
+dashboard.register(app)
 
 
 @app.command()

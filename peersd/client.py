@@ -312,6 +312,7 @@ class AsyncClient:
         timeout: float = 30.0,
         reconnect: bool = True,
         on_reconnect: Callable[[], Awaitable[None]] | None = None,
+        on_lost: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings or load()
         self.kind = kind
@@ -319,6 +320,9 @@ class AsyncClient:
         self.timeout = timeout
         self.reconnect = reconnect
         self.on_reconnect = on_reconnect
+        self.on_lost = on_lost
+        """Called (not awaited) when the connection is lost, before reconnecting: a live
+        view says the daemon went away (``peers dashboard``)."""
         self.events: asyncio.Queue[p.Frame] = asyncio.Queue()
         self.welcome: p.Welcome | None = None
         self.binding: p.Register | p.Attach | None = None
@@ -446,6 +450,8 @@ class AsyncClient:
             ) as e:
                 log.info("lost connection to peersd: %s", e)
             self._drop("lost the connection to peersd")
+            if self.on_lost is not None and not self._closing:
+                self.on_lost("lost the connection to peersd")
             if not self.reconnect or self._closing:
                 return
             await self._reconnect()

@@ -458,6 +458,9 @@ def history(d: Daemon, conn: Connection, r: p.History) -> Op:
 def subscribe(d: Daemon, conn: Connection, r: p.Subscribe) -> Op:
     if ("mail" in r.kinds or "receipts" in r.kinds) and conn.peer_id is None:
         raise PeersError(Code.NOT_REGISTERED, "mail and receipts need a registered peer")
+    if "overseer" in r.kinds and conn.remote:
+        # Every message whole: for the machine's owner, not for a hub's other machines.
+        raise PeersError(Code.FORBIDDEN, "overseer events are for the local socket only")
 
     def op() -> Outcome:
         return Outcome(p.Ok(id=r.id), [lambda: d.set_kinds(conn, set(r.kinds))])
@@ -629,3 +632,7 @@ from . import proposals, report  # noqa: E402
 HANDLERS.update(proposals.HANDLERS)
 HANDLERS.update(report.HANDLERS)
 SINGLE_STATEMENT = SINGLE_STATEMENT | {p.ListProposals, p.MakeReport}
+# The overseer's dashboard (peersd/overseer.py): the owner's actions on another session.
+from . import overseer  # noqa: E402
+
+HANDLERS.update(overseer.HANDLERS)

@@ -165,19 +165,21 @@ class Housekeeper:
             # a stop during it waits for at most kill_grace + 2 s.
             actions = await asyncio.to_thread(orphans.cleanup, found, self.d.settings.kill_grace)
 
-            def record() -> None:
+            def record() -> list[int]:
                 now = time.time()
-                for a in actions:
-                    o = a.orphan
+                return [
                     self.d.store.audit.record(
                         now,
                         "peersd",
                         "cleanup",
-                        o.peer_id,
-                        f"{o.kind} pid {o.pid}: {a.outcome} ({o.why})",
+                        a.orphan.peer_id,
+                        f"{a.orphan.kind} pid {a.orphan.pid}: {a.outcome} ({a.orphan.why})",
                     )
+                    for a in actions
+                ]
 
-            await self.d.commit.run(record)
+            for row in await self.d.commit.run(record):
+                self.d.publish("overseer", p.AuditAdded(seq=row))
             for a in actions:
                 o = a.orphan
                 log.warning(

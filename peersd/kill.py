@@ -89,6 +89,7 @@ async def _kill(d: Daemon, conn: Connection, r: p.Kill) -> None:
                 )
 
             seq = await d.commit.run(attempt)
+            d.publish("overseer", p.AuditAdded(seq=seq))
             try:
                 outcome, detail = await _terminate(d, pid, start, r.force, target.name)
             except asyncio.CancelledError:
@@ -98,19 +99,21 @@ async def _kill(d: Daemon, conn: Connection, r: p.Kill) -> None:
             outcome, detail = "already_gone", f"{target.name}'s process {pid} had already exited"
         reason = f"killed by {actor}" if outcome in ("terminated", "killed") else "exited"
 
-        def record() -> p.Peer | None:
+        def record() -> tuple[int, p.Peer | None]:
             now = time.time()
             if seq is None:
-                d.store.audit.record(now, actor, "kill", target.id, f"pid {pid}: {outcome}")
+                row = d.store.audit.record(now, actor, "kill", target.id, f"pid {pid}: {outcome}")
             else:
+                row = seq
                 d.store.audit.outcome(seq, f"pid {pid}: {outcome}")
             if outcome == "still_running":
-                return None
+                return row, None
             # None when it had already been marked gone (the sweep, an unregister) or has
             # registered again with another process: then nobody is told it left twice.
-            return d.store.mark_gone(target.id, reason, now, expect=(pid, start))
+            return row, d.store.mark_gone(target.id, reason, now, expect=(pid, start))
 
-        left = await d.commit.run(record)
+        row, left = await d.commit.run(record)
+        d.publish("overseer", p.AuditAdded(seq=row))
         log.warning("kill %s (%s, pid %d) by %s: %s", target.name, target.id, pid, actor, outcome)
         if left is not None:
             d.unbind_peer(target.id)

@@ -81,7 +81,7 @@ ReceiveMode = Literal["push", "hook", "poll"]
 DeliveryPath = Literal["channel", "hook", "wake", "wait", "check", "cli"]
 MessageState = Literal["queued", "leased", "delivered", "expired"]
 KillOutcome = Literal["terminated", "killed", "still_running", "already_gone"]
-EventKind = Literal["mail", "receipts", "peers", "traffic"]
+EventKind = Literal["mail", "receipts", "peers", "traffic", "overseer"]
 PeerStatus = Literal["working", "idle", "waiting"]
 Reach = str
 """How mail sent now reaches a peer (``coordination.reach``): ``push``, ``next_tool_call``,
@@ -659,6 +659,57 @@ class SearchResults(Frame, tag="search_results"):
     hits: list[SearchHit]
 
 
+# --------------------------------------------------------------------------- overseer's dashboard
+# What `peers dashboard` (peers_cli/dashboard) needs beyond the rest (docs/protocol.md §13):
+# two actions the machine's owner takes on another session, and the events of kind
+# "overseer" (local socket only): every message whole as it is stored, and doorbells for a
+# change to a peer (status, summary, files, claims) or to the audit log. Like every event,
+# sent only after the change is committed.
+
+
+class RenamePeer(Request["PeerResult"], tag="rename_peer"):
+    """The machine's owner renames another session (local socket, a person's CLI only:
+    the rule of ``kill`` with ``kill_enabled`` off)."""
+
+    target: PeerRef
+    name: PeerName
+
+
+class ReleaseClaims(Request["FilesReleased"], tag="release_claims"):
+    """The machine's owner drops another session's claims (a stale one): by pattern, or all."""
+
+    target: PeerRef
+    patterns: PatternList = []
+    all: bool = False
+
+
+class MessagePosted(Frame, tag="ev_message"):
+    """A message was stored (sent, or one copy of a broadcast), with its whole text."""
+
+    message: Message
+
+
+PeerChange = Literal["summary", "status", "files", "claims"]
+
+
+class PeerChanged(Frame, tag="ev_peer_changed"):
+    """A doorbell: something ``list_peers`` or ``list_files`` shows changed for a peer."""
+
+    what: PeerChange
+    peer_id: str | None = None
+    """The peer, when the change came from a connection bound to it (a hook's one-shot
+    ``check_edit`` with ``attach`` says only that some peer's files changed)."""
+
+
+class AuditAdded(Frame, tag="ev_audit"):
+    """A doorbell: the audit record ``seq`` was written or its outcome filled in."""
+
+    seq: int
+
+
+OVERSEER_REQUESTS: tuple[type[Request[Any]], ...] = (RenamePeer, ReleaseClaims)
+
+
 REQUEST_TYPES: tuple[type[Request[Any]], ...] = (
     Register,
     Attach,
@@ -704,6 +755,7 @@ REQUEST_TYPES: tuple[type[Request[Any]], ...] = (
     MakeReport,
     React,
     Search,
+    *OVERSEER_REQUESTS,
 )
 
 ClientFrame = (
@@ -752,6 +804,8 @@ ClientFrame = (
     | MakeReport
     | React
     | Search
+    | RenamePeer
+    | ReleaseClaims
 )
 
 # --------------------------------------------------------------------------- daemon -> client
@@ -1284,7 +1338,18 @@ class Escalation(Frame, tag="ev_escalation"):
     oldest_age: float
 
 
-Event = MailEvent | ReceiptEvent | PeerJoined | PeerLeft | PeerRenamed | TrafficEvent | Escalation
+Event = (
+    MailEvent
+    | ReceiptEvent
+    | PeerJoined
+    | PeerLeft
+    | PeerRenamed
+    | TrafficEvent
+    | Escalation
+    | MessagePosted
+    | PeerChanged
+    | AuditAdded
+)
 ServerFrame = Response | Event
 EVENT_TYPES = (
     MailEvent,
@@ -1294,6 +1359,9 @@ EVENT_TYPES = (
     PeerRenamed,
     TrafficEvent,
     Escalation,
+    MessagePosted,
+    PeerChanged,
+    AuditAdded,
 )
 
 # --------------------------------------------------------------------------- codecs

@@ -22,6 +22,7 @@ from .connection import Connection
 from .errors import Code, PeersError
 from .handlers import HANDLERS, SINGLE_STATEMENT, Effect, visible
 from .housekeeping import Housekeeper
+from .overseer import PEER_CHANGES
 from .ratelimit import SenderLimits
 from .store import Store
 from .wake import Waker
@@ -231,6 +232,8 @@ class Daemon:
             lambda: self.waker.mail(msg),  # an idle session: wake it (peersd.wake)
         ]
         if fresh:
+            # The overseer's dashboard: the whole message, as stored.
+            effects.append(lambda: self.publish("overseer", p.MessagePosted(message=msg)))
             effects.append(
                 lambda: self.publish(
                     "traffic",
@@ -321,6 +324,9 @@ class Daemon:
             conn.send(result.response)
             for effect in result.effects:
                 effect()
+            change = PEER_CHANGES.get(type(req))
+            if change is not None and self.subscribers["overseer"]:
+                self.publish("overseer", p.PeerChanged(what=change, peer_id=conn.peer_id))
 
         self.commit.submit(op, done, type(req) not in SINGLE_STATEMENT)
 

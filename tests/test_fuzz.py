@@ -98,6 +98,8 @@ EXPECTED: dict[type[p.Request], type[p.Frame]] = {
     p.MakeReport: p.Report,
     p.React: p.Ok,
     p.Search: p.SearchResults,
+    p.RenamePeer: p.PeerResult,
+    p.ReleaseClaims: p.FilesReleased,
 }
 FUZZED = [t for t in p.REQUEST_TYPES if t is not p.Shutdown]
 BYSTANDER = "bystander"

@@ -52,6 +52,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.mailstore",
     },
     "daemon": {
+        "peersd.overseer",
         "peersd.server",
         "peersd.connection",
         "peersd.handlers",

@@ -1,0 +1,110 @@
+"""What the overseer's dashboard (``peers dashboard``) asks of the daemon beyond the rest.
+
+Two actions the machine's owner takes on *another* session — rename it, drop its claims —
+allowed to whoever may ``kill`` with ``kill_enabled`` off: a person's CLI on the local
+socket, not an agent session (``kill._refuse_agents``). And the ``overseer`` events: which
+requests change what ``list_peers``/``list_files`` show (``PEER_CHANGES``, published by
+``Daemon.dispatch`` after commit), so a live view never has to poll.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import protocol as p
+from .errors import Code, PeersError
+from .kill import _refuse_agents
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .server import Daemon
+
+PEER_CHANGES: dict[type[p.Request[Any]], p.PeerChange] = {
+    p.SetSummary: "summary",
+    p.SetStatus: "status",
+    p.TouchFiles: "files",
+    p.CheckEdit: "files",
+    p.ClaimFiles: "claims",
+    p.ReleaseFiles: "claims",
+    p.ReleaseClaims: "claims",
+}
+"""Requests whose success changes a peer as the dashboard shows it: a ``PeerChanged``."""
+
+
+async def _owner(d: Daemon, conn: Connection, what: str) -> None:
+    """Refuse unless the caller is the machine's owner: local, a person's CLI."""
+    if conn.remote:
+        raise PeersError(
+            Code.FORBIDDEN, f"only the machine's owner may {what}, over the local socket"
+        )
+    if conn.client_kind != "cli":
+        raise PeersError(
+            Code.FORBIDDEN,
+            f"only the machine's owner may {what} (a `peers` command or `peers dashboard`); "
+            f"an agent session renames itself with set_name and releases its own claims",
+        )
+    await _refuse_agents(d, conn)
+
+
+def rename_peer(d: Daemon, conn: Connection, r: p.RenamePeer) -> Any:
+    async def run() -> None:
+        try:
+            await _owner(d, conn, "rename another session")
+
+            def op() -> tuple[p.Peer, str, list[int]]:
+                target = d.store.resolve(r.target, d.machine_id)
+                if target.state == "gone":
+                    raise PeersError(
+                        Code.UNKNOWN_PEER, f"{target.name} has gone; only live sessions are renamed"
+                    )
+                return d.store.set_name(target.id, r.name)
+
+            peer, old, inherited = await d.commit.run(op)
+            if old != peer.name:
+                d.renamed_effect(peer.id, old, peer.name)()
+            for effect in d.requeued_effects(inherited):
+                effect()
+            conn.send(p.PeerResult(id=r.id, peer=peer, inherited=len(inherited)))
+        except PeersError as e:
+            conn.send(p.Error.of(e, r.id))
+
+    return run()
+
+
+def release_claims(d: Daemon, conn: Connection, r: p.ReleaseClaims) -> Any:
+    if r.all and r.patterns:
+        raise PeersError(Code.BAD_REQUEST, "give patterns or all, not both")
+    if not r.all and not r.patterns:
+        raise PeersError(Code.BAD_REQUEST, "nothing to release: give patterns, or all")
+
+    async def run() -> None:
+        try:
+            await _owner(d, conn, "release another session's claims")
+
+            def op() -> tuple[str, list[str]]:
+                target = d.store.resolve(r.target, d.machine_id)
+                released = d.store.files.release(
+                    target.id, None if r.all else r.patterns, time.time()
+                )
+                return target.id, released
+
+            peer_id, released = await d.commit.run(op)
+            not_held = [x for x in dict.fromkeys(r.patterns) if x not in released]
+            d.publish("overseer", p.PeerChanged(what="claims", peer_id=peer_id))
+            conn.send(p.FilesReleased(id=r.id, released=released, not_held=not_held))
+        except PeersError as e:
+            conn.send(p.Error.of(e, r.id))
+
+    return run()
+
+
+def audit_added(d: Daemon, seq: int) -> None:
+    """Ring the ``overseer`` doorbell for audit record ``seq`` (call after its commit)."""
+    d.publish("overseer", p.AuditAdded(seq=seq))
+
+
+HANDLERS: dict[type[p.Request[Any]], Any] = {
+    p.RenamePeer: rename_peer,
+    p.ReleaseClaims: release_claims,
+}
