@@ -87,11 +87,17 @@ class Housekeeper:
             for msg in requeued:
                 effects += self.d.mail_effects(msg, fresh=False)
             # Tasks of sessions gone for task_grace with no successor: open to anyone again.
-            effects += tasks.reopen_orphans(self.d, now)
+            reopened = tasks.reopen_orphans(self.d, now)
+            if reopened:
+                reopened.append(lambda: self.d.publish("overseer", p.WorkChanged(what="tasks")))
+            effects += reopened
             expired = self.d.store.upkeep.expire_messages(now)
             if expired:
                 effects += self.d.receipt_effects(expired, "expired", now, None)
-            effects += proposals.expire_due(self.d, now)  # past their deadline
+            closed = proposals.expire_due(self.d, now)  # past their deadline
+            if closed:
+                closed.append(lambda: self.d.publish("overseer", p.WorkChanged(what="proposals")))
+            effects += closed
             if now - self.last_purge > PURGE_INTERVAL:
                 machines = self.d.store.upkeep.purge(now, s.history_retention, s.gone_retention)[2]
                 if machines:

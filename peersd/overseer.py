@@ -31,6 +31,16 @@ PEER_CHANGES: dict[type[p.Request[Any]], p.PeerChange] = {
 }
 """Requests whose success changes a peer as the dashboard shows it: a ``PeerChanged``."""
 
+WORK_CHANGES: dict[type[p.Request[Any]], p.WorkChange] = {
+    p.CreateTask: "tasks",
+    p.UpdateTask: "tasks",
+    p.PostDecision: "decisions",
+    p.RevokeDecision: "decisions",
+    p.Propose: "proposals",
+    p.Vote: "proposals",
+}
+"""Requests whose success changes the shared work state: a ``WorkChanged``."""
+
 
 async def _owner(d: Daemon, conn: Connection, what: str) -> None:
     """Refuse unless the caller is the machine's owner: local, a person's CLI."""

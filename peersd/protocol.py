@@ -701,6 +701,16 @@ class PeerChanged(Frame, tag="ev_peer_changed"):
     ``check_edit`` with ``attach`` says only that some peer's files changed)."""
 
 
+WorkChange = Literal["tasks", "decisions", "proposals"]
+
+
+class WorkChanged(Frame, tag="ev_work"):
+    """A doorbell: a task, decision or proposal was made or changed (``list_tasks``,
+    ``query_decisions`` or ``list_proposals`` shows something new)."""
+
+    what: WorkChange
+
+
 class AuditAdded(Frame, tag="ev_audit"):
     """A doorbell: the audit record ``seq`` was written or its outcome filled in."""
 
@@ -1347,6 +1357,7 @@ Event = (
     | TrafficEvent
     | Escalation
     | MessagePosted
+    | WorkChanged
     | PeerChanged
     | AuditAdded
 )
@@ -1360,6 +1371,7 @@ EVENT_TYPES = (
     TrafficEvent,
     Escalation,
     MessagePosted,
+    WorkChanged,
     PeerChanged,
     AuditAdded,
 )

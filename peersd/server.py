@@ -22,7 +22,7 @@ from .connection import Connection
 from .errors import Code, PeersError
 from .handlers import HANDLERS, SINGLE_STATEMENT, Effect, visible
 from .housekeeping import Housekeeper
-from .overseer import PEER_CHANGES
+from .overseer import PEER_CHANGES, WORK_CHANGES
 from .ratelimit import SenderLimits
 from .store import Store
 from .wake import Waker
@@ -327,6 +327,9 @@ class Daemon:
             change = PEER_CHANGES.get(type(req))
             if change is not None and self.subscribers["overseer"]:
                 self.publish("overseer", p.PeerChanged(what=change, peer_id=conn.peer_id))
+            work = WORK_CHANGES.get(type(req))
+            if work is not None and self.subscribers["overseer"]:
+                self.publish("overseer", p.WorkChanged(what=work))
 
         self.commit.submit(op, done, type(req) not in SINGLE_STATEMENT)
 

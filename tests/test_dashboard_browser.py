@@ -359,3 +359,22 @@ def test_light_and_dark_follow_the_system(browser, daemon, agents, tmp_path):
         ca.close()
         cb.close()
         d.stop()
+
+
+def test_tasks_decisions_and_proposals_panels_show_live(visit, dash):
+    """The panels of issue 10's shared work state appear once there is data, with their
+    named columns, and a change announced by mail refreshes them without a reload."""
+    page = visit.page
+    env = dash.daemon.env
+    done = run_peers(env, "task", "add", "Write the <b>release</b> notes", "--to", "beta")
+    assert done.code == 0, done
+    page.wait_for_selector("#tasks-panel >> text=Write the <b>release</b> notes", timeout=3000)
+    heads = page.locator("#tasks-panel th").all_text_contents()
+    assert heads[:3] == ["id", "state", "title"] and "assignee" in heads
+    assert page.locator("#tasks-panel b").count() == 0  # rendered as text
+    done = run_peers(env, "decide", "db.engine", "postgres", "--why", "we need jsonb")
+    assert done.code == 0, done
+    page.wait_for_selector("#decisions-panel >> text=we need jsonb", timeout=3000)
+    done = run_peers(env, "propose", "Ship it?", "--voter", "beta")
+    assert done.code == 0, done
+    page.wait_for_selector("#proposals-panel >> text=beta: —", timeout=3000)

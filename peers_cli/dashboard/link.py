@@ -55,11 +55,11 @@ class Panel:
 
 
 PANELS: tuple[Panel, ...] = (
-    # Tasks, decisions and proposals announce their changes as mail (no events of their own),
-    # so a posted message refreshes them, coalesced with every other doorbell.
-    Panel("tasks", "ListTasks", {"scope": "all", "final": True}, "tasks", ("MessagePosted",)),
-    Panel("decisions", "QueryDecisions", {"everywhere": True}, "decisions", ("MessagePosted",)),
-    Panel("proposals", "ListProposals", {}, "proposals", ("MessagePosted",)),
+    # The daemon rings ``ev_work`` (WorkChanged) after each change to tasks, decisions or
+    # proposals; every panel refetches, coalesced with the other doorbells.
+    Panel("tasks", "ListTasks", {"scope": "all", "final": True}, "tasks", ("WorkChanged",)),
+    Panel("decisions", "QueryDecisions", {"everywhere": True}, "decisions", ("WorkChanged",)),
+    Panel("proposals", "ListProposals", {}, "proposals", ("WorkChanged",)),
 )
 
 
