@@ -184,8 +184,8 @@ def test_snapshot_lists_the_peers_and_the_human(dashboard, pair):
     assert {"alpha", "beta"} <= names
     assert snap["me"]["client"] == "cli"
     assert snap["up"] is True
-    assert snap["panels"] == {}  # tasks, decisions, proposals: this daemon has none yet
-    assert snap["features"] == {"search": False, "report": False}
+    assert snap["panels"] == {"tasks": [], "decisions": [], "proposals": []}  # none made yet
+    assert snap["features"] == {"search": True, "report": True}
     alpha = next(x for x in snap["peers"] if x["id"] == a.id)
     assert alpha["reach"] and alpha["client"] == "claude-code"
 
@@ -447,7 +447,7 @@ async def test_a_panel_appears_only_when_the_daemon_answers(daemon, monkeypatch,
     try:
         await asyncio.wait_for(overseer.ready.wait(), 15)
         assert overseer.panels == {"machines": []}
-        assert overseer.features == {"search": False, "report": False}
+        assert overseer.features == {"search": True, "report": True}  # this daemon has both
         snap = json.loads(overseer.snapshot())
         assert snap["panels"] == {"machines": []}
     finally:
