@@ -50,10 +50,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from peers_cli.install.common import hook_launcher  # noqa: E402
 from peersd import protocol as p  # noqa: E402
 from peersd.client import Client, session_registration  # noqa: E402
 from peersd.config import isolated_env, load  # noqa: E402
-from peers_cli.install.common import hook_launcher  # noqa: E402
 
 PYTHON = sys.executable
 HOOK = str(Path(PYTHON).parent / "peers-hook")

@@ -307,8 +307,9 @@ def test_the_hook_command_is_the_interpreter_started_bare(home: Path, env: dict[
     assert (done.returncode, done.stdout) == (0, ""), done  # no daemon: nothing, exit 0
     assert checks(peers(env, "doctor", "--json"))["Claude Code hooks"]["status"] != "fail"
     moved = st_path.read_text()
+    gone = json.dumps(json.dumps("/gone/src"))[1:-1]
     for d in paths:  # as quoted inside the JSON string
-        moved = moved.replace(json.dumps(json.dumps(d))[1:-1], json.dumps(json.dumps("/gone/src"))[1:-1])
+        moved = moved.replace(json.dumps(json.dumps(d))[1:-1], gone)
     st_path.write_text(moved)
     result = checks(peers(env, "doctor", "--json"))["Claude Code hooks"]
     assert result["status"] == "fail" and "/gone/src" in result["detail"], result
