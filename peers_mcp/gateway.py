@@ -41,7 +41,6 @@ import struct
 import sys
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import anyio.abc

@@ -64,6 +64,10 @@ class Fatal(Exception):
     """A reason this relay cannot serve at all (a bad option, a config error)."""
 
 
+class GatewayFailed(OSError):
+    """The gateway started for this relay exited at once (no MCP SDK, a broken install)."""
+
+
 # --------------------------------------------------------------------------- JSON
 
 
@@ -89,7 +93,13 @@ def dumps(obj: object) -> str:
 
 
 def loads(raw: bytes) -> object:
-    return json_loads(raw)
+    """One JSON document; ValueError for anything that is not one."""
+    try:
+        return json_loads(raw)
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"not JSON: {type(e).__name__}") from None
 
 
 def fingerprint() -> str:
@@ -236,7 +246,11 @@ def connect_or_start(path: str) -> "_socket.socket":
                 code = os.waitstatus_to_exitcode(status)
                 if code != 0:
                     why = _log_tail(path)
-                    raise OSError(f"the gateway exited with status {code}: {why}")
+                    log_path = os.path.join(os.path.dirname(path), LOG_NAME)
+                    raise GatewayFailed(
+                        f"the gateway exited with status {code}: {why} (see {log_path}; "
+                        "reinstalling claude-peers brings the MCP SDK it needs)"
+                    )
             if time.monotonic() > deadline:
                 raise OSError(f"the gateway did not listen within {START_TIMEOUT:g} s")
     finally:
@@ -270,6 +284,8 @@ class Relay:
         self.backlog: list[tuple[float, bytes, object, str | None]] = []
         """Lines waiting for a gateway: (when read, line, id, method)."""
         self.agent_pid: int | None = None
+        self.failed = False
+        """The last gateway started exited at once: waiting longer will not help."""
         self.why = "not connected yet"
         self.retry_at = 0.0
         self.delay = 0.1
@@ -297,7 +313,9 @@ class Relay:
                 sock = connect_or_start(self.path)
             except OSError as e:
                 self.why = f"cannot reach the claude-peers MCP gateway: {e}"
+                self.failed = isinstance(e, GatewayFailed)
                 return False
+            self.failed = False
             try:
                 sock.settimeout(HELLO_TIMEOUT)
                 sock.sendall((dumps(self.hello()) + "\n").encode())
@@ -329,6 +347,11 @@ class Relay:
             return self.replay()
         self.why = "the claude-peers MCP gateway kept refusing this relay as of other code"
         return False
+
+    def attempt(self) -> None:
+        if not self.connect():
+            self.retry_at = time.monotonic() + (10.0 if self.failed else self.delay)
+            self.delay = min(self.delay * 2, 2.0)
 
     def replay(self) -> bool:
         """Bring a new gateway session to where the client is: handshake, then backlog."""
@@ -378,7 +401,7 @@ class Relay:
             )
         self.retry_at = time.monotonic() + self.delay
         self.delay = min(self.delay * 2, 2.0)
-        try:  # a gateway we started and that has ended: not left a zombie
+        try:  # noqa: SIM105 - a gateway we started that has ended is not left a zombie
             os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             pass
@@ -474,9 +497,10 @@ class Relay:
     def expire(self, now: float) -> None:
         """Requests that waited too long for a gateway: answered with the reason."""
         keep = []
+        wait = 0.0 if self.failed else QUEUE_TIMEOUT
         for item in self.backlog:
             when, _line, rid, method = item
-            if now - max(when, self.down_since) < QUEUE_TIMEOUT:
+            if now - max(when, self.down_since) < wait:
                 keep.append(item)
             elif method is not None:
                 self.error(rid, LOST, f"{self.why}; nothing was done. Try again shortly.")
@@ -484,7 +508,7 @@ class Relay:
         if (
             self.init_line is not None
             and not self.init_answered
-            and now - max(self.init_at, self.down_since) > QUEUE_TIMEOUT
+            and now - max(self.init_at, self.down_since) >= wait
         ):
             self.init_answered = True  # answered now; a later gateway session replays it
             self.error(self.init_id, LOST, f"{self.why}. Try again shortly.")
@@ -503,7 +527,7 @@ class Relay:
     def run(self) -> int:
         import select
 
-        self.connect()
+        self.attempt()
         poller = select.poll()
         poller.register(0, select.POLLIN)
         watched: int | None = None
@@ -534,9 +558,8 @@ class Relay:
                         self.lost("lost the claude-peers MCP gateway")
             if self.sock is None:
                 now = time.monotonic()
-                if now >= self.retry_at and not self.connect():
-                    self.retry_at = time.monotonic() + self.delay
-                    self.delay = min(self.delay * 2, 2.0)
+                if now >= self.retry_at:
+                    self.attempt()
                 if self.sock is None:
                     self.expire(time.monotonic())
                     if now >= self.next_check:
