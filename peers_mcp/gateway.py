@@ -2,7 +2,8 @@
 
 The SDK's import (pydantic, httpx, starlette, …) costs ~60 MiB and ~0.6 s; paid once here
 instead of by every session. Each ``peers-mcp`` relay (``peers_mcp.relay``, stdlib only)
-connects to ``<run dir>/claude-peers-mcp.sock`` and sends one JSON line, its hello::
+connects to ``<run dir>/claude-peers-mcp.sock`` (``relay.gateway_path``) and sends one
+JSON line, its hello::
 
     {"relay": 1, "fingerprint": "...", "server_name": "claude-peers", "socket": null,
      "config": null, "cwd": "/src/app", "tty": null, "env": {...}}

@@ -1,7 +1,7 @@
 """``peers-mcp``: the process an agent starts for claude-peers, a relay of a few MiB.
 
-It imports nothing outside the standard library's C-level pieces (``peersd.wire`` to
-find the run directory, ``hook``'s JSON helpers), so it starts in milliseconds. It
+It imports nothing outside the standard library's C-level pieces (and ``hook``'s JSON
+helpers, which are the same), so it starts in milliseconds. It
 connects to the gateway (``peers_mcp.gateway``: one process that runs the MCP SDK for
 every session), starting it when nothing listens there, says who it is (its hello: the
 server name, socket and config options, its working directory, environment and
@@ -32,7 +32,7 @@ import os
 import sys
 import time
 
-from peersd import __version__, wire
+from peersd import __version__
 
 from .hook import json_loads, json_string
 
@@ -150,12 +150,16 @@ def parse_args(argv: list[str]) -> Options:
 
 
 def gateway_path(opts: Options) -> str:
-    """The gateway's socket, beside the daemon's (a hub user's: the local run dir)."""
-    if opts.socket:
-        sock = os.path.abspath(opts.socket)
-    else:
-        sock = wire._settings(os.environ, opts.config)[1]
-    return os.path.join(os.path.dirname(os.path.abspath(sock)), GATEWAY_NAME)
+    """The gateway's socket: in the run directory of ``--socket``, else of
+    ``CLAUDE_PEERS_SOCKET``, else ``~/.claude/run``. A config file is not read here (it
+    would cost the relay ``tomllib`` and ``msgspec``): the gateway serves any daemon, as
+    each session's hello says, so its place only has to be private and the same for all."""
+    home = os.environ.get("HOME") or os.path.expanduser("~")
+    sock = opts.socket or os.environ.get("CLAUDE_PEERS_SOCKET") or ""
+    if sock == "~" or sock.startswith("~/"):
+        sock = home + sock[1:]
+    run_dir = os.path.dirname(os.path.abspath(sock)) if sock else ""
+    return os.path.join(run_dir or os.path.join(home, ".claude", "run"), GATEWAY_NAME)
 
 
 def tty_name() -> str | None:
