@@ -369,10 +369,11 @@ class Relay:
             if self.initialized_line is not None and not self.send(self.initialized_line):
                 return False
         backlog, self.backlog = self.backlog, []
-        for _, line, rid, method in backlog:
+        for i, (_, line, rid, method) in enumerate(backlog):
             if method is not None:
                 self.pending[_key(rid)] = (rid, method)
             if not self.send(line):
+                self.backlog = backlog[i + 1 :]  # this one was answered by lost(); the rest wait
                 return False
         return True
 
