@@ -33,6 +33,7 @@ import sys
 import time
 
 from peersd import __version__
+from peersd.errors import ClaudePeersError
 
 from .hook import json_loads, json_string
 
@@ -60,11 +61,11 @@ process instead.
 """
 
 
-class Fatal(Exception):
+class Fatal(ClaudePeersError):
     """A reason this relay cannot serve at all (a bad option, a config error)."""
 
 
-class GatewayFailed(OSError):
+class GatewayFailed(ClaudePeersError, OSError):
     """The gateway started for this relay exited at once (no MCP SDK, a broken install)."""
 
 
