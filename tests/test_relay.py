@@ -286,3 +286,18 @@ def test_the_relay_imports_nothing_heavy() -> None:
     loaded = set(eval(done.stdout))
     for heavy in ("mcp", "anyio", "msgspec", "re", "json", "socket", "asyncio", "subprocess"):
         assert heavy not in loaded, heavy
+
+
+def test_the_gateway_ends_when_its_socket_is_removed(daemon, agents):
+    """A gateway never outlives its run directory (a test's HOME, a reset run dir)."""
+    raw = Raw(daemon, agents.spawn().pid)
+    raw.send(INIT)
+    assert "result" in raw.answer(0)
+    assert raw.close() == 0
+    path = gateway_sock(daemon)
+    [pid] = gateways(path)
+    os.unlink(path)
+    deadline = time.monotonic() + 15
+    while pid in gateways(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pid not in gateways(path)
