@@ -8,6 +8,7 @@ only when the agent's own command line turns them on for this server's name.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from peersd import identity
 from peersd.agents import Agent, classify, nearest_agent
@@ -17,9 +18,10 @@ __all__ = ["Agent", "channels_enabled", "classify", "find_agent", "nearest_agent
 CHANNEL_FLAGS = ("--dangerously-load-development-channels", "--channels")
 
 
-def find_agent(start: int | None = None) -> Agent:
-    """The nearest Claude Code or Codex ancestor of ``start`` (default: this process)."""
-    override = os.environ.get("CLAUDE_PEERS_AGENT_PID")
+def find_agent(start: int | None = None, env: Mapping[str, str] | None = None) -> Agent:
+    """The nearest Claude Code or Codex ancestor of ``start`` (default: this process);
+    ``env`` (default ``os.environ``) is that process's, for the test override."""
+    override = (os.environ if env is None else env).get("CLAUDE_PEERS_AGENT_PID")
     if override and override.isdigit():
         pid = int(override)
         return Agent(pid, classify(pid))

@@ -263,6 +263,8 @@ def json_loads(raw: bytes) -> object:
         value, end = _scan(text, start)
     except StopIteration as e:
         raise ValueError(f"Expecting value at char {e.value}") from None
+    except SystemError:  # the C scanner on some malformed objects ("{]"), without json
+        raise ValueError("malformed JSON") from None
     if text[end:].strip(_WHITESPACE):
         raise ValueError(f"Extra data at char {end}")
     return value

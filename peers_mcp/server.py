@@ -1,10 +1,19 @@
-"""``peers-mcp``: the stdio MCP server that puts one agent session on the peer network.
+"""The MCP server of one agent session: ``PeersMCP``, its tools, and its daemon link.
 
-It answers the MCP handshake at once and only then connects to (or starts) the daemon,
-registers as the agent session (the nearest Claude Code or Codex ancestor), and keeps
-that identity across daemon restarts. Mail is pushed as a ``claude/channel``
-notification only when the session really has channels on for this server; otherwise
-it waits for the hooks or the tools, and nothing is marked delivered that was not shown.
+One ``PeersMCP`` serves one session. Normally it runs inside the gateway
+(``peers_mcp.gateway``), one per relay connection, fed by the stdlib-only ``peers-mcp``
+relay (``peers_mcp.relay``) that the agent starts; ``peers-mcp --direct`` runs it in the
+agent's own process instead (``serve`` below, the way before the gateway). Either way it
+answers the MCP handshake at once and only then connects to (or starts) the daemon,
+registers as the agent session (the nearest Claude Code or Codex ancestor of the process
+the agent started), and keeps that identity across daemon restarts. Mail is pushed as a
+``claude/channel`` notification only when the session really has channels on for this
+server; otherwise it waits for the hooks or the tools, and nothing is marked delivered
+that was not shown.
+
+What a tool knows of its session's process (pid, environment, working directory, tty)
+is ``PeersMCP.origin``: in the gateway that is the relay's, never ``os.environ`` or
+``os.getcwd()`` of the gateway itself.
 
 Test knob: the environment variable ``CLAUDE_PEERS_TEST_MCP_PAUSE_BEFORE_ACK`` (seconds)
 makes ``check_messages`` and ``wait_for_message`` wait between claiming mail and
@@ -21,7 +30,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
@@ -135,11 +145,49 @@ def _is_modern(req: types.JSONRPCRequest) -> bool:
     return isinstance(meta, dict) and MODERN_META_KEY in meta
 
 
+@dataclass(frozen=True)
+class Origin:
+    """The process a session's helper is, as the agent started it: its pid, environment,
+    working directory and terminal. ``here()`` for ``--direct``; in the gateway, the
+    relay's (its pid from the socket's credentials, the rest as it said)."""
+
+    pid: int
+    env: Mapping[str, str]
+    cwd: str
+    tty: str | None
+
+    @classmethod
+    def here(cls) -> Origin:
+        return cls(os.getpid(), os.environ, os.getcwd(), identity.tty_name())
+
+
+SCHEMAS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
+"""Tool descriptions and input schemas per server name: made once per process, shared by
+every session in the gateway (each costs milliseconds and memory to build)."""
+
+
+def tool_specs(server_name: str) -> tuple[dict[str, str], dict[str, Any]]:
+    if server_name not in SCHEMAS:
+        schemas = {name: tools.input_schema(args) for name, args in tools.TOOLS.items()}
+        SCHEMAS[server_name] = (tools.description(server_name), schemas)
+    return SCHEMAS[server_name]
+
+
 class PeersMCP(FileTools, WorkTools, GroupTools):
-    def __init__(self, settings: Settings, server_name: str, agent: Agent) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        server_name: str,
+        agent: Agent,
+        origin: Origin | None = None,
+        on_agent_gone: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.settings = settings
         self.server_name = server_name
         self.agent = agent
+        self.origin = origin or Origin.here()
+        self.on_agent_gone = on_agent_gone
+        """Called when the agent is gone; None: exit the process (``--direct``)."""
         self.agent_start = identity.process_start(agent.pid)
         self.client_kind = agent.kind or "other"
         self.channels = False
@@ -150,8 +198,7 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
         self.last_error = "not connected yet"
         self.mail_seq = 0
         self.mail_signal = anyio.Event()
-        self.descriptions = tools.description(server_name)
-        self.schemas = {name: tools.input_schema(args) for name, args in tools.TOOLS.items()}
+        self.descriptions, self.schemas = tool_specs(server_name)
         self.server: Server[Any] = Server(
             server_name,
             version=__version__,
@@ -250,20 +297,26 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    def _project_dir(self) -> str:
+        return self.origin.env.get("CLAUDE_PROJECT_DIR") or self.origin.cwd
+
+    def _files_cwd(self) -> str:
+        return self._project_dir()
+
     def _registration(self) -> p.Register:
         receive = "push" if self.channels else "poll"
         if not self.channels and self.client_kind in p.HOOK_CLIENTS:
             receive = "hook"
-        cwd = os.environ.get("CLAUDE_PROJECT_DIR") or os.getcwd()
-        return session_registration(
+        reg = session_registration(
             self.settings,
             self.agent.pid,
             self.client_kind,
-            cwd=cwd,
-            session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
-            helper_pid=os.getpid(),
+            cwd=self._project_dir(),
+            session_id=self.origin.env.get("CLAUDE_CODE_SESSION_ID") or None,
+            helper_pid=self.origin.pid,
             receive=receive,
         )
+        return msgspec.structs.replace(reg, tty=self.origin.tty)
 
     async def _reconnected(self) -> None:
         log.info("reconnected to the daemon")
@@ -371,12 +424,9 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
         view = [_peer_view(x) for x in peers]
         return ok(text, {"peers": view, "omitted": reply.omitted})
 
-    def _cwd(self) -> str:
-        return os.environ.get("CLAUDE_PROJECT_DIR") or os.getcwd()
-
     async def t_send_message(self, a: tools.SendMessageArgs) -> types.CallToolResult:
         typed = a.typed()
-        context = await gitstate.acontext(self._cwd())
+        context = await gitstate.acontext(self._project_dir())
         sent = await self._call(
             p.Send,
             to=a.to,
@@ -407,7 +457,7 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
         )
 
     async def t_broadcast(self, a: tools.BroadcastArgs) -> types.CallToolResult:
-        context = await gitstate.acontext(self._cwd())
+        context = await gitstate.acontext(self._project_dir())
         reply = await self._call(p.Broadcast, scope=a.scope, text=a.message, context=context)
         if not reply.sent:
             text = f"Nobody else is in scope '{a.scope}'; nothing was sent."
@@ -454,7 +504,7 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
         box = ClientMailbox(lambda kind, **f: self._call(kind, **f))
 
         async def before_ack(plan: delivery.Plan) -> None:
-            pause = os.environ.get(PAUSE_ENV)
+            pause = self.origin.env.get(PAUSE_ENV)
             if pause:
                 await anyio.sleep(float(pause))
             await anyio.lowlevel.checkpoint_if_cancelled()  # cancelled: release, not ack
@@ -650,18 +700,21 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
     # ------------------------------------------------------------ lifetime
 
     async def watch_agent(self) -> None:
-        """End this helper when the agent session it serves is gone.
+        """End this session when the agent it serves is gone (``on_agent_gone``).
 
-        Exits the process outright: the SDK reads stdin in a worker thread that no
-        cancellation reaches, and a dead agent's pipe is not always closed (a wrapper
-        may hold it). Nothing is lost: all state lives in the daemon.
+        ``--direct`` exits the process outright: the SDK reads stdin in a worker thread
+        that no cancellation reaches, and a dead agent's pipe is not always closed (a
+        wrapper may hold it). Nothing is lost: all state lives in the daemon.
         """
         if self.agent_start is None:
             return
         while True:
             await anyio.sleep(AGENT_CHECK_INTERVAL)
             if not identity.is_alive(self.agent.pid, self.agent_start):
-                log.info("agent process %d is gone; exiting", self.agent.pid)
+                log.info("agent process %d is gone; ending its session", self.agent.pid)
+                if self.on_agent_gone is not None:
+                    await self.on_agent_gone()
+                    return
                 logging.shutdown()
                 os._exit(0)
 
@@ -768,11 +821,22 @@ def _history_line(m: p.Message) -> str:
     )
 
 
-async def serve(settings: Settings, server_name: str) -> None:
-    app = PeersMCP(settings, server_name, find_agent())
+async def run_session(app: PeersMCP, read: Any, write: Any) -> None:
+    """Serve one session over the SDK's streams until the client hangs up: the SDK
+    server (behind ``legacy_only``), the daemon link and the agent watch."""
     options = app.server.create_initialization_options(
         experimental_capabilities={"claude/channel": {}}
     )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app.link)
+        tg.start_soon(app.watch_agent)
+        await app.server.run(legacy_only(read, write, tg), write, options)
+        tg.cancel_scope.cancel()
+
+
+async def serve(settings: Settings, server_name: str) -> None:
+    """``--direct``: one session on this process's stdin and stdout."""
+    app = PeersMCP(settings, server_name, find_agent())
     async with stdio_server() as (read, write), anyio.create_task_group() as tg:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
 
@@ -785,16 +849,17 @@ async def serve(settings: Settings, server_name: str) -> None:
                     return
 
             tg.start_soon(on_signal)
-            tg.start_soon(app.link)
-            tg.start_soon(app.watch_agent)
-            await app.server.run(legacy_only(read, write, tg), write, options)
+            await run_session(app, read, write)
             tg.cancel_scope.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``peers-mcp --direct`` (``python -m peers_mcp.server``): this session's SDK server
+    in this process, without the gateway (~60 MiB and ~0.6 s of start-up per session)."""
     ap = argparse.ArgumentParser(
-        prog="peers-mcp",
-        description="stdio MCP server for claude-peers (started by Claude Code or Codex).",
+        prog="peers-mcp --direct",
+        description="stdio MCP server for claude-peers (started by Claude Code or Codex), "
+        "in this process rather than in the shared gateway.",
     )
     ap.add_argument(
         "--server-name",

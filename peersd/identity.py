@@ -1,18 +1,19 @@
 """Who is asking: process start times and ancestry, machine id, repository and branch.
 
 Kept free of psutil and subprocesses so the hook can import it cheaply; on Linux
-everything is read from /proc, elsewhere psutil is imported lazily.
+everything is read from /proc, elsewhere psutil is imported lazily. So are ``pathlib``
+and ``socket`` (2 MiB of the idle-wake waiter, which lives as long as a session idles).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
-from . import machine_secret
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from collections.abc import Iterator
+    from pathlib import Path
 
 _LINUX = sys.platform.startswith("linux")
 _boot_time: float | None = None
@@ -203,15 +204,21 @@ def process_uid(pid: int) -> int | None:
 def machine_id(state_dir: Path) -> str:
     """A stable id for this machine, persisted on first use beside the database
     (``machine_secret.machine_id``, which the hook's hub client uses without this module)."""
+    from . import machine_secret
+
     return machine_secret.machine_id(os.fspath(state_dir))
 
 
 def host_label() -> str:
+    import socket
+
     return socket.gethostname().split(".", 1)[0] or "localhost"
 
 
 def git_info(cwd: str) -> tuple[str | None, str | None]:
     """(repository root, branch) for ``cwd`` without running git."""
+    from pathlib import Path
+
     try:
         here = Path(cwd).resolve()
     except OSError:

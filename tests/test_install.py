@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import stat
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -28,7 +30,8 @@ from .conftest import DaemonProc, Run, clean_env, run_peers
 
 BIN = Path(sys.executable).parent
 MCP = str(BIN / "peers-mcp")
-HOOK = str(BIN / "peers-hook")
+HOOK = install.common.hook_launcher()
+"""The hook command's start as installers write it (``python -I -S -c …``, one test checks it)."""
 
 CLAUDE_JSON = {
     "numStartups": 12,
@@ -186,7 +189,7 @@ def claude_calls(home: Path) -> list[list[str]]:
 
 
 def ours(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [h for g in groups for h in g["hooks"] if "peers-hook" in h["command"]]
+    return [h for g in groups for h in g["hooks"] if install.hooks.is_our_hook(h)]
 
 
 def theirs(hooks: dict[str, Any]) -> dict[str, Any]:
@@ -195,7 +198,7 @@ def theirs(hooks: dict[str, Any]) -> dict[str, Any]:
     for event, groups in hooks.items():
         left = []
         for g in groups:
-            handlers = [h for h in g["hooks"] if "peers-hook" not in h["command"]]
+            handlers = [h for h in g["hooks"] if not install.hooks.is_our_hook(h)]
             if handlers:
                 left.append({**g, "hooks": handlers})
         if left:
@@ -277,6 +280,39 @@ def test_install_claude_edits_files_and_keeps_the_users_config(
         assert after[name] == before[name], name
     run = ok(peers(env, "uninstall", "claude"))
     assert "nothing of claude-peers is installed" in run.out
+
+
+def test_the_hook_command_is_the_interpreter_started_bare(home: Path, env: dict[str, str]) -> None:
+    """The installed hook is ``<this python> -I -S -c …`` with the package path spelled out
+    (no console-script wrapper, no ``site``), it runs as written through a shell, and
+    doctor fails it once its package path no longer holds the hook."""
+    ok(peers(env, "install", "claude"))
+    st_path = home / ".claude" / "settings.json"
+    command = ours(json.loads(st_path.read_text())["hooks"]["PostToolUse"])[0]["command"]
+    argv = shlex.split(command)
+    assert argv[0] == os.path.abspath(sys.executable) and argv[1:4] == ["-I", "-S", "-c"]
+    paths = install.common.hook_launch_paths(command)
+    assert paths and any((Path(d) / "peers_mcp" / "hook.py").is_file() for d in paths)
+    done = subprocess.run(
+        ["/bin/sh", "-c", command + " --version"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0 and done.stdout.startswith("peers-hook "), done
+    done = subprocess.run(
+        ["/bin/sh", "-c", command],
+        input='{"hook_event_name": "PostToolUse", "session_id": "s-none"}',
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert (done.returncode, done.stdout) == (0, ""), done  # no daemon: nothing, exit 0
+    assert checks(peers(env, "doctor", "--json"))["Claude Code hooks"]["status"] != "fail"
+    moved = st_path.read_text()
+    gone = json.dumps(json.dumps("/gone/src"))[1:-1]
+    for d in paths:  # as quoted inside the JSON string
+        moved = moved.replace(json.dumps(json.dumps(d))[1:-1], gone)
+    st_path.write_text(moved)
+    result = checks(peers(env, "doctor", "--json"))["Claude Code hooks"]
+    assert result["status"] == "fail" and "/gone/src" in result["detail"], result
 
 
 def test_install_claude_on_a_fresh_home_and_back(home: Path, env: dict[str, str]) -> None:
@@ -664,7 +700,7 @@ def test_doctor_after_install_with_a_running_daemon(
 
     # a hook command that no longer exists
     st_path = home / ".claude" / "settings.json"
-    st_path.write_text(st_path.read_text().replace(HOOK, "/gone/bin/peers-hook"))
+    st_path.write_text(st_path.read_text().replace(json.dumps(HOOK)[1:-1], "/gone/bin/peers-hook"))
     result = checks(peers(env, "doctor", "--json"))
     assert result["Claude Code hooks"]["status"] == "fail"
     assert result["Claude Code hooks"]["fix"] == "peers install claude"

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from peers_cli import install
+
 from .conftest import DaemonProc, clean_env
 from .test_install import HOOK, MCP, backups, checks, ok, peers, snapshot, theirs, write_json
 
@@ -46,7 +48,7 @@ EVENTS = ("SessionStart", "BeforeAgent", "AfterTool", "AfterAgent")
 
 
 def ours(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [h for g in groups for h in g["hooks"] if "peers-hook" in h["command"]]
+    return [h for g in groups for h in g["hooks"] if install.hooks.is_our_hook(h)]
 
 
 def test_install_gemini_keeps_the_users_settings_and_goes_back(
@@ -102,7 +104,7 @@ def test_install_gemini_fresh_dry_run_custom_name_and_refusals(
         f"{HOOK} --server-name team --client gemini"
     )
     # a stale install (the scripts moved) is replaced, not duplicated
-    path.write_text(path.read_text().replace(str(Path(HOOK).parent), "/old/bin"))
+    path.write_text(path.read_text().replace(str(Path(MCP).parent), "/old/bin"))
     report = ok(peers(env, "install", "gemini", "--server-name", "team", "--json")).json()
     assert {c["action"] for c in report["changes"]} == {"update"}
     data = json.loads(path.read_text())

@@ -182,3 +182,27 @@ async def test_the_send_schema_stays_readable_and_validates(daemon, agent_bin):
         assert not v.is_valid({"to": "x", "message": "m", "verdict": "maybe"})
         react = tools["react"].input_schema
         assert react["required"] == ["message_id", "emoji"]
+
+
+async def test_the_snapshot_is_of_the_senders_own_directory(daemon, agent_bin, tmp_path):
+    """peers-mcp is a relay into one shared gateway (docs/clients.md): the snapshot's
+    ``git status`` must run in the sending session's directory, not the gateway's."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "-C", str(repo), "add", "a.py"], check=True)
+    subprocess.run([*git, "-C", str(repo), "commit", "-qm", "a"], check=True)
+    (repo / "a.py").write_text("x = 2\n")
+    (repo / "new_file.py").write_text("")
+    async with (
+        mcp_session(daemon, agent_bin, cwd="/tmp") as a,  # the first session: starts the gateway
+        mcp_session(daemon, agent_bin, "codex", "codex-mcp-client", cwd=str(repo)) as b,
+    ):
+        me = (await a.whoami())["name"]
+        await b.data("send_message", to=me, message="see my tree")
+        got = await a.text("check_messages")
+        assert "2 uncommitted files" in got and "a.py" in got and "new_file.py" in got, got

@@ -206,6 +206,19 @@ def decoy(started: Started) -> int:
             ["python", "-c", "from peers_mcp.hook import main; main()", "--wait"],
             "peers-hook --wait",
         ),
+        (  # the waiter as the installers write it (common.hook_launcher)
+            [
+                "/venv/bin/python",
+                "-I",
+                "-S",
+                "-c",
+                'import sys; sys.path[:0] = ["/venv/lib"]; from peers_mcp.hook import main; main()',
+                "--wait",
+            ],
+            "peers-hook --wait",
+        ),
+        (["/venv/bin/python", "/venv/bin/peers-mcp", "--direct"], "peers-mcp"),
+        (["python3", "-m", "peers_mcp.gateway", "--listen", "/r/s"], None),  # shared, no agent
         (["/venv/bin/python", "/venv/bin/peers-hook"], None),  # a hook that ends by itself
         (["python", "-c", "import time; time.sleep(9)", "peers-mcp"], None),
         (["sleep", "peers-mcp"], None),

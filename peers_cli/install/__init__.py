@@ -17,12 +17,14 @@ Rules every edit follows:
 
 - Everything of the user's stays: other servers, other hooks, other settings, TOML
   comments and key order. Ours are recognised by their command: an executable named
-  ``peers-mcp`` (MCP servers) or ``peers-hook`` (hooks), wherever it lives.
+  ``peers-mcp`` (MCP servers), or for hooks ``peers-hook`` or the ``python -I -S -c``
+  launcher of ``peers_mcp.hook`` (``common.hook_launcher``), wherever it lives.
 - Idempotent: a second run finds everything in place and writes nothing.
 - Before a file's first change in a run it is copied to ``<file>.bak-YYYYmmdd-HHMMSS``.
 - Writes are atomic (temporary file, then rename) and keep the file's mode; a symlinked
   file (dotfile managers) is written through the link.
-- Paths are absolute: the console scripts next to the running Python, else on PATH.
+- Paths are absolute: the console scripts next to the running Python, else on PATH; the
+  hook runs as this interpreter with ``-I -S`` and the package path spelled out.
 - A dry run computes the same plan and writes nothing.
 
 Claude Code reads its user-scope MCP servers from ``~/.claude.json`` (top-level

@@ -8,6 +8,7 @@ installer and ``doctor`` need.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -187,15 +188,78 @@ class Wiring(NamedTuple):
     name: str
     mcp: str
     hook: str
+    """The start of the hook's command line (``hook_launcher``); ``hooks.hook_command`` adds
+    the arguments."""
     pins: dict[str, str]
     args: list[str]
 
 
 def wiring(settings: Settings, server_name: str, env: Mapping[str, str]) -> Wiring:
-    """The checked name, the ``peers-mcp``/``peers-hook`` paths and the pins for ``env``."""
+    """The checked name, the ``peers-mcp`` path, the hook launcher and the pins for ``env``."""
     name = check_name(server_name)
-    mcp, hook = find_script(MCP_SCRIPT), find_script(HOOK_SCRIPT)
-    return Wiring(name, mcp, hook, env_pins(settings, env), mcp_args(name))
+    mcp = find_script(MCP_SCRIPT)
+    return Wiring(name, mcp, hook_launcher(), env_pins(settings, env), mcp_args(name))
+
+
+# --------------------------------------------------------------------------- the hook's command
+
+HOOK_ENTRY = "from peers_mcp.hook import main; main()"
+"""What the hook command runs, after putting the package's directories on ``sys.path``."""
+
+
+def hook_paths() -> list[str]:
+    """The directories the hook imports from under ``-I -S``: ours, then msgspec's (the
+    same site-packages in a normal install; the checkout and the venv's in an editable one).
+    Only ``peersd.config`` (with a config file) needs a third-party module on the hook's path."""
+    import msgspec
+
+    import peers_mcp
+
+    paths: list[str] = []
+    for module in (peers_mcp, msgspec):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(module.__file__ or "")))
+        if root not in paths:
+            paths.append(root)
+    return paths
+
+
+def hook_launcher(python: str | None = None, paths: list[str] | None = None) -> str:
+    """The hook command without its arguments: this interpreter started ``-I -S`` (no
+    ``site``, no ``.pth`` files, no environment) with the package path given explicitly.
+
+    The console script ``peers-hook`` costs ~10 ms more per run: its wrapper imports ``re``
+    and ``site`` reads the venv's ``.pth`` files (docs/benchmarks.md). The interpreter is
+    the venv's link, not resolved: the link is what the venv's users expect to see.
+    """
+    python = python or os.path.abspath(sys.executable)
+    code = f"import sys; sys.path[:0] = {json.dumps(paths or hook_paths())}; {HOOK_ENTRY}"
+    return shlex.join([python, "-I", "-S", "-c", code])
+
+
+def hook_launch_paths(command: Any) -> list[str] | None:
+    """The ``sys.path`` directories of a hook command in ``hook_launcher``'s form, or None
+    when it is not in that form (the ``peers-hook`` script, or not ours)."""
+    argv = argv_list(command)
+    if len(argv) < 5 or argv[1:4] != ["-I", "-S", "-c"] or HOOK_ENTRY not in argv[4]:
+        return None
+    head, sep, _ = argv[4].partition("; " + HOOK_ENTRY)
+    prefix = "import sys; sys.path[:0] = "
+    if not sep or not head.startswith(prefix):
+        return None
+    try:
+        paths = json.loads(head[len(prefix) :])
+    except ValueError:
+        return None
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        return None
+    return paths
+
+
+def is_hook_command(command: Any) -> bool:
+    """Whether a command line runs our hook: ``hook_launcher``'s form or ``peers-hook``."""
+    if os.path.basename(argv0(command)) == HOOK_SCRIPT:
+        return True
+    return hook_launch_paths(command) is not None
 
 
 # --------------------------------------------------------------------------- the clients' configs

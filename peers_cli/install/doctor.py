@@ -34,6 +34,7 @@ from .common import (
     codex_view,
     features_hooks_state,
     find_script,
+    hook_launch_paths,
     is_exe,
     is_our_server,
     json_servers,
@@ -271,6 +272,18 @@ def _command_problem(command: Any) -> str | None:
     return None
 
 
+def _hook_problem(command: Any) -> str | None:
+    """``_command_problem``, and for the ``-I -S`` launcher: its path must hold the hook."""
+    if problem := _command_problem(command):
+        return problem
+    paths = hook_launch_paths(command)
+    if paths is not None and not any(
+        os.path.isfile(os.path.join(d, "peers_mcp", "hook.py")) for d in paths
+    ):
+        return f"imports peers_mcp from {', '.join(paths)}, which does not hold it"
+    return None
+
+
 def _pick_server(servers: Mapping[str, Any], name: str | None) -> tuple[str, Any] | None:
     """The server entry to check: the name asked for, else the default, else any of ours."""
     if name is not None:
@@ -381,7 +394,7 @@ def _check_hooks(
             p
             for found in present.values()
             for _, h in found
-            if (p := _command_problem(h.get("command")))
+            if (p := _hook_problem(h.get("command")))
         }
     )
     if broken:

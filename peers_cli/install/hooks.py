@@ -2,14 +2,14 @@
 
 Claude Code (``settings.json``) and Codex (``hooks.json``) share the ``hooks`` shape:
 event → list of groups (optional ``matcher``) → list of handlers. Ours are the
-handlers whose command runs an executable named ``peers-hook``; every other group and
+handlers whose command runs our hook (``common.is_hook_command``: the ``python -I -S -c``
+launcher installers write, or an executable named ``peers-hook``); every other group and
 handler is the user's and stays as it is.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 
 from peers_mcp.edits import FILE_TOOLS, PATCH_TOOLS
 
-from .common import HOOK_SCRIPT, PINNED, SERVER_NAME, InstallError, argv0, tilde
+from .common import PINNED, SERVER_NAME, InstallError, is_hook_command, tilde
 from .edits import Change, JsonDoc, Step, json_step, read_json
 
 HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop")
@@ -30,20 +30,20 @@ default hook timeout (600 s) would end it early, so ours sits just above that ho
 
 
 def is_our_hook(handler: Any) -> bool:
-    """Whether a hook handler runs ``peers-hook``, wherever that lives (so stale paths count)."""
-    return isinstance(handler, dict) and os.path.basename(argv0(handler.get("command"))) == (
-        HOOK_SCRIPT
-    )
+    """Whether a hook handler runs our hook, wherever that lives (so stale paths count):
+    ``common.hook_launcher``'s ``python -I -S -c …`` form or the ``peers-hook`` script."""
+    return isinstance(handler, dict) and is_hook_command(handler.get("command"))
 
 
 def hook_command(
     hook: str, name: str, pins: Mapping[str, str], wait: bool = False, client: str | None = None
 ) -> str:
-    """The ``peers-hook`` command line; only what differs from its defaults is spelled out.
+    """The hook's command line: ``hook`` (``Wiring.hook``, the launcher, or a ``peers-hook``
+    path) and only the arguments that differ from its defaults.
 
     ``client`` (Gemini, Cursor) goes last: doctor checks the line ends ``--client <client>``.
     """
-    argv = [hook]
+    argv: list[str] = []
     if wait:
         argv.append("--wait")
     if name != SERVER_NAME:
@@ -54,7 +54,7 @@ def hook_command(
         argv += ["--config", pins[PINNED["config"]]]
     if client is not None:
         argv += ["--client", client]
-    return shlex.join(argv)
+    return " ".join([hook, shlex.join(argv)]) if argv else hook
 
 
 def desired_hooks(
