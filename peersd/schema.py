@@ -11,7 +11,7 @@ from pathlib import Path
 
 import apsw
 
-from . import files
+from . import files, outbox
 from .errors import ConfigError, StoreError
 from .private_files import ensure_own_dir, open_own_file
 
@@ -96,6 +96,9 @@ MIGRATIONS.append(files.MIGRATION)
 
 # Delivery health: when each peer last acknowledged mail.
 MIGRATIONS.append("ALTER TABLE peers ADD COLUMN last_read REAL;")
+
+# Federation over NATS: the outbox, our mail to other machines, mail from them (peersd/outbox.py).
+MIGRATIONS.append(outbox.MIGRATION)
 
 
 def open_database(path: Path, sync: str) -> apsw.Connection:

@@ -22,7 +22,7 @@ from typing import Any
 import apsw
 import msgspec
 
-from . import audit, files, machines, schema, upkeep
+from . import audit, files, machines, outbox, schema, upkeep
 from .errors import Code, PeersError
 from .errors import StoreError as StoreError  # still importable from here
 from .identity import START_TOLERANCE, same_start
@@ -101,6 +101,7 @@ class Store:
         self.machines = machines.Machines(self)
         self.audit = audit.Audit(self)
         self.upkeep = upkeep.Upkeep(self)
+        self.outbox = outbox.Outbox(self)
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -37,6 +37,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.orphans",
         "peersd.paths",
         "peersd.globs",
+        "peersd.natsconf",
     },
     "store": {
         "peersd.store",
@@ -46,6 +47,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.machines",
         "peersd.audit",
         "peersd.upkeep",
+        "peersd.outbox",
     },
     "daemon": {
         "peersd.server",
@@ -58,6 +60,8 @@ LAYERS: dict[str, set[str]] = {
         "peersd.__main__",
         "peersd.coordination",
         "peersd.wake",
+        "peersd.federation",
+        "peersd.directory",
     },
     "client": {"peersd.client", "peersd.autostart", "peersd.wire"},
 }
