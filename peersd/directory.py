@@ -52,6 +52,8 @@ class Target(msgspec.Struct):
     node: str
     pending: int
     last_read: float | None
+    offline: bool = False
+    """Its machine left the directory: the mail waits in the stream until it is back."""
 
 
 ENCODER = msgspec.json.Encoder()
@@ -90,8 +92,10 @@ class Directory:
         """A watched change of ``key``: a new value, or None (deleted)."""
         if key == self.own:
             return
-        if not value:
-            self._machines.pop(key, None)
+        if not value:  # it left: kept (not listed) so its peers can still be written to
+            found = self._machines.get(key)
+            if found is not None:
+                self._machines[key] = (float("-inf"), found[1])
             return
         try:
             machine = DECODER.decode(value)
@@ -102,14 +106,19 @@ class Directory:
             return
         self._machines[key] = (time.monotonic(), machine)
 
-    def machines(self) -> list[DirMachine]:
+    def machines(self, offline: bool = False) -> list[DirMachine]:
+        """The machines in the directory now (``offline``: those seen since this daemon
+        started that are not)."""
         cutoff = time.monotonic() - self.ttl
-        return [m for seen, m in self._machines.values() if seen >= cutoff]
+        return [m for seen, m in self._machines.values() if (seen >= cutoff) != offline]
 
     def peers(self) -> list[p.Peer]:
         """Every live peer on another machine, as ``list_peers`` shows it."""
         found: list[p.Peer] = []
-        for m in self.machines():
+        now, mono = time.time(), time.monotonic()
+        for seen, m in self._machines.values():
+            if seen < mono - self.ttl:
+                continue
             for x in m.peers:
                 found.append(
                     p.Peer(
@@ -123,7 +132,7 @@ class Directory:
                         agent_pid=0,
                         agent_start=0.0,
                         registered_at=0.0,
-                        last_seen=m.updated,
+                        last_seen=now - (mono - seen),
                         receive=x.receive if x.receive in ("push", "hook", "poll") else "poll",  # type: ignore[arg-type]
                         summary=x.summary,
                         branch=x.branch,
@@ -140,15 +149,11 @@ class Directory:
         """A peer on another machine by peer id, ``name@host`` or a ``name`` only one
         machine has."""
         target = target.strip()
-        name, _, host = target.partition("@")
-        hits: list[Target] = []
-        for m in self.machines():
-            if host and host.lower() not in (m.host.lower(), m.node.lower()):
-                continue
-            for x in m.peers:
-                by_id = match_peer_id(target) and x.id == target
-                if by_id or (not match_peer_id(target) and x.name.lower() == name.lower()):
-                    hits.append(Target(x.id, x.name, m.host, m.node, x.pending, x.last_read))
+        hits = self._hits(target, self.machines())
+        if not hits:
+            hits = self._hits(target, self.machines(offline=True))
+            for t in hits:
+                t.offline = True
         if len(hits) == 1:
             return hits[0]
         if hits:
@@ -163,3 +168,16 @@ class Directory:
             f"no peer named {target!r} here or on the network",
             candidates=difflib.get_close_matches(target, names, n=5, cutoff=0.5),
         )
+
+    @staticmethod
+    def _hits(target: str, machines: list[DirMachine]) -> list[Target]:
+        name, _, host = target.partition("@")
+        by_id = match_peer_id(target) is not None
+        hits: list[Target] = []
+        for m in machines:
+            if host and host.lower() not in (m.host.lower(), m.node.lower()):
+                continue
+            for x in m.peers:
+                if (x.id == target) if by_id else (x.name.lower() == name.lower()):
+                    hits.append(Target(x.id, x.name, m.host, m.node, x.pending, x.last_read))
+        return hits

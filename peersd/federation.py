@@ -116,7 +116,7 @@ class Federation:
             message_id=msg.id,
             to=target.id,
             to_name=to_name,
-            reach="remote" if self.connected else "outbox",
+            reach="outbox" if not self.connected else "offline" if target.offline else "remote",
             pending=target.pending + 1,
             last_read=target.last_read,
             expires_at=msg.expires_at,

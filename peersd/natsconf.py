@@ -123,6 +123,8 @@ def server_config(
         f"listen: {_q(listen)}",
         "jetstream {",
         f"  store_dir: {_q(store_dir)}",
+        "  # Acknowledged means on disk: a crash of the server loses no acknowledged mail.",
+        "  sync_interval: always",
         "}",
     ]
     if tls_cert:
