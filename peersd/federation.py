@@ -356,24 +356,22 @@ class Federation:
     # ------------------------------------------------------------ directory
 
     async def _advertise_loop(self, kv: Any) -> None:
-        last = b""
+        last: list[p.Peer] | None = None
         written = 0.0
         while True:
-            value = await self._run(self._own_entry)
+            peers = self._own_peers()
             now = time.monotonic()
-            if value != last or now - written >= self.ttl / 3:
-                await kv.put(self.node, value)
-                last, written = value, now
+            if peers != last or now - written >= self.ttl / 3:
+                await kv.put(self.node, entry(self.node, self.d.host, peers, time.time()))
+                last, written = peers, now
             await asyncio.sleep(min(1.0, self.ttl / 3))
 
-    def _own_entry(self) -> bytes:
+    def _own_peers(self) -> list[p.Peer]:
         from . import coordination  # imported by handlers, which this module needs first
 
         d = self.d
         local = d.store.list_peers(None, "machine", machine_id=d.machine_id)
-        peers = coordination.decorate(d, local)
-        # ``updated`` changes each time; compare without it.
-        return entry(self.node, d.host, peers, 0.0)
+        return coordination.decorate(d, local)  # copies, with status and reach
 
     async def _watch_loop(self, kv: Any) -> None:
         import nats.errors

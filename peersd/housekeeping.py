@@ -89,8 +89,15 @@ class Housekeeper:
             expired = self.d.store.upkeep.expire_messages(now)
             if expired:
                 effects += self.d.receipt_effects(expired, "expired", now, None)
+                # Mail from another machine: its sender hears it expired (peersd/outbox.py).
+                seqs = [seq for seq in (self.d.store.parse_id(m.id) for m in expired) if seq]
+                if self.d.store.outbox.settled(seqs, "expired", now, None):
+                    fed = self.d.federation
+                    if fed is not None:
+                        effects.append(fed.kick.set)
             if now - self.last_purge > PURGE_INTERVAL:
                 machines = self.d.store.upkeep.purge(now, s.history_retention, s.gone_retention)[2]
+                self.d.store.outbox.purge()  # what the purged messages no longer need
                 if machines:
                     log.info("forgot %d hub machine(s) not seen for gone_retention", machines)
                 self.last_purge = now

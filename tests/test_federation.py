@@ -214,6 +214,59 @@ def test_a_machine_cannot_read_or_forge_another_machines_mail(world: World) -> N
     assert 'Subscription Violation - User "' in log or "Subscription Violation" in log
 
 
+def test_a_frame_published_twice_is_stored_once_and_the_directory_holds_no_secrets(
+    world: World,
+) -> None:
+    """The stream's de-duplication forgets after its window; the receiver's insert by
+    (origin, message id) does not. And the directory entry carries names, never a session
+    id, a path or a pid."""
+    import nats
+
+    from peersd.outbox import ENCODER, FedMail
+
+    cb, bob = world["beta"].peer("bob")
+    ca, ann = world["alpha"].peer("ann")
+    wait_for(lambda: network(ca, "beta") and network(cb, "alpha"), what="directory")
+    frame = FedMail(
+        id="m-abcdef-7",
+        sender=ann.id,
+        sender_name="ann",
+        sender_host="alpha",
+        to=bob.id,
+        to_name="bob",
+        text="only once",
+        created=time.time(),
+        expires_at=time.time() + 600,
+    )
+
+    async def publish_twice() -> bytes:
+        nc = await nats.connect(
+            world.server.url,
+            nkeys_seed=world.server.creds("alpha"),
+            inbox_prefix=natsconf.inbox_prefix("alpha"),
+        )
+        try:
+            js = nc.jetstream(timeout=5)
+            for attempt in ("first", "second"):  # two ids: the stream keeps both
+                await js.publish(
+                    natsconf.inbox("beta", "alpha"),
+                    ENCODER.encode(frame),
+                    headers={"Nats-Msg-Id": f"test-{attempt}"},
+                )
+            kv = await js.key_value(natsconf.BUCKET)
+            return bytes((await kv.get("alpha")).value or b"")
+        finally:
+            await nc.close()
+
+    entry = asyncio.run(publish_twice())
+    got = claim_all(cb, 2, timeout=5)
+    assert [m.text for m in got] == ["only once"]
+    assert b'"ann"' in entry and b"alpha" in entry
+    session = ann.session_id or "no-session"
+    for secret in (session.encode(), b"/tmp", str(ann.agent_pid).encode(), b"machine"):
+        assert secret not in entry, (secret, entry)
+
+
 def test_kill9_of_server_and_receiver_mid_burst_loses_and_doubles_nothing(world: World) -> None:
     ca, _ = world["alpha"].peer("ann")
     world["beta"].peer("bob")
@@ -222,15 +275,22 @@ def test_kill9_of_server_and_receiver_mid_burst_loses_and_doubles_nothing(world:
     total = 300
 
     def burst() -> None:
-        with world["alpha"].daemon.client() as c:
-            c.call(p.Attach(id=0, session_id=None, pid=world["alpha"].agents[0].pid))
-            for i in range(total):
-                try:
-                    c.request(p.Send, to="bob@beta", text=f"n{i}")
-                    acked.append(f"n{i}")
-                except PeersError:
-                    pass
-                time.sleep(0.004)
+        c = None
+        for i in range(total):
+            try:
+                if c is None:
+                    c = world["alpha"].daemon.client()
+                    c.call(p.Attach(id=0, session_id=None, pid=world["alpha"].agents[0].pid))
+                c.request(p.Send, to="bob@beta", text=f"n{i}")
+                acked.append(f"n{i}")  # stored on alpha: it must arrive, once
+            except Exception:  # alpha is down (killed below): this one was not acknowledged
+                if c is not None:
+                    c.close()
+                c = None
+                time.sleep(0.05)
+            time.sleep(0.004)
+        if c is not None:
+            c.close()
 
     sender = threading.Thread(target=burst)
     sender.start()
@@ -242,13 +302,17 @@ def test_kill9_of_server_and_receiver_mid_burst_loses_and_doubles_nothing(world:
     world["beta"].daemon.kill9()
     time.sleep(0.3)
     world["beta"].daemon.start()
-    sender.join(60)
-    assert len(acked) == total  # local storing never failed
+    wait_for(lambda: len(acked) > 230, what="sends after beta is back")
+    world["alpha"].daemon.kill9()  # frames in its outbox, some perhaps published already
+    time.sleep(0.3)
+    world["alpha"].daemon.start()
+    sender.join(90)
+    assert len(acked) > total * 0.8
     cb = world["beta"].client()
     cb.call(p.Attach(id=0, session_id=None, pid=world["beta"].agents[0].pid))
-    got = claim_all(cb, total, timeout=60)
+    got = claim_all(cb, len(acked), timeout=60)
     texts = [m.text for m in got]
-    assert sorted(texts) == sorted(acked), (len(texts), len(set(texts)))
+    assert sorted(texts) == sorted(acked), (len(texts), len(set(texts)), len(acked))
     assert len(set(texts)) == len(texts)
     time.sleep(1.0)
     assert cb.request(p.Claim, limit=10).messages == []  # nothing comes twice
