@@ -354,8 +354,11 @@ class PeersMCP(FileTools):
                 doing = filetools.doing(x)
                 health = render.health(x.reach, x.pending, x.last_read)
                 woken = f" ({render.field(wakes.describe(x.wake))})" if x.wake else ""
+                # Another federated machine's peer: addressed as name@host.
+                remote = (x.reach or "").startswith("remote")
+                name = f"{x.name}@{x.host}" if remote else x.name
                 lines.append(
-                    f"- {x.name} ({x.id}): {x.client} in {where}{branch}{doing}; receives by "
+                    f"- {name} ({x.id}): {x.client} in {where}{branch}{doing}; receives by "
                     f"{x.receive}; mail reaches it: {health}{woken}{summary}"
                 )
             if reply.omitted:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import tempfile
 import threading
 import time
@@ -488,3 +489,45 @@ def test_upgrade_from_the_schema_before_federation_keeps_the_data(tmp_path: Path
         assert store.outbox.size() == 0 and store.outbox.where(msg.id) is None
     finally:
         store.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_two_models_on_two_machines_talk_through_their_tools(world: World, agent_bin):  # type: ignore[no-untyped-def]
+    """The real MCP server on alpha and on beta: list_peers(scope="network"), send by
+    name@host, the reply call the mail shows, and the remote receipt."""
+    import anyio
+
+    from .test_mcp import mcp_session
+
+    api = Path(tempfile.mkdtemp(prefix="api-", dir=world.root))
+    web = Path(tempfile.mkdtemp(prefix="web-", dir=world.root))
+    async with (
+        mcp_session(world["alpha"].daemon, agent_bin, "claude", "claude-code", cwd=str(api)) as a,
+        mcp_session(
+            world["beta"].daemon, agent_bin, "codex", "codex-mcp-client", cwd=str(web)
+        ) as b,
+    ):
+        await a.text("set_name", name="api")
+        await b.text("set_name", name="web")
+        with anyio.fail_after(15):
+            while "web@beta" not in (text := await a.text("list_peers", scope="network")):
+                await anyio.sleep(0.1)
+        assert "another machine over NATS" in text
+        sent = await a.data("send_message", to="web@beta", message="Which port is the API on?")
+        with anyio.fail_after(15):
+            while "Which port" not in (got := await b.text("check_messages")):
+                await anyio.sleep(0.1)
+        assert 'from peer "api@alpha"' in got
+        assert 'send_message with to="api@alpha"' in got
+        shown_id = re.search(r'reply_to="(m-[0-9a-f]+-[0-9]+)"', got).group(1)  # type: ignore[union-attr]
+        await b.data("send_message", to="api@alpha", message="8080", reply_to=shown_id)
+        answer = await a.data("wait_for_message", timeout_seconds=15)
+        (msg,) = answer["messages"]
+        assert msg["text"] == "8080" and msg["reply_to"] == sent["message_id"]
+        status = await a.data("message_status", message_ids=[sent["message_id"]])
+        assert status["messages"][0]["state"] == "delivered"
