@@ -41,6 +41,13 @@ def init(
             help="A cluster route nats://HOST:PORT, once per server: writes one config each."
         ),
     ] = None,
+    sync_always: Annotated[
+        bool,
+        typer.Option(
+            "--sync-always/--no-sync-always",
+            help="fsync every write (acknowledged mail survives a power loss); off: faster.",
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a nats-server config (JetStream, one user per machine that can read only its
@@ -56,6 +63,7 @@ def init(
             tls_key=tls_key,
             tls_ca=tls_ca,
             cluster=cluster or [],
+            sync_always=sync_always,
         )
     except ConfigError as e:
         die(str(e))

@@ -99,6 +99,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     writes, or a NATS .creds file (JWT); empty: connect without."""
     nats_tls_ca: str = ""
     """Daemon: CA certificate(s) that sign the NATS servers' TLS certificates."""
+    nats_replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    """Daemon: copies the NATS cluster keeps of the mail stream and the directory (set 3
+    with a three-node cluster); used by the first peersd that creates them."""
     nats_directory_ttl: Annotated[float, Meta(ge=3)] = 60.0
     """Daemon: seconds a machine's entry in the network directory lives unless refreshed
     (each peersd refreshes its own every third of it); every machine must agree."""

@@ -42,6 +42,8 @@ log = logging.getLogger("peersd")
 BACKOFF_MAX = 15.0
 PUBLISH_TIMEOUT = 5.0
 FETCH_BATCH = 256
+WINDOW = 64
+"""Frames published at once, awaiting their acknowledgements together."""
 ACK_WAIT = 30.0
 
 
@@ -132,7 +134,7 @@ class Federation:
         import nats
 
         delay = 0.5
-        while True:
+        while not self.d.stopping:  # also if a cancellation was lost (3.11's wait_for)
             try:
                 nc = await nats.connect(
                     servers=self.urls,
@@ -209,11 +211,17 @@ class Federation:
                 storage=api.StorageType.FILE,
                 max_age=self.d.settings.message_ttl,
                 duplicate_window=600.0,
+                num_replicas=self.d.settings.nats_replicas,
             )
         try:
             kv = await js.key_value(natsconf.BUCKET)
         except BucketNotFoundError:
-            kv = await js.create_key_value(bucket=natsconf.BUCKET, history=1, ttl=self.ttl)
+            kv = await js.create_key_value(
+                bucket=natsconf.BUCKET,
+                history=1,
+                ttl=self.ttl,
+                replicas=self.d.settings.nats_replicas,
+            )
         durable = natsconf.consumer(self.node)
         try:
             await js.consumer_info(natsconf.STREAM, durable)
@@ -249,7 +257,7 @@ class Federation:
     async def _publish_loop(self, js: Any) -> None:
         outbox = self.d.store.outbox
         delay = 0.2
-        while True:
+        while not self.d.stopping:
             self.kick.clear()
             rows = await self._run(lambda: outbox.pending(FETCH_BATCH))
             if not rows:
@@ -258,21 +266,33 @@ class Federation:
                 continue
             done: list[int] = []
             failure: tuple[int, str] | None = None
-            for seq, node, kind, msg_id, payload in rows:
-                try:
-                    await js.publish(
-                        natsconf.inbox(node, self.node),
-                        payload,
-                        timeout=PUBLISH_TIMEOUT,
-                        stream=natsconf.STREAM,
-                        headers={"Nats-Msg-Id": f"{self.node}.{kind}.{msg_id}"},
-                    )
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    failure = (seq, _describe(e))
+            # Up to WINDOW in flight on the one connection, which keeps their order; only
+            # the prefix the stream acknowledged leaves the outbox. The rest is published
+            # again next time (the stream drops copies by Nats-Msg-Id; receivers too).
+            for start in range(0, len(rows), WINDOW):
+                chunk = rows[start : start + WINDOW]
+                acks = await asyncio.gather(
+                    *(
+                        js.publish(
+                            natsconf.inbox(node, self.node),
+                            payload,
+                            timeout=PUBLISH_TIMEOUT,
+                            stream=natsconf.STREAM,
+                            headers={"Nats-Msg-Id": f"{self.node}.{kind}.{msg_id}"},
+                        )
+                        for _, node, kind, msg_id, payload in chunk
+                    ),
+                    return_exceptions=True,
+                )
+                for (seq, *_), ack in zip(chunk, acks, strict=True):
+                    if isinstance(ack, BaseException):
+                        if isinstance(ack, asyncio.CancelledError):
+                            raise ack
+                        failure = (seq, _describe(ack))
+                        break
+                    done.append(seq)
+                if failure is not None:
                     break
-                done.append(seq)
             now = time.time()
             if done:
                 self.published += len(done)
@@ -295,18 +315,24 @@ class Federation:
     async def _consume_loop(self, sub: Any) -> None:
         import nats.errors
 
-        while True:
+        while not self.d.stopping:
+            # A lingering pull returns only with a full batch or at its deadline: wait for
+            # one message, then take as many more as it says are waiting behind it.
             try:
-                msgs = await sub.fetch(batch=FETCH_BATCH, timeout=1.0)
-            except nats.errors.TimeoutError:
+                msgs = await sub.fetch(batch=1, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
+            behind = min(msgs[-1].metadata.num_pending or 0, FETCH_BATCH - 1)
+            if behind:
+                with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+                    msgs += await sub.fetch(batch=behind, timeout=1.0)
             futures = [self._store(m) for m in msgs]  # submitted in one tick: one commit
             results = await asyncio.gather(*futures)
             for m, ok in zip(msgs, results, strict=True):
-                if ok:
+                if ok:  # stored and committed: the stream may forget it
                     await m.ack()
                     self.received += 1
-                else:
+                else:  # offered again later; if it was stored after all, recognised then
                     await m.nak(delay=1.0)
 
     def _store(self, m: Any) -> asyncio.Future[bool]:
@@ -358,7 +384,7 @@ class Federation:
     async def _advertise_loop(self, kv: Any) -> None:
         last: list[p.Peer] | None = None
         written = 0.0
-        while True:
+        while not self.d.stopping:
             peers = self._own_peers()
             now = time.monotonic()
             if peers != last or now - written >= self.ttl / 3:
@@ -376,11 +402,11 @@ class Federation:
     async def _watch_loop(self, kv: Any) -> None:
         import nats.errors
 
-        while True:
+        while not self.d.stopping:
             self.resync.clear()
             watcher = await kv.watchall()
             try:
-                while not self.resync.is_set():
+                while not self.resync.is_set() and not self.d.stopping:
                     try:
                         e = await watcher.updates(timeout=1.0)
                     except nats.errors.TimeoutError:

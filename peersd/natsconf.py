@@ -113,6 +113,7 @@ def server_config(
     tls_ca: str = "",
     cluster_listen: str = "",
     routes: list[str] | None = None,
+    sync_always: bool = True,
 ) -> str:
     """A nats-server config: JetStream, one account with a user per node (its nkey
     public key and ``permissions``), TLS and a cluster when asked."""
@@ -123,8 +124,9 @@ def server_config(
         f"listen: {_q(listen)}",
         "jetstream {",
         f"  store_dir: {_q(store_dir)}",
-        "  # Acknowledged means on disk: a crash of the server loses no acknowledged mail.",
-        "  sync_interval: always",
+        "  # Acknowledged means on disk (fsync): a crash of the server or its machine loses",
+        "  # no acknowledged mail. Off, the server syncs every 2 minutes (about 5x faster).",
+        "  sync_interval: always" if sync_always else "  # sync_interval: always",
         "}",
     ]
     if tls_cert:
@@ -159,6 +161,7 @@ def write_init(
     tls_key: str = "",
     tls_ca: str = "",
     cluster: list[str] | None = None,
+    sync_always: bool = True,
 ) -> dict[str, str]:
     """Write ``nats-server.conf`` (one per cluster node when ``cluster`` names routes)
     and ``<node>.nk`` credentials for each machine into ``out_dir`` (made 0700; files
@@ -203,6 +206,7 @@ def write_init(
             tls_ca=tls_ca,
             cluster_listen=own_route.split("://")[-1] if own_route else "",
             routes=[r for r in routes if r != own_route],
+            sync_always=sync_always,
         )
         path = os.path.join(out_dir, name)
         write_private_file(path, text.encode(), replace=True)

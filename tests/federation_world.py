@@ -46,7 +46,9 @@ def free_port() -> int:
 class NatsServer:
     """One nats-server with JetStream, configured by ``peers federation init``."""
 
-    def __init__(self, root: Path, machines: list[str], port: int | None = None) -> None:
+    def __init__(
+        self, root: Path, machines: list[str], port: int | None = None, sync_always: bool = True
+    ) -> None:
         self.root = root
         self.port = port or free_port()
         self.dir = root / "federation"
@@ -55,6 +57,7 @@ class NatsServer:
             machines,
             listen=f"127.0.0.1:{self.port}",
             store_dir=str(root / "jetstream"),
+            sync_always=sync_always,
         )
         self.conf = self.written["nats-server.conf"]
         self.proc: subprocess.Popen[bytes] | None = None
