@@ -31,6 +31,7 @@ import asyncio
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -150,8 +151,6 @@ def three_machines(root: Path, quick: bool, sync_always: bool) -> dict[str, Any]
 
 
 def fleet_server(root: Path) -> tuple[Any, str]:
-    import subprocess
-
     from tests.federation_world import nats_server_bin
 
     port = free_port()
@@ -310,9 +309,14 @@ def simulated(root: Path, quick: bool) -> list[dict[str, Any]]:
             wait_for(lambda a=addr: _listening(socket, a[0], int(a[1])), what="fleet server")
             log(f"part 2: {m} simulated machines")
             results.append(asyncio.run(fleet(url, proc, m, 20, 5)))
+            log(f"  {results[-1]}")
         finally:
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     return results
 
 
