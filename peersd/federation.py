@@ -350,7 +350,11 @@ class Federation:
         def op() -> list[Effect]:
             now = time.time()
             if isinstance(frame, FedMail):
-                msg = d.store.outbox.receive(origin, frame, self._recipient(frame), now)
+                # The sender's daemon checked the size against its own max_text: ours rules.
+                big = len(frame.text.encode("utf-8", "surrogatepass")) > d.settings.max_text
+                recipient = None if big else self._recipient(frame)
+                why = "too large for this machine" if big else "no such peer"
+                msg = d.store.outbox.receive(origin, frame, recipient, now, why)
                 return d.mail_effects(msg) if msg is not None else [self.kick.set]
             settled = d.store.outbox.receipt(origin, frame)
             if settled is None:

@@ -213,10 +213,16 @@ class Outbox:
     # ------------------------------------------------------------ receiving
 
     def receive(
-        self, origin: str, mail: FedMail, recipient: Peer | None, now: float
+        self,
+        origin: str,
+        mail: FedMail,
+        recipient: Peer | None,
+        now: float,
+        refused: str = "no such peer",
     ) -> Message | None:
         """Store mail from machine ``origin`` for ``recipient``; None if it was stored
-        before (a duplicate) or has no recipient here (a receipt says it expired)."""
+        before (a duplicate) or not taken (no recipient here: a receipt says it expired,
+        with ``refused`` as its ``via``)."""
         conn = self.store.conn
         seen = conn.execute(
             "SELECT 1 FROM fed_received WHERE origin = ? AND origin_id = ?", (origin, mail.id)
@@ -228,7 +234,7 @@ class Outbox:
                 "INSERT INTO fed_received(origin, origin_id, seq) VALUES (?, ?, 0)",
                 (origin, mail.id),
             )
-            self.receipt_for(origin, mail.id, "expired", now, "no such peer")
+            self.receipt_for(origin, mail.id, "expired", now, refused)
             return None
         sender_name = f"{mail.sender_name}@{mail.sender_host}"
         conn.execute(

@@ -353,6 +353,25 @@ def test_nats_down_local_mail_works_and_remote_mail_waits_in_order(world: World)
     wait_for(lambda: world["alpha"].status().federation.outbox == 0, what="outbox drained")  # type: ignore[union-attr]
 
 
+def test_mail_the_receiving_machine_refuses_comes_back_as_expired(world: World) -> None:
+    """beta's own max_text is smaller than alpha's: beta stores nothing and tells alpha."""
+    ca, _ = world["alpha"].peer("ann")
+    beta = world["beta"]
+    beta.daemon.stop()
+    beta.daemon.env["CLAUDE_PEERS_MAX_TEXT"] = "100"
+    beta.daemon.start()
+    cb, _ = beta.peer("bob")
+    wait_for(lambda: network(ca, "beta"), what="directory")
+    ca.request(p.Subscribe, kinds=["receipts"])
+    sent = ca.request(p.Send, to="bob@beta", text="x" * 500)
+    event = ca.next_event(timeout=15)
+    assert isinstance(event, p.ReceiptEvent) and event.message_id == sent.message_id
+    assert event.state == "expired" and event.via == "too large for this machine"
+    [item] = ca.request(p.MessageStatus, message_ids=[sent.message_id]).items
+    assert item.state == "expired" and item.delivered_at is None
+    assert cb.request(p.Claim, limit=10).messages == []
+
+
 def test_a_machine_offline_for_a_while_gets_its_mail_when_it_returns(world: World) -> None:
     ca, _ = world["alpha"].peer("ann")
     world["gamma"].peer("cat")
