@@ -49,9 +49,11 @@ ACK_WAIT = 30.0
 
 class Federation:
     def __init__(self, d: Daemon) -> None:
-        if importlib.util.find_spec("nats") is None:
+        if importlib.util.find_spec("nats") is None or (
+            d.settings.nats_creds and importlib.util.find_spec("nkeys") is None
+        ):
             raise ConfigError(
-                "nats_url is set but the NATS client is not installed: "
+                "nats_url is set but the NATS client (nats-py, nkeys) is not installed: "
                 "pip install 'claude-peers[federation]'"
             )
         s = d.settings

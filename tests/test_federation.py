@@ -187,6 +187,7 @@ def test_a_machine_cannot_read_or_forge_another_machines_mail(world: World) -> N
                 ("publish as alpha", js.publish("peers.in.gamma.alpha", b"x", timeout=2)),
                 ("alpha's directory key", js.publish(f"$KV.{natsconf.BUCKET}.alpha", b"{}")),
                 ("delete the stream", js.delete_stream(natsconf.STREAM)),
+                ("purge the stream", js.purge_stream(natsconf.STREAM)),
             ]:
                 try:
                     result = await call
@@ -210,6 +211,7 @@ def test_a_machine_cannot_read_or_forge_another_machines_mail(world: World) -> N
         "publish as alpha",
         "alpha's directory key",
         "delete the stream",
+        "purge the stream",
     ]
     log = world.server.log()
     assert 'Subscription Violation - User "' in log or "Subscription Violation" in log
@@ -370,6 +372,17 @@ def test_mail_the_receiving_machine_refuses_comes_back_as_expired(world: World) 
     [item] = ca.request(p.MessageStatus, message_ids=[sent.message_id]).items
     assert item.state == "expired" and item.delivered_at is None
     assert cb.request(p.Claim, limit=10).messages == []
+
+
+def test_a_machine_that_vanishes_drops_out_when_its_key_expires(world: World) -> None:
+    ca, _ = world["alpha"].peer("ann")
+    world["gamma"].peer("cat")
+    wait_for(lambda: network(ca, "gamma"), what="directory")
+    world["gamma"].daemon.kill9()  # no goodbye: only the TTL (3 s here) can tell
+    t0 = time.monotonic()
+    wait_for(lambda: not network(ca, "gamma"), timeout=10, what="gamma to expire")
+    assert time.monotonic() - t0 < 5
+    assert world["alpha"].status().federation.machines == 1  # type: ignore[union-attr]
 
 
 def test_a_machine_offline_for_a_while_gets_its_mail_when_it_returns(world: World) -> None:
