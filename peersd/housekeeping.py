@@ -30,6 +30,9 @@ log = logging.getLogger("peersd")
 
 PURGE_INTERVAL = 600.0
 """Seconds between deletions of history past its retention (a scan, so not every sweep)."""
+RECEIPT_GRACE = 3600.0
+"""Seconds past its expiry that mail to another machine waits for that machine's receipt
+before it is expired here as well."""
 NOTIFY_TIMEOUT = 5.0
 """Seconds a desktop notifier may take before it is killed."""
 
@@ -95,6 +98,10 @@ class Housekeeper:
                     fed = self.d.federation
                     if fed is not None:
                         effects.append(fed.kick.set)
+            # Our mail to another machine that never settled (docs/federation.md).
+            unsettled = self.d.store.outbox.expire_sent(now, RECEIPT_GRACE)
+            if unsettled:
+                effects += self.d.receipt_effects(unsettled, "expired", now, None)
             if now - self.last_purge > PURGE_INTERVAL:
                 machines = self.d.store.upkeep.purge(now, s.history_retention, s.gone_retention)[2]
                 self.d.store.outbox.purge()  # what the purged messages no longer need

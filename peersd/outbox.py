@@ -313,6 +313,21 @@ class Outbox:
         found = self.store.messages_by_seqs([seq])
         return found[0] if found else None
 
+    def expire_sent(self, now: float, grace: float) -> list[Message]:
+        """Our mail to other machines still unsettled ``grace`` seconds past its expiry
+        (the machine never came back, or its receipt was lost): expired here too."""
+        conn = self.store.conn
+        seqs = [
+            int(r[0])
+            for r in conn.execute(
+                "UPDATE messages SET state = 'expired', lease_until = NULL "
+                "WHERE seq IN (SELECT seq FROM fed_sent) AND state IN ('queued', 'leased') "
+                "AND expires_at < ? RETURNING seq",
+                (now - grace,),
+            )
+        ]
+        return self.store.messages_by_seqs(sorted(seqs))
+
     def purge(self) -> int:
         """Forget what no message row needs any more (history retention removed it)."""
         conn = self.store.conn

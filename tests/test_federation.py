@@ -563,3 +563,33 @@ async def test_two_models_on_two_machines_talk_through_their_tools(world: World,
         assert msg["text"] == "8080" and msg["reply_to"] == sent["message_id"]
         status = await a.data("message_status", message_ids=[sent["message_id"]])
         assert status["messages"][0]["state"] == "delivered"
+
+
+def test_mail_to_a_machine_that_never_returns_expires_an_hour_after_its_ttl(
+    tmp_path: Path,
+) -> None:
+    """The sender's copy waits for a receipt, but not for ever (peersd/outbox.py, on a real
+    database: the housekeeping sweep calls expire_sent with RECEIPT_GRACE)."""
+    from peersd.housekeeping import RECEIPT_GRACE
+    from peersd.outbox import FedReceipt
+
+    store = Store(tmp_path / "a.db")
+    try:
+        ann = p.Peer(
+            id="p-0000000a", name="ann", client="cli", state="active", machine_id="m",
+            host="alpha", cwd="/", agent_pid=1, agent_start=0.0, registered_at=0.0,
+            last_seen=0.0, receive="poll",
+        )  # fmt: skip
+        with store.transaction():
+            lost = store.outbox.send(ann, "p-0000000b", "bob@beta", "beta", "hi", None, 0.0, 10.0)
+            kept = store.outbox.send(ann, "p-0000000b", "bob@beta", "beta", "yo", None, 0.0, 10.0)
+            settled = store.outbox.receipt("beta", FedReceipt(kept.id, "delivered", 5.0, "hook"))
+            assert settled is not None and settled.state == "delivered"
+            assert store.outbox.receipt("gamma", FedReceipt(lost.id, "delivered", 5.0)) is None
+            assert store.outbox.expire_sent(10.0 + RECEIPT_GRACE - 1, RECEIPT_GRACE) == []
+            [gone] = store.outbox.expire_sent(10.0 + RECEIPT_GRACE + 1, RECEIPT_GRACE)
+        assert gone.id == lost.id and gone.state == "expired"
+        states = {i.message_id: i.state for i in store.statuses([lost.id, kept.id])}
+        assert states == {lost.id: "expired", kept.id: "delivered"}
+    finally:
+        store.close()
