@@ -80,7 +80,15 @@ def test_three_machines_list_send_reply_and_receipts(world: World) -> None:
     cb, bob = world["beta"].peer("bob")
     cc, cat = world["gamma"].peer("cat")
     # The directory: every machine sees the others' live peers, without their secrets.
-    seen = wait_for(lambda: network(ca, "beta") and network(ca, "gamma"), what="directory")
+    seen = wait_for(
+        lambda: (
+            network(ca, "beta")
+            and network(ca, "gamma")
+            and network(cb, "alpha")
+            and network(cb, "gamma")
+        ),
+        what="directory",
+    )
     assert [x.name for x in network(ca, "beta")] == ["bob"]
     assert [x.name for x in network(ca, "gamma")] == ["cat"]
     remote = network(ca, "beta")[0]
@@ -546,8 +554,10 @@ async def test_two_models_on_two_machines_talk_through_their_tools(world: World,
     ):
         await a.text("set_name", name="api")
         await b.text("set_name", name="web")
-        with anyio.fail_after(15):
+        with anyio.fail_after(15):  # both renames have reached the other machine
             while "web@beta" not in (text := await a.text("list_peers", scope="network")):
+                await anyio.sleep(0.1)
+            while "api@alpha" not in await b.text("list_peers", scope="network"):
                 await anyio.sleep(0.1)
         assert "another machine over NATS" in text
         sent = await a.data("send_message", to="web@beta", message="Which port is the API on?")
