@@ -26,7 +26,7 @@ from peersd import protocol as p
 from peersd.client import Client, session_registration
 from peersd.errors import Code, DaemonUnreachable, PeersError
 
-from . import admin, dashboard, install_cmds, messages
+from . import admin, dashboard, federation_cmds, install_cmds, messages
 from .common import (
     EXIT_FAILED,
     JsonOpt,
@@ -58,6 +58,7 @@ app.add_typer(daemon_app, name="daemon")
 app.add_typer(install_app, name="install")
 app.add_typer(uninstall_app, name="uninstall")
 app.add_typer(hub_app, name="hub")
+app.add_typer(federation_cmds.federation_app, name="federation")
 
 WRAPPERS = {"uv", "uvx", "pipx", "env", "nice", "timeout", "time", "nohup", "stdbuf", "peers"}
 """Processes between a shell and ``peers`` that are not the session the user means."""
@@ -175,10 +176,16 @@ def list_peers(
     group: Annotated[
         str | None, typer.Option("--group", help="Only sessions in this isolation group.")
     ] = None,
+    network: Annotated[
+        bool,
+        typer.Option("--network", help="Also the live peers of every federated machine (NATS)."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The agent sessions the daemon knows, and how each can receive mail."""
-    if scope not in ("machine", "directory", "repo", "all", "group"):
+    if network:
+        scope = "network"
+    elif scope not in ("machine", "directory", "repo", "all", "group"):
         die(f"unknown scope {scope!r}: use machine, directory, repo, group or all")
     with errors(), connect() as client:
         if scope in ("directory", "repo", "group"):
@@ -211,7 +218,7 @@ def list_peers(
     for col in (*columns, "FILES", "SUMMARY"):
         table.add_column(col, no_wrap=col not in ("WHERE", "FILES", "SUMMARY"), overflow="fold")
     for peer in peers:
-        name = peer.name if len(hosts) == 1 else f"{peer.name}@{peer.host}"
+        name = peer.name if len(hosts) == 1 and not network else f"{peer.name}@{peer.host}"
         name = f"[dim]{safe(name)} (gone)[/]" if peer.state == "gone" else safe(name)
         where = peer.git_root or peer.cwd
         files = ", ".join(peer.recent_files) + (

@@ -82,6 +82,13 @@ def daemon_status(as_json: bool) -> None:
         f"  messages       {queued} waiting, {st.messages.get('delivered', 0)} delivered, "
         f"{st.messages.get('expired', 0)} expired"
     )
+    fed = st.federation
+    if fed is not None:
+        link = "connected" if fed.connected else f"NOT connected ({fed.error})"
+        out.print(
+            f"  federation     {safe(fed.node)} on {safe(', '.join(fed.servers))}: {safe(link)}; "
+            f"{fed.machines} other machine(s), {fed.outbox} in the outbox"
+        )
 
 
 @hub_app.command("forget-machine")

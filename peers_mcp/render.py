@@ -384,6 +384,10 @@ REACH = {
     "inbox": "woken via inbox (idle: the daemon nudges the session's inbox)",
     "next_prompt": "its next prompt (idle, no wake armed)",
     "when_checked": "only when it checks (no hooks seen)",
+    # Federation (docs/federation.md): a peer on another machine.
+    "remote": "another machine: sent over NATS at once, shown as that machine delivers",
+    "offline": "another machine, offline now: its mail waits in the stream until it returns",
+    "outbox": "another machine, NATS unreachable now: waits in this machine's outbox",
 }
 """How each ``reach`` value (``peersd.coordination.reach``) reads; a new way to reach a
 peer adds its words here. An unknown value is shown as it is."""
@@ -396,6 +400,8 @@ def reach(value: str | None, expires_at: float | None = None) -> str:
         return f"gone — waits for its successor or {until}"
     if not value:
         return "unknown (an older daemon)"
+    if value.startswith("remote:"):  # another machine's peer, as that machine reaches it
+        return f"another machine over NATS, then {reach(value[7:])}"
     return REACH.get(value, value)
 
 

@@ -411,8 +411,11 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
                 health = render.health(x.reach, x.pending, x.last_read)
                 woken = f" ({render.field(wakes.describe(x.wake))})" if x.wake else ""
                 group = f" in group {x.group}" if x.group else ""
+                # Another federated machine's peer: addressed as name@host.
+                remote = (x.reach or "").startswith("remote")
+                name = f"{x.name}@{x.host}" if remote else x.name
                 lines.append(
-                    f"- {x.name} ({x.id}){group}: {x.client} in {where}{branch}{doing}; "
+                    f"- {name} ({x.id}){group}: {x.client} in {where}{branch}{doing}; "
                     f"receives by {x.receive}; mail reaches it: {health}{woken}{summary}"
                 )
             if reply.omitted:

@@ -33,6 +33,15 @@ Scope = Annotated[
         "sessions in your group (join_group), on any machine."
     ),
 ]
+ListScope = Annotated[
+    Literal["machine", "directory", "repo", "network"],
+    Meta(
+        description="machine: every session on this machine; directory: sessions in the same "
+        "working directory as you; repo: sessions in the same git repository as you; network: "
+        "this machine's sessions and those of every federated machine (address them as "
+        "name@host)."
+    ),
+]
 Text = Annotated[str, Meta(min_length=1, description="The message text (up to 32 KiB).")]
 MessageId = Annotated[rules.MessageId, Meta(description=_rule(rules.MessageId) + ".")]
 
@@ -42,7 +51,7 @@ class Args(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class ListPeersArgs(Args):
-    scope: Scope = "machine"
+    scope: ListScope = "machine"
 
 
 def _for(*names: str) -> str:

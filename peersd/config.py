@@ -112,6 +112,20 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     search_index: bool = True
     """Daemon: index mail for ``search`` (in the background, in batches); false: no search."""
+    nats_url: str = ""
+    """Daemon: federate with other machines over NATS JetStream: one or more nats:// or
+    tls:// URLs, comma-separated (docs/federation.md); empty: this machine only."""
+    nats_creds: str = ""
+    """Daemon: this machine's NATS credentials: the nkey seed file ``peers federation init``
+    writes, or a NATS .creds file (JWT); empty: connect without."""
+    nats_tls_ca: str = ""
+    """Daemon: CA certificate(s) that sign the NATS servers' TLS certificates."""
+    nats_replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    """Daemon: copies the NATS cluster keeps of the mail stream and the directory (set 3
+    with a three-node cluster); used by the first peersd that creates them."""
+    nats_directory_ttl: Annotated[float, Meta(ge=3)] = 60.0
+    """Daemon: seconds a machine's entry in the network directory lives unless refreshed
+    (each peersd refreshes its own every third of it); every machine must agree."""
 
     @property
     def socket_path(self) -> Path:
@@ -266,11 +280,12 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
     # Absolute, because an auto-started daemon runs from "/".
     s.socket = os.path.abspath(_expand(s.socket, home_dir))
     s.db = os.path.abspath(_expand(s.db, home_dir))
-    for name in ("log_file", "tls_cert", "tls_key", "tls_ca"):
+    for name in ("log_file", "tls_cert", "tls_key", "tls_ca", "nats_creds", "nats_tls_ca"):
         if getattr(s, name):
             setattr(s, name, os.path.abspath(_expand(getattr(s, name), home_dir)))
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ConfigError("tls_cert and tls_key go together: set both or neither")
+    nats_urls(s.nats_url)  # refuses a malformed one now, not at the first send
     if s.token and len(s.token) < 16:
         raise ConfigError("token must be at least 16 characters (e.g. `openssl rand -hex 24`)")
     s.log_level = s.log_level.lower()
@@ -295,6 +310,19 @@ def _finish(s: Settings, home_dir: Path) -> Settings:
             f"socket path {s.socket} is {len(s.socket.encode())} bytes; Unix sockets allow 107"
         )
     return s
+
+
+def nats_urls(value: str) -> list[str]:
+    """The NATS server URLs in ``nats_url`` (comma-separated), each checked."""
+    urls = [u.strip() for u in value.split(",") if u.strip()]
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("nats", "tls") or not rest.split("@")[-1].strip("/"):
+            raise ConfigError(
+                f"nats_url: {url!r} is not a NATS server URL "
+                "(nats://HOST:PORT or tls://HOST:PORT, comma-separated)"
+            )
+    return urls
 
 
 def _expand(path: str, home_dir: Path) -> str:

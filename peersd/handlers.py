@@ -48,7 +48,6 @@ SINGLE_STATEMENT = frozenset(
     {
         p.Send,
         p.Claim,
-        p.Ack,
         p.Release,
         p.Heartbeat,
         p.Attach,
@@ -267,14 +266,23 @@ def whoami(d: Daemon, conn: Connection, r: p.Whoami) -> Op:
 
 
 def list_peers(d: Daemon, conn: Connection, r: p.ListPeers) -> Op:
+    network = r.scope == "network"
+    if network and d.federation is None:
+        raise PeersError(
+            Code.BAD_REQUEST, "scope 'network' needs federation: set nats_url (docs/federation.md)"
+        )
+
     def op() -> Outcome:
         caller = d.store.peer(conn.peer_id) if conn.peer_id else None
-        peers = d.store.list_peers(caller, r.scope, r.include_gone, r.include_self, _machine(conn))
+        scope = "machine" if network else r.scope
+        peers = d.store.list_peers(caller, scope, r.include_gone, r.include_self, _machine(conn))
         if r.group is not None:
             peers = [x for x in peers if x.group == r.group]
         peers = coordination.decorate(d, peers)  # status, note, active files
         if conn.remote:
             peers = [visible(conn, x) for x in peers]
+        if network and d.federation is not None:
+            peers = peers + d.federation.network_peers()
         kept = _within(peers, d.frame_budget)
         return Outcome(p.PeerList(id=r.id, peers=peers[:kept], omitted=len(peers) - kept))
 
@@ -312,7 +320,12 @@ def send(d: Daemon, conn: Connection, r: p.Send) -> Op:
     def op() -> Outcome:
         now = time.time()
         sender = d.store.require_peer(me)
-        recipient = groups.resolve(d.store, sender, r.to, d.machine_id)
+        try:
+            recipient = groups.resolve(d.store, sender, r.to, d.machine_id)
+        except PeersError as e:
+            if e.code != Code.UNKNOWN_PEER or d.federation is None:
+                raise
+            return d.federation.send(sender, r, now)  # a peer on another machine
         if recipient.id == sender.id:
             raise PeersError(Code.BAD_REQUEST, "you cannot send a message to yourself")
         # The one queue check (the store does not repeat it), before a rate token is taken.
@@ -344,6 +357,10 @@ def _health(d: Daemon, peer_id: str, msg: p.Message) -> dict[str, Any]:
 
 def broadcast(d: Daemon, conn: Connection, r: p.Broadcast) -> Op:
     me = _me(conn)
+    if r.scope == "network":
+        raise PeersError(
+            Code.BAD_REQUEST, "broadcast stays on this machine; send to name@host instead"
+        )
     _check_text(d, r.text)
     s = d.settings
 
@@ -378,6 +395,13 @@ def message_status(d: Daemon, conn: Connection, r: p.MessageStatus) -> Op:
             for item in d.store.statuses(r.message_ids, _caller(d, conn))
         ]
         items = mailops.statuses(d, items)
+        if d.federation is not None:  # mail to other machines: outbox or stream
+            items = [
+                msgspec.structs.replace(item, remote=where)
+                if item.found and (where := d.store.outbox.where(item.message_id))
+                else item
+                for item in items
+            ]
         return Outcome(p.Statuses(id=r.id, items=items))
 
     return op
@@ -406,10 +430,12 @@ def ack(d: Daemon, conn: Connection, r: p.Ack) -> Op:
         now = time.time()
         fresh, already = d.store.ack(me, r.message_ids, r.via, now)
         msgs = d.store.messages_by_ids(fresh)
-        return Outcome(
-            p.Acked(id=r.id, acked=fresh, already=already),
-            d.receipt_effects(msgs, "delivered", now, r.via),
-        )
+        effects = d.receipt_effects(msgs, "delivered", now, r.via)
+        # Mail from another machine: its receipt goes back (peersd/outbox.py).
+        seqs = [seq for seq in map(d.store.parse_id, fresh) if seq is not None]
+        if d.store.outbox.settled(seqs, "delivered", now, r.via) and d.federation is not None:
+            effects.append(d.federation.kick.set)
+        return Outcome(p.Acked(id=r.id, acked=fresh, already=already), effects)
 
     return op
 
@@ -491,6 +517,7 @@ def status(d: Daemon, conn: Connection, r: p.Status) -> Op:
                 last_sweep_ms=d.housekeeper.last_sweep_ms,
                 adopted_socket=d.adopted,
                 warnings=tcp_warnings(d.settings),
+                federation=d.federation.status() if d.federation is not None else None,
             )
         )
 

@@ -30,6 +30,9 @@ log = logging.getLogger("peersd")
 
 PURGE_INTERVAL = 600.0
 """Seconds between deletions of history past its retention (a scan, so not every sweep)."""
+RECEIPT_GRACE = 3600.0
+"""Seconds past its expiry that mail to another machine waits for that machine's receipt
+before it is expired here as well."""
 NOTIFY_TIMEOUT = 5.0
 """Seconds a desktop notifier may take before it is killed."""
 
@@ -94,12 +97,23 @@ class Housekeeper:
             expired = self.d.store.upkeep.expire_messages(now)
             if expired:
                 effects += self.d.receipt_effects(expired, "expired", now, None)
+                # Mail from another machine: its sender hears it expired (peersd/outbox.py).
+                seqs = [seq for seq in (self.d.store.parse_id(m.id) for m in expired) if seq]
+                if self.d.store.outbox.settled(seqs, "expired", now, None):
+                    fed = self.d.federation
+                    if fed is not None:
+                        effects.append(fed.kick.set)
+            # Our mail to another machine that never settled (docs/federation.md).
+            unsettled = self.d.store.outbox.expire_sent(now, RECEIPT_GRACE)
+            if unsettled:
+                effects += self.d.receipt_effects(unsettled, "expired", now, None)
             closed = proposals.expire_due(self.d, now)  # past their deadline
             if closed:
                 closed.append(lambda: self.d.publish("overseer", p.WorkChanged(what="proposals")))
             effects += closed
             if now - self.last_purge > PURGE_INTERVAL:
                 machines = self.d.store.upkeep.purge(now, s.history_retention, s.gone_retention)[2]
+                self.d.store.outbox.purge()  # what the purged messages no longer need
                 if machines:
                     log.info("forgot %d hub machine(s) not seen for gone_retention", machines)
                 self.last_purge = now

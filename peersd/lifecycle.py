@@ -352,6 +352,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
                     ready.set()
                 daemon.spawn(daemon.housekeeper.run())
                 daemon.spawn(index_loop(daemon))
+                if daemon.federation is not None:
+                    daemon.spawn(daemon.federation.run())
                 await daemon.stop_requested.wait()
                 log.info("stopping: finishing writes in flight")
             except Exception as e:  # raised as itself below, not in an ExceptionGroup

@@ -76,7 +76,8 @@ ClientKind = Literal[
 ]
 HOOK_CLIENTS = ("claude-code", "codex", "gemini", "cursor", "copilot", "opencode", "antigravity")
 """Client kinds whose sessions get mail by hook (``peers install <client>`` wires one)."""
-Scope = Literal["machine", "directory", "repo", "all", "group"]
+Scope = Literal["machine", "directory", "repo", "all", "group", "network"]
+"""``network``: this machine's peers and those of every federated machine (docs/federation.md)."""
 ReceiveMode = Literal["push", "hook", "poll"]
 DeliveryPath = Literal["channel", "hook", "wake", "wait", "check", "cli"]
 MessageState = Literal["queued", "leased", "delivered", "expired"]
@@ -206,6 +207,9 @@ class MessageStatusItem(msgspec.Struct, omit_defaults=True):
     expires_at: float | None = None
     wake: Wake | None = None
     """The idle wake that told its recipient about it, if any (kept in memory)."""
+    remote: str | None = None
+    """Mail to another machine (federation): ``outbox for NODE`` (waiting for NATS) or
+    ``published to NODE`` (in the mail stream; delivered once its receipt is back)."""
     kind: KindName | None = None
     answer: Answer | None = None
     """The latest reply to it (for an approval or verification request: the latest answer
@@ -911,6 +915,29 @@ class HistoryPage(Frame, tag="history_page"):
     next_before: int | None = None
 
 
+# --------------------------------------------------------------------------- federation
+# Answers about the link to other machines over NATS (docs/federation.md). Requests are
+# the existing ones: list_peers(scope="network"), send to name@host, message_status.
+
+
+class FederationState(msgspec.Struct, omit_defaults=True):
+    """In ``status`` answers when ``nats_url`` is set."""
+
+    node: str
+    """This machine's node name in NATS (its host label as a subject token)."""
+    servers: list[str]
+    connected: bool
+    outbox: int = 0
+    """Frames (mail, receipts) stored here that are not in the stream yet."""
+    machines: int = 0
+    """Other machines in the directory now."""
+    published: int = 0
+    received: int = 0
+    """Frames published and received since the daemon started."""
+    error: str = ""
+    """Why it is not connected, when it is not."""
+
+
 class DaemonStatus(Frame, tag="daemon_status"):
     id: int
     version: str
@@ -931,6 +958,8 @@ class DaemonStatus(Frame, tag="daemon_status"):
     adopted_socket: bool = False
     warnings: list[str] = []
     """Configuration that works but is risky, e.g. a TCP listener without a token."""
+    federation: FederationState | None = None
+    """The NATS link, when federation is on."""
 
 
 class KillResult(Frame, tag="kill_result"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import apsw
 
-from . import files, mailstore, workstate
+from . import files, mailstore, outbox, workstate
 from .errors import ConfigError, StoreError
 from .private_files import ensure_own_dir, open_own_file
 
@@ -137,6 +137,8 @@ MIGRATIONS.append(
 )
 # Typed requests, snapshots, threads, reactions and full-text search (peersd/mailstore.py).
 MIGRATIONS.append(mailstore.MIGRATION)
+# Federation over NATS: the outbox, our mail to other machines, mail from them (peersd/outbox.py).
+MIGRATIONS.append(outbox.MIGRATION)
 
 
 def open_database(path: Path, sync: str) -> apsw.Connection:

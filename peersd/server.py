@@ -20,6 +20,7 @@ from .commit import GroupCommit
 from .config import Settings
 from .connection import Connection
 from .errors import Code, PeersError
+from .federation import Federation
 from .handlers import HANDLERS, SINGLE_STATEMENT, Effect, visible
 from .housekeeping import Housekeeper
 from .overseer import PEER_CHANGES, WORK_CHANGES
@@ -82,6 +83,8 @@ class Daemon:
         self._conn_seq = 0
         self.housekeeper = Housekeeper(self)
         self.waker = Waker(self)
+        self.federation: Federation | None = Federation(self) if settings.nats_url else None
+        """The link to other machines over NATS (peersd.federation), when ``nats_url`` is set."""
 
     def next_conn_id(self) -> int:
         self._conn_seq += 1

@@ -23,7 +23,7 @@ from typing import Any
 import apsw
 import msgspec
 
-from . import audit, files, groups, kinds, machines, mailstore, schema, upkeep, workstate
+from . import audit, files, groups, kinds, machines, mailstore, outbox, schema, upkeep, workstate
 from .errors import Code, PeersError
 from .errors import StoreError as StoreError  # still importable from here
 from .identity import START_TOLERANCE, same_start
@@ -123,6 +123,7 @@ class Store:
         """TTL of the mail the store sends by itself (a task passed to a successor); the
         daemon sets it from ``message_ttl``."""
         self.mail = mailstore.MailStore(self)
+        self.outbox = outbox.Outbox(self)
 
     # ---------------------------------------------------------------- lifecycle
 

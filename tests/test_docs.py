@@ -171,7 +171,9 @@ def test_each_event_documents_exactly_its_fields(cls: type) -> None:
 
 
 @pytest.mark.parametrize(
-    "cls", [p.Peer, p.Message, p.MessageStatusItem, p.SentItem], ids=lambda c: c.__name__
+    "cls",
+    [p.Peer, p.Message, p.MessageStatusItem, p.SentItem, p.FederationState],
+    ids=lambda c: c.__name__,
 )
 def test_each_value_type_documents_exactly_its_fields(cls: type) -> None:
     body = section(VALUES, f"### {cls.__name__}")

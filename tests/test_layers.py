@@ -38,6 +38,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.paths",
         "peersd.globs",
         "peersd.kinds",
+        "peersd.natsconf",
     },
     "store": {
         "peersd.store",
@@ -50,6 +51,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.workstate",
         "peersd.groups",
         "peersd.mailstore",
+        "peersd.outbox",
     },
     "daemon": {
         "peersd.overseer",
@@ -68,6 +70,8 @@ LAYERS: dict[str, set[str]] = {
         "peersd.proposals",
         "peersd.report",
         "peersd.mailops",
+        "peersd.federation",
+        "peersd.directory",
     },
     "client": {"peersd.client", "peersd.autostart", "peersd.wire"},
 }
