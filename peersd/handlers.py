@@ -278,6 +278,8 @@ def list_peers(d: Daemon, conn: Connection, r: p.ListPeers) -> Op:
         peers = d.store.list_peers(caller, scope, r.include_gone, r.include_self, _machine(conn))
         if r.group is not None:
             peers = [x for x in peers if x.group == r.group]
+        from . import coordination  # the feature modules import this one: at call time
+
         peers = coordination.decorate(d, peers)  # status, note, active files
         if conn.remote:
             peers = [visible(conn, x) for x in peers]
@@ -314,6 +316,8 @@ def _check_text(d: Daemon, text: str) -> None:
 def send(d: Daemon, conn: Connection, r: p.Send) -> Op:
     me = _me(conn)
     _check_text(d, r.text)
+    from . import mailops  # the feature modules import this one: at call time
+
     mailops.check_typed(d, r.typed)
     s = d.settings
 
@@ -346,6 +350,8 @@ def send(d: Daemon, conn: Connection, r: p.Send) -> Op:
 def _health(d: Daemon, peer_id: str, msg: p.Message) -> dict[str, Any]:
     """The delivery-health fields of a ``Sent`` / ``SentItem`` for ``msg`` to ``peer_id``."""
     peer = d.store.require_peer(peer_id)  # after the send: pending counts this message
+    from . import coordination  # the feature modules import this one: at call time
+
     return {
         "message_id": msg.id,
         "reach": coordination.reach(d, peer),
@@ -374,6 +380,8 @@ def broadcast(d: Daemon, conn: Connection, r: p.Broadcast) -> Op:
             d.rate_limits.take(me, len(targets))
         sent: list[p.SentItem] = []
         effects: list[Effect] = []
+        from . import mailops  # the feature modules import this one: at call time
+
         extra = mailops.extra(d, sender, sender, None, None, None, r.context)
         for peer in targets:
             msg = d.store.send(sender, peer, r.text, None, now, s.message_ttl, extra)
@@ -394,6 +402,8 @@ def message_status(d: Daemon, conn: Connection, r: p.MessageStatus) -> Op:
             else item
             for item in d.store.statuses(r.message_ids, _caller(d, conn))
         ]
+        from . import mailops  # the feature modules import this one: at call time
+
         items = mailops.statuses(d, items)
         if d.federation is not None:  # mail to other machines: outbox or stream
             items = [
@@ -632,34 +642,3 @@ HANDLERS: dict[type[p.Request[Any]], Handler] = {
     p.ListMachines: list_machines,
     p.SetGroup: set_group,
 }
-
-# Working on the same repository (peersd/coordination.py): its requests join the table.
-from . import coordination  # noqa: E402
-
-HANDLERS.update(coordination.HANDLERS)
-
-# Typed answers, threads, reactions and search (peersd/mailops.py).
-from . import mailops  # noqa: E402
-
-HANDLERS.update(mailops.HANDLERS)
-SINGLE_STATEMENT = SINGLE_STATEMENT | mailops.SINGLE_STATEMENT
-index_loop = mailops.index_loop
-"""The background search indexing the daemon runs (here: mailops needs this module first)."""
-SINGLE_STATEMENT = SINGLE_STATEMENT | coordination.SINGLE_STATEMENT
-
-# Shared work state (peersd/tasks.py, peersd/decisions.py): tasks and the decisions board.
-from . import decisions, tasks  # noqa: E402
-
-HANDLERS.update(tasks.HANDLERS)
-HANDLERS.update(decisions.HANDLERS)
-SINGLE_STATEMENT = SINGLE_STATEMENT | tasks.SINGLE_STATEMENT | decisions.SINGLE_STATEMENT
-# Groups' proposals and the period report (peersd/proposals.py, peersd/report.py).
-from . import proposals, report  # noqa: E402
-
-HANDLERS.update(proposals.HANDLERS)
-HANDLERS.update(report.HANDLERS)
-SINGLE_STATEMENT = SINGLE_STATEMENT | {p.ListProposals, p.MakeReport}
-# The overseer's dashboard (peersd/overseer.py): the owner's actions on another session.
-from . import overseer  # noqa: E402
-
-HANDLERS.update(overseer.HANDLERS)

@@ -27,7 +27,7 @@ from .config import LAUNCHD_LABEL, ConfigError, Settings
 from .connection import Connection
 from .endpoint import host_port, is_loopback, tcp_warnings
 from .errors import ClaudePeersError
-from .handlers import index_loop
+from .mailops import index_loop
 from .private_files import ensure_private_dir
 from .server import Daemon
 from .store import Store, StoreError

@@ -21,10 +21,11 @@ from .config import Settings
 from .connection import Connection
 from .errors import Code, PeersError
 from .federation import Federation
-from .handlers import HANDLERS, SINGLE_STATEMENT, Effect, visible
+from .handlers import Effect, visible
 from .housekeeping import Housekeeper
 from .overseer import PEER_CHANGES, WORK_CHANGES
 from .ratelimit import SenderLimits
+from .routes import HANDLERS, SINGLE_STATEMENT
 from .store import Store
 from .wake import Waker
 

@@ -58,6 +58,7 @@ LAYERS: dict[str, set[str]] = {
         "peersd.server",
         "peersd.connection",
         "peersd.handlers",
+        "peersd.routes",
         "peersd.housekeeping",
         "peersd.kill",
         "peersd.ratelimit",
@@ -172,3 +173,31 @@ def test_the_check_sees_a_lazy_import(tmp_path: Path) -> None:
     found = imports(src, "peersd.handlers")
     assert {"peersd.client", "peersd.store"} <= found
     assert known("peersd.client.Client") == "client"
+
+
+def test_the_request_table_is_built_above_the_features() -> None:
+    """``peersd.routes`` gathers every feature's handlers; ``handlers`` imports none of
+    them at module level, so any module can be imported first (it once raised "partially
+    initialized module 'peersd.proposals'" when housekeeping was imported before
+    handlers)."""
+    import subprocess
+    import sys
+
+    from peersd import routes
+
+    features = {m.__name__ for m in routes.FEATURES}
+    tree = ast.parse((ROOT / "peersd" / "handlers.py").read_text())
+    top = {
+        f"peersd.{alias.name}"
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module
+        for alias in node.names
+    }
+    assert not top & features, top & features
+    for first in sorted(features | {"peersd.housekeeping", "peersd.federation"}):
+        done = subprocess.run(
+            [sys.executable, "-c", f"import {first}; import peersd.server"],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, (first, done.stderr[-500:])
