@@ -8,6 +8,7 @@ Config formats: shared/reference/clients-2026-12.md §3.1 (Gemini CLI:
 from __future__ import annotations
 
 import json
+import shlex
 import stat
 from pathlib import Path
 from typing import Any
@@ -389,7 +390,8 @@ def test_install_opencode_keeps_the_users_config_and_goes_back(
     }
     source = plugin.read_text()
     assert source.startswith("// claude-peers plugin: written by `peers install opencode`")
-    assert f"const HOOK = {json.dumps([HOOK, '--client', 'opencode'])}\n" in source
+    argv = [*shlex.split(HOOK), "--client", "opencode"]  # spawned without a shell
+    assert f"const HOOK = {json.dumps(argv)}\n" in source
     for hook in ('"tool.execute.after"', '"session.idle"', "client.session.prompt"):
         assert hook in source
 
@@ -444,10 +446,17 @@ def test_doctor_checks_opencode_only_where_it_is_used(
     assert result["opencode MCP"]["status"] == "ok", result["opencode MCP"]
     assert result["opencode plugin"]["status"] == "ok", result["opencode plugin"]
     plugin = home / ".config" / "opencode" / "plugins" / "claude-peers.js"
-    plugin.write_text(plugin.read_text().replace(HOOK, "/gone/peers-hook"))
+    # the launcher's package path moved away: doctor says the hook cannot start
+    paths = install.common.hook_paths()
+    moved = plugin.read_text()
+    for d in paths:
+        moved = moved.replace(
+            json.dumps(json.dumps(d))[1:-1], json.dumps(json.dumps("/gone/src"))[1:-1]
+        )
+    plugin.write_text(moved)
     result = checks(peers(env, "doctor", "--json"))
-    assert result["opencode plugin"]["status"] == "fail"
-    assert "/gone/peers-hook" in result["opencode plugin"]["detail"]
+    assert result["opencode plugin"]["status"] == "fail", result["opencode plugin"]
+    assert "/gone/src" in result["opencode plugin"]["detail"]
 
 
 # --------------------------------------------------------------------------- Antigravity CLI

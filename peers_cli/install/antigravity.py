@@ -29,7 +29,7 @@ from typing import Any
 from peersd.config import Settings
 
 from .common import SERVER_NAME, InstallError, Paths, argv_list, json_servers, tilde, wiring
-from .doctor import Check, _check_binary, _check_server, _command_problem, _not_installed
+from .doctor import Check, _check_binary, _check_server, _hook_problem, _not_installed
 from .doctor import _pick_server as pick_server
 from .edits import (
     Change,
@@ -219,7 +219,7 @@ def _hooks_check(
     if not handlers:
         return _not_installed(check, CLIENT, used, f"no peers-hook hook in {both}")
     for path, event, handler in handlers:
-        if problem := _command_problem(handler.get("command")):
+        if problem := _hook_problem(handler.get("command")):
             return Check(
                 check, "fail", f"a hook in {tilde(path)} {problem}", f"peers install {CLIENT}"
             )

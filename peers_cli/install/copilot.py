@@ -24,17 +24,16 @@ from typing import Any
 from peersd.config import Settings
 
 from .common import (
-    HOOK_SCRIPT,
     SERVER_NAME,
     InstallError,
     Paths,
-    argv0,
     argv_list,
+    is_hook_command,
     json_servers,
     tilde,
     wiring,
 )
-from .doctor import Check, _check_binary, _check_server, _command_problem, _not_installed
+from .doctor import Check, _check_binary, _check_server, _hook_problem, _not_installed
 from .doctor import _pick_server as pick_server
 from .edits import (
     Change,
@@ -64,10 +63,9 @@ def copilot_home(env: Mapping[str, str]) -> Path:
 
 
 def is_our_handler(handler: Any) -> bool:
-    """Whether a Copilot hook handler runs ``peers-hook`` (its ``bash`` command line)."""
-    return isinstance(handler, dict) and os.path.basename(argv0(handler.get("bash"))) == (
-        HOOK_SCRIPT
-    )
+    """Whether a Copilot hook handler runs our hook (its ``bash`` command line), in the
+    ``-I -S`` launcher's form or as ``peers-hook``."""
+    return isinstance(handler, dict) and is_hook_command(handler.get("bash"))
 
 
 def our_handler(hook: str, name: str, pins: Mapping[str, str]) -> dict[str, Any]:
@@ -223,7 +221,7 @@ def _hooks_check(ours: Mapping[str, list[Any]], where: str, used: bool) -> Check
     if not any(ours.values()):
         return _not_installed(check, CLIENT, used, f"no peers-hook hooks in {where}")
     for handler in [h for handlers in ours.values() for h in handlers]:
-        if problem := _command_problem(handler.get("bash")):
+        if problem := _hook_problem(handler.get("bash")):
             return Check(check, "fail", f"a hook in {where} {problem}", f"peers install {CLIENT}")
     missing = [
         event

@@ -28,7 +28,7 @@ from .common import (
     tilde,
     wiring,
 )
-from .doctor import Check, _check_server, _command_problem, _not_installed
+from .doctor import Check, _check_server, _hook_problem, _not_installed
 from .doctor import _pick_server as pick_server
 from .edits import (
     Change,
@@ -183,7 +183,7 @@ def _hooks_check(ours: list[Any], where: str, used: bool) -> Check:
     if not ours:
         return _not_installed(check, CLIENT, used, f"no peers-hook stop hook in {where}")
     for handler in ours:
-        if problem := _command_problem(handler.get("command")):
+        if problem := _hook_problem(handler.get("command")):
             return Check(check, "fail", f"a hook in {where} {problem}", f"peers install {CLIENT}")
         if argv_list(handler.get("command"))[-2:] != ["--client", CLIENT]:
             return Check(

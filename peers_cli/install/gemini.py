@@ -31,7 +31,7 @@ from .common import (
     tilde,
     wiring,
 )
-from .doctor import Check, _check_binary, _check_server, _command_problem, _not_installed
+from .doctor import Check, _check_binary, _check_server, _hook_problem, _not_installed
 from .doctor import _pick_server as pick_server
 from .edits import (
     JsonDoc,
@@ -145,7 +145,7 @@ def _hooks_check(present: Mapping[str, list[tuple[Any, Any]]], where: str, used:
             p
             for found in present.values()
             for _, h in found
-            if (p := _command_problem(h.get("command")))
+            if (p := _hook_problem(h.get("command")))
         }
     )
     if broken:

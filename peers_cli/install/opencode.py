@@ -40,7 +40,7 @@ from .common import (
     tilde,
     wiring,
 )
-from .doctor import Check, _check_binary, _command_problem, _not_installed
+from .doctor import Check, _check_binary, _command_problem, _hook_problem, _not_installed
 from .edits import Change, Report, Step, execute, json_step, read_json, read_text
 from .hooks import hook_command
 
@@ -331,7 +331,7 @@ def doctor_checks(
         )
     else:
         hook = _plugin_hook(plugin or "")
-        problem = _command_problem(shlex.join(hook)) if hook else "has no peers-hook command"
+        problem = _hook_problem(shlex.join(hook)) if hook else "has no peers-hook command"
         if problem:
             plugin_check = Check(
                 "opencode plugin", "fail", f"{plugin_path} {problem}", f"peers install {CLIENT}"
