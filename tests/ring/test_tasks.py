@@ -173,7 +173,7 @@ def test_only_tasks_of_gone_assignees_reopen(ring) -> None:
     with ring.store.transaction():
         assert tasks.reopen_orphans(ring.daemon, soon) == []
         effects = tasks.reopen_orphans(ring.daemon, later)
-    assert len(effects) == 3  # one mail to lead: its ev_mail, wake and ev_traffic
+    assert len(effects) == 4  # one mail to lead: its ev_mail, wake, overseer, ev_traffic
     states = {t: lead.call(p.TaskInfo, task=t).task.state for t in (alive, left, finished)}
     assert states == {alive: "claimed", left: "open", finished: "done"}
     assert "is open again" in lead.call(p.Claim).messages[0].text
