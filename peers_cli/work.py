@@ -27,7 +27,7 @@ SCOPES = ("machine", "directory", "repo")
 def register(cli: ModuleType) -> None:
     """Add the commands to ``cli.app`` (the ``peers_cli.app`` module, however it was run)."""
     app: typer.Typer = cli.app
-    out, safe, errors, connect = cli.out, cli.safe, cli.errors, cli.connect
+    out, err, safe, errors, connect = cli.out, cli.err, cli.safe, cli.errors, cli.connect
     die: Callable[..., NoReturn] = cli.die
     task_app = typer.Typer(help="Add and change tasks (see `peers tasks`).", no_args_is_help=True)
     app.add_typer(task_app, name="task")
@@ -71,9 +71,10 @@ def register(cli: ModuleType) -> None:
             die(f"unknown state {state!r}: use open, claimed, done or cancelled")
         if scope not in (*SCOPES, "all"):
             die(f"unknown scope {scope!r}: use machine, directory, repo or all")
-        found: list[p.Task] = call(
-            p.ListTasks, mine=mine, state=state, final=all_, scope=scope
-        ).tasks
+        reply: p.TaskList = call(p.ListTasks, mine=mine, state=state, final=all_, scope=scope)
+        found = reply.tasks
+        if reply.omitted:
+            err.print(f"{reply.omitted} older task(s) left out to keep the answer small.")
         if as_json:
             cli.emit_json(found)
             return
@@ -182,6 +183,8 @@ def register(cli: ModuleType) -> None:
             out.print(f"  description: {safe(t.description)}")
         if t.result:
             out.print(f"  result: {safe(t.result)}")
+        if t.history_total > len(t.history):
+            out.print(f"  (the last {len(t.history)} of {t.history_total} history entries)")
         for e in t.history:
             to = f" → {e.assignee_name}" if e.assignee_name else ""
             text = f": {e.text}" if e.text else ""
@@ -226,6 +229,9 @@ def register(cli: ModuleType) -> None:
             table.add_column(col, overflow="fold", no_wrap=col in ("V", "WHEN"))
         if everywhere:
             table.add_column("WHERE", overflow="fold")
+        grouped = any(x.group for x in found)  # the operator reads every group's board
+        if grouped:
+            table.add_column("GROUP", overflow="fold")
         for x in found:
             key_cell = x.key + (f" [{x.category}]" if x.category else "")
             value = x.value + (" (revoked)" if x.state == "revoked" else "")
@@ -233,10 +239,13 @@ def register(cli: ModuleType) -> None:
             row.append(str(x.version))
             if everywhere:
                 row.append(safe(x.place))
+            if grouped:
+                row.append(safe(x.group or "-"))
             table.add_row(*row)
             for v in x.history:
                 old = [f"  v{v.version}", safe(v.value), safe(v.rationale), safe(v.by_name)]
-                table.add_row(*old, when(v.at), v.state, *([""] if everywhere else []))
+                pad = [""] * (everywhere + grouped)
+                table.add_row(*old, when(v.at), v.state, *pad)
         out.print(table)
 
     @app.command("decide")

@@ -54,7 +54,9 @@ def task_text(t: p.Task) -> str:
     if t.result:
         lines.append(f"Result: {render.field(t.result, 2000)}")
     if t.history:
-        lines.append("History:")
+        shown = len(t.history)
+        more = f" (the last {shown} of {t.history_total})" if t.history_total > shown else ""
+        lines.append(f"History{more}:")
         for e in t.history:
             to = (
                 f" → {e.assignee_name}"
@@ -144,6 +146,11 @@ class WorkTools:
         else:
             text = f"{len(found)} task(s):\n" + "\n".join(task_line(t) for t in found)
             text += '\nlist_tasks(task_id="…") shows one with its history.'
+        if reply.omitted:
+            text += (
+                f"\n{reply.omitted} older task(s) left out to keep the answer small: narrow "
+                "with state, mine or scope."
+            )
         return _ok(text, {"tasks": [msgspec.to_builtins(t) for t in found]})
 
     async def t_post_decision(self, a: tools.PostDecisionArgs) -> types.CallToolResult:

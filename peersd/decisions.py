@@ -1,10 +1,13 @@
 """The decisions board: what was decided, by whom, when and why, per repository.
 
 One handler per request, in the shape of ``handlers``; ``handlers`` adds ``HANDLERS`` to
-its table. A decision lives in a place (the poster's repository, else its directory) under
-a key; posting the key again makes a new version and revoking it makes one too, so every
-earlier version stays readable (``workstate.Decisions``). Each post or revocation is
-announced once, as ordinary mail, to the live peers ``audience`` picks.
+its table. A decision lives on a board, a place (the poster's repository, else its
+directory) and the poster's isolation group, under a key; posting the key again makes a new
+version and revoking it makes one too, so every earlier version stays readable
+(``workstate.Decisions``). A peer reads, posts and revokes on its own group's board (no
+group: the board of every ungrouped peer and the operator); the operator and an unbound
+connection read every board. Each post or revocation is announced once, as ordinary mail,
+to the live peers ``audience`` picks.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import difflib
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import groups
 from . import protocol as p
 from .errors import Code, PeersError
 from .handlers import Effect, Handler, Op, Outcome, _me
-from .workstate import place_of
+from .workstate import board_of, place_of
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -25,9 +29,19 @@ if TYPE_CHECKING:
 
 def audience(d: Daemon, poster: p.Peer) -> list[p.Peer]:
     """Who hears of a decision: the other live peers of the poster's repository (its
-    directory when it is not in one). The one place that picks them: a group scope is
-    one more branch here."""
-    return d.store.list_peers(poster, "repo")
+    directory when it is not in one) that read its board: the poster's group and the
+    operator (``list_peers`` already keeps only the peers the poster may see; the operator
+    sees every group but posts on the no-group board)."""
+    board = board_of(poster)
+    return [
+        x for x in d.store.list_peers(poster, "repo") if board_of(x) == board or groups.operator(x)
+    ]
+
+
+def _board(viewer: p.Peer | None) -> str | None:
+    """The board group ``viewer`` reads (None: every board, for the operator and an
+    unbound connection)."""
+    return None if viewer is None or groups.operator(viewer) else board_of(viewer)
 
 
 def _announce(
@@ -77,7 +91,7 @@ def post_decision(d: Daemon, conn: Connection, r: p.PostDecision) -> Op:
         poster = d.store.require_peer(me)
         board = d.store.decisions
         place = place_of(poster)
-        before = board.current(poster.machine_id, place, r.key)
+        before = board.current(poster.machine_id, place, board_of(poster), r.key)
         category = r.category
         if category is None and before is not None:
             category = before.category
@@ -111,17 +125,21 @@ def revoke_decision(d: Daemon, conn: Connection, r: p.RevokeDecision) -> Op:
         poster = d.store.require_peer(me)
         board = d.store.decisions
         place = place_of(poster)
-        before = board.current(poster.machine_id, place, r.key)
+        group = board_of(poster)
+        before = board.current(poster.machine_id, place, group, r.key)
         if before is None:
             keys = [
                 x.key
-                for x in board.query(poster.machine_id, place, None, None, None, True, False, 1000)
+                for x in board.query(
+                    poster.machine_id, place, None, None, None, True, False, 1000, group
+                )
             ]
             close = difflib.get_close_matches(r.key, keys, n=3, cutoff=0.5)
             hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+            mine = f" for group {poster.group!r}" if poster.group else ""
             raise PeersError(
                 Code.UNKNOWN_DECISION,
-                f"no decision {r.key!r} in {place}{hint}",
+                f"no decision {r.key!r} in {place}{mine}{hint}",
                 candidates=close,
             )
         if before.state == "revoked":
@@ -155,11 +173,12 @@ def query_decisions(d: Daemon, conn: Connection, r: p.QueryDecisions) -> Op:
 
     def op() -> Outcome:
         machine = place = None
+        caller = d.store.peer(conn.peer_id) if conn.peer_id else None
         if not r.everywhere:
             caller = d.store.require_peer(_me(conn))
             machine, place = caller.machine_id, place_of(caller)
         found = d.store.decisions.query(
-            machine, place, r.key, r.category, r.text, r.revoked, r.history, r.limit
+            machine, place, r.key, r.category, r.text, r.revoked, r.history, r.limit, _board(caller)
         )
         return Outcome(p.DecisionList(id=r.id, decisions=found))
 

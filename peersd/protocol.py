@@ -1110,7 +1110,10 @@ class Task(msgspec.Struct, omit_defaults=True):
     assignee_name: str | None = None
     result: str = ""
     history: list[TaskEvent] = []
-    """Only in ``task_info`` answers and the answers to changes."""
+    """Only in ``task_info`` answers and the answers to changes: the last entries, oldest
+    first, as many as fit (at most ``workstate.HISTORY_SHOWN``)."""
+    history_total: int = 0
+    """With ``history``: how many entries the task has in all."""
 
 
 class TaskResult(Frame, tag="task"):
@@ -1125,6 +1128,9 @@ class TaskResult(Frame, tag="task"):
 class TaskList(Frame, tag="tasks"):
     id: int
     tasks: list[Task]
+    """Each with ``description`` and ``result`` cut to ``tasks.LISTING_TEXT`` characters."""
+    omitted: int = 0
+    """Tasks found but left out (the oldest) to keep the answer inside a frame."""
 
 
 class DecisionVersion(msgspec.Struct, omit_defaults=True):
@@ -1151,6 +1157,8 @@ class Decision(msgspec.Struct, omit_defaults=True):
     place: str
     """The repository (or directory) the decision belongs to."""
     category: str | None = None
+    group: str | None = None
+    """The isolation group whose board it is on (its author's when posted); None: no group."""
     history: list[DecisionVersion] = []
     """Earlier versions, newest first (with ``history``)."""
 

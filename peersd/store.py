@@ -282,7 +282,8 @@ class Store:
 
     def _inherit(self, peer_id: str, machine_id: str, name: str) -> list[int]:
         """Give ``peer_id`` the undelivered mail of gone peers that held ``name`` here, and
-        their open and claimed tasks (each with a mail saying so)."""
+        their open and claimed tasks (each with a mail saying so). Not across isolation
+        groups: a gone peer the successor may not see keeps both."""
         gone = [
             r[0]
             for r in self.conn.execute(
@@ -291,6 +292,13 @@ class Store:
                 (machine_id, name.lower(), peer_id),
             )
         ]
+        if gone and self.grouped:
+            successor = self.require_peer(peer_id)
+            gone = [
+                old
+                for old in gone
+                if (was := self._peers.get(old)) is None or groups.visible(successor, was)
+            ]
         moved: list[int] = []
         for old in gone:
             rows = [

@@ -13,12 +13,20 @@ Who may do what:
   and reassign it; the assignee may reassign it too.
 A gone assignee's tasks pass to the successor of its name with its mail (``Store._inherit``)
 or, after ``task_grace``, are open to anyone again (``reopen_orphans``, run by the sweep).
+A task stays in its creator's isolation group: its assignee is always a peer that may see
+the creator.
+
+Every answer fits in a frame, so a change is never saved and then refused for its size:
+listings cut long texts and leave out the oldest tasks, a task carries only its last
+history entries, and a task keeps at most ``MAX_NOTES`` notes.
 """
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from . import groups
 from . import protocol as p
@@ -35,6 +43,10 @@ FINAL = ("done", "cancelled")
 MAX_LIVE_TASKS = 10000
 """Open and claimed tasks one peer may have created: a runaway loop stops here."""
 TOOL = "update_task"
+MAX_NOTES = 200
+"""Notes one task keeps: past this, ``update_task`` with only a note is refused."""
+LISTING_TEXT = 500
+"""Characters of a description or result a listing shows (``task_info`` shows them whole)."""
 
 
 # --------------------------------------------------------------------------- rules
@@ -90,16 +102,59 @@ def _final(task: p.Task) -> PeersError:
     )
 
 
-def _assignable(d: Daemon, ref: str, viewer: p.Peer) -> p.Peer:
+def _assignable(d: Daemon, ref: str, viewer: p.Peer, creator: p.Peer | None) -> p.Peer:
+    """The live peer ``ref`` names, if ``viewer`` may see it and it may see the task's
+    ``creator`` (a task does not leave its creator's isolation group)."""
     peer = groups.resolve(d.store, viewer, ref, d.machine_id)
     if peer.state != "active":
+        seen = {x.name for x in d.store.list_peers(viewer, "all", include_self=True)}
+        close = [x for x in d.store.close_names(peer.name) if x in seen]
+        hint = f" (did you mean: {', '.join(close)}?)" if close else ""
         raise PeersError(
             Code.BAD_REQUEST,
             f"{peer.name} ({peer.id}) is gone; assign the task to a live session "
-            "(list_peers shows them)",
-            candidates=d.store.close_names(peer.name),
+            f"(list_peers shows them){hint}",
+            candidates=close,
+        )
+    if creator is not None and not groups.visible(peer, creator):
+        theirs = f"group {peer.group!r}" if peer.group else "no group"
+        made = f"group {creator.group!r}" if creator.group else "no group"
+        raise PeersError(
+            Code.FORBIDDEN,
+            f"{peer.name} is in {theirs} and may not see {creator.name}, who made the task "
+            f"in {made}; assign it to a peer of that group",
         )
     return peer
+
+
+def _fit(d: Daemon, answer: p.TaskResult) -> p.TaskResult:
+    """``answer`` with as many of its last history entries as fit in a frame (the task
+    itself always does: its texts have length limits)."""
+    task = answer.task
+    size = len(msgspec.msgpack.encode(answer))
+    if size <= d.frame_budget:
+        return answer
+    kept = list(task.history)
+    sizes = [len(msgspec.msgpack.encode(e)) for e in kept]
+    while kept and size > d.frame_budget:
+        size -= sizes.pop(0)
+        kept.pop(0)
+    return msgspec.structs.replace(answer, task=msgspec.structs.replace(task, history=kept))
+
+
+def _short(task: p.Task) -> p.Task:
+    """``task`` as a listing shows it: description and result cut to ``LISTING_TEXT``."""
+    if len(task.description) <= LISTING_TEXT and len(task.result) <= LISTING_TEXT:
+        return task
+    return msgspec.structs.replace(
+        task,
+        description=_cut(task.description),
+        result=_cut(task.result),
+    )
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= LISTING_TEXT else text[: LISTING_TEXT - 1] + "…"
 
 
 # --------------------------------------------------------------------------- mail
@@ -145,7 +200,22 @@ def text_for(task: p.Task, actor: str, what: str, role: str, note: str = "") -> 
             + (f"{task.assignee_name}." if task.assignee_name else "nobody.")
             + _quote("Note", note)
         )
+    if what == "claimed" and role == "assignee":  # claimed for them by someone else
+        return (
+            head + f"{actor} assigned you task {task.id}: {title}, and marked it claimed: you "
+            "are working on it."
+            + _quote("Description", task.description)
+            + _quote("Note", note)
+            + f'\nWhat to do: when it is finished, {TOOL}(task_id="{task.id}", state="done", '
+            f'result="what you did"). If you cannot do it, {TOOL}(task_id="{task.id}", '
+            'state="open", note="why") hands it back.'
+        )
     if what == "claimed":
+        if task.assignee_name != actor:
+            return (
+                head + f"{actor} marked your task {task.id} {title} claimed by "
+                f"{task.assignee_name}, who is working on it." + _quote("Note", note)
+            )
         return (
             head
             + f"{actor} claimed your task {task.id} {title} and is working on it."
@@ -220,7 +290,7 @@ def create_task(d: Daemon, conn: Connection, r: p.CreateTask) -> Op:
     def op() -> Outcome:
         now = time.time()
         creator = d.store.require_peer(me)
-        assignee = _assignable(d, r.assignee, creator) if r.assignee is not None else None
+        assignee = _assignable(d, r.assignee, creator, creator) if r.assignee else None
         if d.store.tasks.live_count(me) >= MAX_LIVE_TASKS:
             raise PeersError(
                 Code.BAD_REQUEST,
@@ -232,9 +302,8 @@ def create_task(d: Daemon, conn: Connection, r: p.CreateTask) -> Op:
         if assignee is not None:
             mails.append((assignee.id, text_for(task, creator.name, "created", "assignee")))
         effects, notified, skipped = _announce(d, creator, mails, now)
-        return Outcome(
-            p.TaskResult(id=r.id, task=task, notified=notified, skipped=skipped), effects
-        )
+        answer = p.TaskResult(id=r.id, task=task, notified=notified, skipped=skipped)
+        return Outcome(_fit(d, answer), effects)
 
     return op
 
@@ -262,6 +331,7 @@ def update_task(d: Daemon, conn: Connection, r: p.UpdateTask) -> Op:
         mine = task.assignee == actor.id
         tasks = d.store.tasks
         changed = False
+        claimer = actor  # who holds the task once claimed: the new assignee when one is given
 
         if r.assignee is not None:
             if not (manager or mine):
@@ -270,16 +340,18 @@ def update_task(d: Daemon, conn: Connection, r: p.UpdateTask) -> Op:
                     f"only the creator ({task.creator_name}), the assignee or a person at the "
                     f"CLI may reassign task {task.id}",
                 )
-            new = _assignable(d, r.assignee, actor)
+            new = _assignable(d, r.assignee, actor, d.store.peer(task.creator))
+            claimer = new
             if new.id != task.assignee:
                 before = task.assignee
                 tasks.change(seq, actor, "assigned", now, state="open", assignee=new, text=note)
                 task = _require(d, r.task)
-                mails += [
-                    (new.id, text_for(task, actor.name, "assigned", "assignee", note)),
-                    (before, text_for(task, actor.name, "assigned", "previous", note)),
-                    (task.creator, text_for(task, actor.name, "assigned", "creator", note)),
-                ]
+                mails.append((before, text_for(task, actor.name, "assigned", "previous", note)))
+                if r.state != "claimed":  # else the claim below tells them
+                    mails += [
+                        (new.id, text_for(task, actor.name, "assigned", "assignee", note)),
+                        (task.creator, text_for(task, actor.name, "assigned", "creator", note)),
+                    ]
                 mine = new.id == actor.id
                 changed = True
 
@@ -296,15 +368,19 @@ def update_task(d: Daemon, conn: Connection, r: p.UpdateTask) -> Op:
                         f"creator ({task.creator_name}) or a person at the CLI can claim it",
                     )
                 if task.assignee is None and not in_scope(
-                    task, machine, actor, d.store.peer(task.creator)
+                    task, machine, claimer, d.store.peer(task.creator)
                 ):
+                    who = "you are" if claimer.id == actor.id else f"{claimer.name} is"
                     raise PeersError(
                         Code.FORBIDDEN,
-                        f"task {task.id} is open to peers in its {_where(task)}; you are not there",
+                        f"task {task.id} is open to peers in its {_where(task)}; {who} not there",
                     )
-                tasks.change(seq, actor, "claimed", now, state="claimed", assignee=actor, text=note)
+                tasks.change(
+                    seq, actor, "claimed", now, state="claimed", assignee=claimer, text=note
+                )
                 task = _require(d, r.task)
                 mails += [
+                    (claimer.id, text_for(task, actor.name, "claimed", "assignee", note)),
                     (task.creator, text_for(task, actor.name, "claimed", "creator", note)),
                     (before, text_for(task, actor.name, "assigned", "previous", note)),
                 ]
@@ -352,12 +428,18 @@ def update_task(d: Daemon, conn: Connection, r: p.UpdateTask) -> Op:
                     (before, text_for(task, actor.name, state, "assignee", note)),
                 ]
             changed = True
-        elif r.state == "claimed" and not mine:
+        elif r.state == "claimed" and task.assignee != claimer.id:
             raise PeersError(
                 Code.TASK_STATE, f"task {task.id} is already claimed by {task.assignee_name}"
             )
 
         if note and not changed:
+            if tasks.notes(seq) >= MAX_NOTES:
+                raise PeersError(
+                    Code.TOO_LARGE,
+                    f"task {task.id} has {MAX_NOTES} notes, the most a task keeps; put what "
+                    "matters in its result when it is done, or create a follow-up task",
+                )
             tasks.event(seq, actor, "note", task.state, now, task.assignee_name, note)
             mails += [
                 (task.creator, text_for(task, actor.name, "note", "creator", note)),
@@ -365,9 +447,8 @@ def update_task(d: Daemon, conn: Connection, r: p.UpdateTask) -> Op:
             ]
         task = _require(d, r.task, history=True)
         effects, notified, skipped = _announce(d, actor, mails, now)
-        return Outcome(
-            p.TaskResult(id=r.id, task=task, notified=notified, skipped=skipped), effects
-        )
+        answer = p.TaskResult(id=r.id, task=task, notified=notified, skipped=skipped)
+        return Outcome(_fit(d, answer), effects)
 
     return op
 
@@ -401,7 +482,14 @@ def list_tasks(d: Daemon, conn: Connection, r: p.ListTasks) -> Op:
             where.append(f"({seen} OR assignee = ?)")
             args += [*seen_args, caller.id]
         rows = d.store.tasks.listing(states, r.limit, " AND ".join(where), args)
-        return Outcome(p.TaskList(id=r.id, tasks=[t for t, _machine in rows]))
+        found = [_short(t) for t, _machine in rows]
+        kept, spent = 0, 0
+        for task in found:  # newest first: the oldest are left out
+            spent += len(msgspec.msgpack.encode(task))
+            if kept and spent > d.frame_budget:
+                break
+            kept += 1
+        return Outcome(p.TaskList(id=r.id, tasks=found[:kept], omitted=len(found) - kept))
 
     return op
 
@@ -410,7 +498,7 @@ def task_info(d: Daemon, conn: Connection, r: p.TaskInfo) -> Op:
     def op() -> Outcome:
         viewer = d.store.peer(conn.peer_id) if conn.peer_id else None
         task = _require(d, r.task, history=True, viewer=viewer)
-        return Outcome(p.TaskResult(id=r.id, task=task))
+        return Outcome(_fit(d, p.TaskResult(id=r.id, task=task)))
 
     return op
 

@@ -3,9 +3,10 @@
 - ``tasks``: one row per task (its state, creator, assignee, where it was made), and
   ``task_events``: every change to it (who, when, what, the state after, a note or
   result), so a task explains itself.
-- ``decisions``: every version of every decision, per place (a repository, or a directory
-  outside any) and key; the current one is the highest version. A revocation is a
-  version too, so nothing is ever overwritten.
+- ``decisions``: every version of every decision, per board and key; the current one is
+  the highest version. A revocation is a version too, so nothing is ever overwritten. A
+  board is a place (a repository, or a directory outside any) and an isolation group (the
+  author's when it posted, ``''`` for none): each group keeps its own decisions.
 
 A task's assignee is a peer id. When that peer is gone its open and claimed tasks wait:
 a successor of its name takes them over like its mail (``pass_tasks``, called from
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from . import groups
 from .protocol import Decision, DecisionVersion, Message, Peer, Task, TaskEvent
 
 if TYPE_CHECKING:
@@ -71,7 +73,8 @@ CREATE TABLE decisions(
     author TEXT NOT NULL,
     author_name TEXT NOT NULL,
     at REAL NOT NULL,
-    UNIQUE (machine_id, place, key, version)
+    group_name TEXT NOT NULL DEFAULT '',
+    UNIQUE (machine_id, place, group_name, key, version)
 );
 CREATE INDEX decisions_category ON decisions(category);
 """
@@ -80,6 +83,8 @@ CREATE INDEX decisions_category ON decisions(category);
 TASK_COLUMNS = """seq, title, state, scope, creator, creator_name, created, updated, cwd,
     description, repo, assignee, assignee_name, result"""
 LIVE = ("open", "claimed")
+HISTORY_SHOWN = 50
+"""History entries a task answer carries, the newest (``Task.history_total`` counts all)."""
 
 
 def task_id(seq: int) -> str:
@@ -122,6 +127,8 @@ class Tasks:
         return self.store.conn
 
     def get(self, seq: int, history: bool = False) -> Task | None:
+        """The task; with ``history``, its last ``HISTORY_SHOWN`` entries (oldest first)
+        and in ``history_total`` how many it has in all."""
         row = self.conn.execute(
             f"SELECT {TASK_COLUMNS} FROM tasks WHERE seq = ?", (seq,)
         ).fetchone()
@@ -133,11 +140,24 @@ class Tasks:
                 TaskEvent(*r)
                 for r in self.conn.execute(
                     "SELECT at, actor, actor_name, what, state, assignee_name, text "
-                    "FROM task_events WHERE task = ? ORDER BY seq",
-                    (seq,),
+                    "FROM task_events WHERE task = ? ORDER BY seq DESC LIMIT ?",
+                    (seq, HISTORY_SHOWN),
                 )
-            ]
+            ][::-1]
+            task.history_total = int(
+                self.conn.execute(
+                    "SELECT count(*) FROM task_events WHERE task = ?", (seq,)
+                ).fetchone()[0]
+            )
         return task
+
+    def notes(self, seq: int) -> int:
+        """How many notes (history entries ``note``) the task has."""
+        return int(
+            self.conn.execute(
+                "SELECT count(*) FROM task_events WHERE task = ? AND what = 'note'", (seq,)
+            ).fetchone()[0]
+        )
 
     def create(
         self,
@@ -247,7 +267,8 @@ class Tasks:
 
     def pass_tasks(self, old: str, new: Peer, now: float) -> list[Message]:
         """Give ``new`` the open and claimed tasks of the gone peer ``old`` (a successor of
-        its name), each with a mail telling it so; the mails sent."""
+        its name), each with a mail telling it so; the mails sent. A task whose creator
+        ``new`` may not see (another isolation group) stays for ``orphaned`` to reopen."""
         seqs = [
             r[0]
             for r in self.conn.execute(
@@ -261,6 +282,11 @@ class Tasks:
         for seq in seqs:
             task = self.get(seq)
             assert task is not None
+            creator = self.store.peer(task.creator)
+            if creator is not None and not groups.visible(new, creator):
+                continue
+            if gone is not None and not groups.visible(new, gone):
+                continue  # not even a mail across groups
             self.change(seq, new, "passed", now, state=task.state, assignee=new)
             if gone is not None:
                 text = passed_text(task, gone.name)
@@ -280,7 +306,14 @@ class Tasks:
         return [(_task(row[:-1]), str(row[-1])) for row in rows]
 
 
+def board_of(peer: Peer) -> str:
+    """The decisions board group of a peer: its isolation group, ``''`` for none."""
+    return peer.group or ""
+
+
 class Decisions:
+    """Decisions per board: a place and a group (``board_of`` the author)."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
 
@@ -288,11 +321,11 @@ class Decisions:
     def conn(self):  # type: ignore[no-untyped-def]
         return self.store.conn
 
-    def current(self, machine_id: str, place: str, key: str) -> Decision | None:
+    def current(self, machine_id: str, place: str, group: str, key: str) -> Decision | None:
         row = self.conn.execute(
             f"SELECT {DECISION_COLUMNS} FROM decisions WHERE machine_id = ? AND place = ? "
-            "AND key = ? ORDER BY version DESC LIMIT 1",
-            (machine_id, place, key),
+            "AND group_name = ? AND key = ? ORDER BY version DESC LIMIT 1",
+            (machine_id, place, group, key),
         ).fetchone()
         return None if row is None else _decision(row)
 
@@ -308,12 +341,14 @@ class Decisions:
         author: Peer,
         now: float,
     ) -> Decision:
-        """Store the next version of ``key`` (the first is 1)."""
-        before = self.current(machine_id, place, key)
+        """Store the next version of ``key`` on the author's board (the first is 1)."""
+        group = board_of(author)
+        before = self.current(machine_id, place, group, key)
         version = 1 if before is None else before.version + 1
         self.conn.execute(
             "INSERT INTO decisions(machine_id, place, key, version, value, rationale, category, "
-            "state, author, author_name, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "state, author, author_name, at, group_name) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 machine_id,
                 place,
@@ -326,9 +361,10 @@ class Decisions:
                 author.id,
                 author.name,
                 now,
+                group,
             ),
         )
-        found = self.current(machine_id, place, key)
+        found = self.current(machine_id, place, group, key)
         assert found is not None
         return found
 
@@ -342,11 +378,13 @@ class Decisions:
         revoked: bool,
         history: bool,
         limit: int,
+        group: str | None = None,
     ) -> list[Decision]:
-        """Current versions matching every filter given, newest first."""
+        """Current versions matching every filter given, newest first; ``group`` (a board
+        group, ``''`` for none) keeps one group's board, None every board."""
         where = [
             "version = (SELECT max(version) FROM decisions x WHERE x.machine_id = d.machine_id "
-            "AND x.place = d.place AND x.key = d.key)"
+            "AND x.place = d.place AND x.group_name = d.group_name AND x.key = d.key)"
         ]
         args: list[object] = []
         if machine_id is not None:
@@ -355,6 +393,9 @@ class Decisions:
         if place is not None:
             where.append("place = ?")
             args.append(place)
+        if group is not None:
+            where.append("group_name = ?")
+            args.append(group)
         if key is not None:
             where.append("key = ?")
             args.append(key)
@@ -379,24 +420,29 @@ class Decisions:
         for row in self.conn.execute(sql, [*args, limit]):
             decision = _decision(row[:-1])
             if history:
-                decision.history = self.versions(str(row[-1]), decision.place, decision.key)[1:]
+                decision.history = self.versions(
+                    str(row[-1]), decision.place, decision.group or "", decision.key
+                )[1:]
             found.append(decision)
         return found
 
-    def versions(self, machine_id: str, place: str, key: str) -> list[DecisionVersion]:
-        """Every version of ``key``, newest first."""
+    def versions(self, machine_id: str, place: str, group: str, key: str) -> list[DecisionVersion]:
+        """Every version of ``key`` on the board (``place``, ``group``), newest first."""
         return [
             DecisionVersion(*row)
             for row in self.conn.execute(
                 "SELECT version, value, rationale, state, author, author_name, at, category "
-                "FROM decisions WHERE machine_id = ? AND place = ? AND key = ? "
+                "FROM decisions WHERE machine_id = ? AND place = ? AND group_name = ? AND key = ? "
                 "ORDER BY version DESC",
-                (machine_id, place, key),
+                (machine_id, place, group, key),
             )
         ]
 
 
-DECISION_COLUMNS = "key, value, rationale, state, version, author, author_name, at, place, category"
+DECISION_COLUMNS = (
+    "key, value, rationale, state, version, author, author_name, at, place, category, "
+    "nullif(group_name, '')"
+)
 
 
 def _decision(row: tuple[Any, ...]) -> Decision:

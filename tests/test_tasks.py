@@ -262,6 +262,90 @@ def test_illegal_changes_are_clear_errors(team: Team) -> None:
         refused(Code.NOT_REGISTERED, lambda: anon.request(p.CreateTask, title="x"), "register")
 
 
+def test_assigning_and_claiming_at_once_keeps_the_new_assignee(team: Team) -> None:
+    """``update_task(assignee=X, state="claimed")``: X holds the task claimed (not the peer
+    making the change), and is told it is working on it."""
+    task = team["lead"].request(p.CreateTask, title="Ship the fix", assignee="web").task
+    team.mail("web")
+    both = team["lead"].request(p.UpdateTask, task=task.id, assignee="api", state="claimed")
+    assert (both.task.state, both.task.assignee_name) == ("claimed", "api")
+    assert [(e.what, e.assignee_name) for e in both.task.history[1:]] == [
+        ("assigned", "api"),
+        ("claimed", "api"),
+    ]
+    assert sorted(both.notified) == ["api", "web"]
+    [told] = team.mail("api")
+    assert "lead assigned you task" in told.text and "marked it claimed" in told.text
+    assert 'state="done"' in told.text
+    [previous] = team.mail("web")
+    assert "no longer yours" in previous.text
+    # A person at the CLI doing it for someone else's task: the creator hears who has it.
+    desk = team.add("desk", kind="cli")
+    theirs = team["web"].request(p.CreateTask, title="Third").task
+    desk.request(p.UpdateTask, task=theirs.id, assignee="api", state="claimed")
+    [creator] = team.mail("web")
+    assert f"desk marked your task {theirs.id}" in creator.text
+    assert "claimed by api" in creator.text
+    # Already the assignee of an open task: claimed for it, not taken over by the actor.
+    other = team["lead"].request(p.CreateTask, title="Second", assignee="web").task
+    team.mail("web")
+    same = team["lead"].request(p.UpdateTask, task=other.id, assignee="web", state="claimed")
+    assert (same.task.state, same.task.assignee_name) == ("claimed", "web")
+    # And again: no change, no error.
+    again = team["lead"].request(p.UpdateTask, task=other.id, assignee="web", state="claimed")
+    assert (again.task.state, again.task.assignee_name) == ("claimed", "web")
+
+
+def test_answers_fit_a_frame_and_notes_are_capped(make_daemon, agents: Agents, repo) -> None:
+    """Long tasks never make an answer too large: a listing cuts descriptions and leaves out
+    the oldest tasks (``omitted``), a task carries its last history entries and how many
+    there are, and past ``MAX_NOTES`` a note is refused before anything is saved, so a
+    refused answer never follows a saved change (a retry cannot duplicate a note)."""
+    from peersd import handlers as _handlers  # noqa: F401 - loads peersd.tasks as peersd does
+    from peersd.tasks import LISTING_TEXT, MAX_NOTES
+    from peersd.workstate import HISTORY_SHOWN
+
+    daemon = make_daemon(max_frame="200000")  # budget: 200000 - 65536 bytes
+    team = Team(daemon, agents, repo)
+    try:
+        c = team.add("lead")
+        wide = "\U0001f600"  # four bytes in UTF-8
+        for i in range(60):
+            c.request(p.CreateTask, title=f"{i} " + wide * 190, description=wide * 8000)
+        listed = c.request(p.ListTasks, limit=1000)
+        assert listed.omitted > 0 and len(listed.tasks) + listed.omitted == 60
+        assert listed.tasks[0].title.startswith("59 ")  # newest first, the oldest left out
+        assert len(listed.tasks[0].description) == LISTING_TEXT
+        assert listed.tasks[0].description.endswith("…")
+        whole = c.request(p.TaskInfo, task=listed.tasks[0].id).task
+        assert whole.description == wide * 8000
+
+        task = c.request(p.CreateTask, title="noisy").task
+        for i in range(8):  # 32 KB each: the whole history no longer fits
+            answer = c.request(p.UpdateTask, task=task.id, note=f"{i}" + wide * 7999).task
+            assert answer.history_total == i + 2
+            assert answer.history[-1].text.startswith(f"{i}")
+        assert len(answer.history) < 9
+        info = c.request(p.TaskInfo, task=task.id).task
+        assert info.history_total == 9 and info.history[-1].text.startswith("7")
+
+        for i in range(MAX_NOTES - 8):
+            answer = c.request(p.UpdateTask, task=task.id, note=f"n{i}").task
+        assert answer.history_total == MAX_NOTES + 1
+        assert len(answer.history) == HISTORY_SHOWN
+        assert answer.history[-1].text == f"n{MAX_NOTES - 9}"
+        refused(
+            Code.TOO_LARGE,
+            lambda: c.request(p.UpdateTask, task=task.id, note="one more"),
+            f"{MAX_NOTES} notes",
+        )
+        assert c.request(p.TaskInfo, task=task.id).task.history_total == MAX_NOTES + 1
+        done = c.request(p.UpdateTask, task=task.id, state="cancelled", note="enough").task
+        assert done.state == "cancelled" and done.history_total == MAX_NOTES + 2
+    finally:
+        team.close()
+
+
 def test_assigning_to_a_gone_session_is_refused(team: Team) -> None:
     team.gone("web")
     refused(
@@ -552,6 +636,7 @@ def test_a_database_of_the_previous_schema_with_data_upgrades(
         assert task.id == "t-1" and task.assignee == "p-0000000b"
         posted = heir.request(p.PostDecision, key="k", value="v", rationale="r")
         assert posted.decision.version == 1 and posted.notified == ["web"]
+        assert posted.decision.group is None  # the no-group board of the new column
     finally:
         team.close()
 

@@ -147,3 +147,29 @@ def test_decision_command_errors(peers: Peers) -> None:
     assert "say why with --why" in peers.fails(1, "revoke-decision", "k")
     assert "no decision 'k'" in peers.fails(1, "revoke-decision", "k", "--why", "x")
     assert "a category" in peers.fails(1, "decisions", "--category", "a b")
+
+
+def test_group_boards_and_long_histories(peers: Peers, daemon: DaemonProc, agents, desk) -> None:
+    """The person at the terminal sees each decision's group (a GROUP column), and a task
+    with a long history says how much of it is shown."""
+    import msgspec
+
+    from peersd.client import session_registration
+
+    with daemon.client("claude-code") as red:
+        req = session_registration(red.settings, agents.spawn().pid, "claude-code", cwd=str(desk))
+        red.call(msgspec.structs.replace(req, name="api", group="red"))
+        red.request(p.PostDecision, key="db.engine", value="postgres", rationale="red plan")
+        r = peers.ok("decisions")
+        assert r.out.split("\n")[0].split()[-1] == "GROUP"
+        assert "postgres" in r.out and r.out.split("\n")[1].split()[-1] == "red"
+        [found] = peers.ok("decisions", "--json").json()
+        assert found["group"] == "red"
+        task = red.request(p.CreateTask, title="long one").task
+        for i in range(55):
+            red.request(p.UpdateTask, task=task.id, note=f"step {i}")
+        r = peers.ok("task", "show", task.id)
+        assert "(the last 50 of 56 history entries)" in r.out
+        assert "): step 5\n" in r.out and "): step 4\n" not in r.out  # entries 7 to 56
+        shown = peers.ok("task", "show", task.id, "--json").json()
+        assert (len(shown["history"]), shown["history_total"]) == (50, 56)

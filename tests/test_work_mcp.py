@@ -110,3 +110,14 @@ async def test_decisions_through_the_tools(daemon, agent_bin, repo) -> None:
         assert bad.is_error and "did you mean: api.errors" in bad.content[0].text
         bad = await b.call("post_decision", key="a b", value="v", rationale="r")
         assert bad.is_error and "a decision key" in bad.content[0].text
+
+
+async def test_a_long_history_says_how_much_is_shown(daemon, agent_bin, repo) -> None:
+    async with mcp_session(daemon, agent_bin, cwd=str(repo)) as lead:
+        text = await lead.text("create_task", title="long one")
+        task_id = text.split()[2].rstrip(",")
+        for i in range(55):
+            await work(lead, "update_task", task_id=task_id, note=f"step {i}")
+        full = await lead.text("list_tasks", task_id=task_id)
+        assert "History (the last 50 of 56):" in full, full
+        assert "step 54" in full and "note (open): step 4\n" not in full
