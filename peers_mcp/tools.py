@@ -34,12 +34,12 @@ Scope = Annotated[
     ),
 ]
 ListScope = Annotated[
-    Literal["machine", "directory", "repo", "network"],
+    Literal["machine", "directory", "repo", "group", "network"],
     Meta(
         description="machine: every session on this machine; directory: sessions in the same "
-        "working directory as you; repo: sessions in the same git repository as you; network: "
-        "this machine's sessions and those of every federated machine (address them as "
-        "name@host)."
+        "working directory as you; repo: sessions in the same git repository as you; group: "
+        "sessions in your group (join_group), on any machine; network: this machine's "
+        "sessions and those of every federated machine (address them as name@host)."
     ),
 ]
 Text = Annotated[str, Meta(min_length=1, description="The message text (up to 32 KiB).")]
