@@ -245,7 +245,13 @@ class Gateway:
         listener = await anyio.create_unix_listener(self.path, mode=0o600)
         self.inode = os.stat(self.path).st_ino
         log.info("listening on %s", self.path)
-        await self.serve(listener)
+        try:
+            await self.serve(listener)
+        finally:
+            # Each code's gateway has a socket name of its own: leave none behind.
+            with contextlib.suppress(OSError):
+                if os.stat(self.path).st_ino == self.inode:
+                    os.unlink(self.path)
 
 
 def main(argv: list[str] | None = None) -> int:

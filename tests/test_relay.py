@@ -550,3 +550,18 @@ def test_the_gateway_log_is_never_written_through_a_link(daemon, agents, tmp_pat
         assert gateways(gateway_sock(daemon)) == []
     finally:
         assert raw.close() == 0
+
+
+def test_a_gateway_that_ends_leaves_no_socket_behind(daemon, agents):
+    """Each code's gateway has a socket name of its own: one that ends removes its own."""
+    raw = Raw(daemon, agents.spawn().pid)
+    raw.send(INIT)
+    assert "result" in raw.answer(0)
+    assert raw.close() == 0
+    path = gateway_sock(daemon)
+    [pid] = gateways(path)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while pid in gateways(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pid not in gateways(path) and not os.path.exists(path)
