@@ -165,7 +165,7 @@ class World:
         self.daemon: subprocess.Popen[bytes] | None = None
         (self.home / "minimal.py").write_text(MINIMAL)
         (self.home / "floor.py").write_text(FLOOR)
-        self.gateway_sock = str(self.settings.run_dir / relay.GATEWAY_NAME)
+        self.gateway_sock = str(self.settings.run_dir / relay.gateway_name(relay.fingerprint()))
 
     def start_daemon(self) -> None:
         with open(self.home / "peersd.log", "wb") as out:

@@ -2,31 +2,37 @@
 
 The SDK's import (pydantic, httpx, starlette, …) costs ~60 MiB and ~0.6 s; paid once here
 instead of by every session. Each ``peers-mcp`` relay (``peers_mcp.relay``, stdlib only)
-connects to ``<run dir>/claude-peers-mcp.sock`` (``relay.gateway_path``) and sends one
+connects to ``<run dir>/claude-peers-mcp-<code tag>.sock`` (``relay.gateway_path``) and sends one
 JSON line, its hello::
 
     {"relay": 1, "fingerprint": "...", "server_name": "claude-peers", "socket": null,
      "config": null, "cwd": "/src/app", "tty": null, "env": {...}}
 
 and gets one line back: ``{"gateway": 1, "pid": …, "agent_pid": …, "agent_kind": …}``,
-or ``{"error": "…", "stale": true|false}``. From then on the connection carries that
-session's MCP messages, newline-delimited JSON-RPC exactly as on stdio, served by one
-``server.PeersMCP`` (its own SDK session and its own daemon connection) until the relay
-hangs up. A line without ``jsonrpc`` from the gateway is for the relay itself:
+or ``{"error": "…"}`` (``env`` holds only the variables ``relay.SESSION_ENV`` names).
+From then on the connection carries that session's MCP messages, newline-delimited
+JSON-RPC exactly as on stdio, served by one ``server.PeersMCP`` (its own SDK session
+and its own daemon connection) until the relay hangs up. A line without ``jsonrpc``
+from the gateway is for the relay itself:
 ``{"peers-relay": "exit", "reason": "…"}`` when the session's agent is gone.
 
 The relay's pid comes from the socket's credentials (``SO_PEERCRED``; the hello's
 ``pid`` elsewhere), and a connection from another uid is refused. Its environment,
-working directory and terminal are what the session's tools see (``server.Origin``).
+working directory and terminal are what the session's tools see (``server.Origin``), and
+what is started for it runs with that environment: an autostarted daemon, ``git status``
+for a send's snapshot. The gateway's own environment is only ``relay.GATEWAY_ENV``.
 
 Lifetime: the first relay that finds nothing listening starts it (``relay.spawn``, under
 an flock, so 50 sessions starting at once start one). It listens only once its imports
 are done, so a relay that connects finds it ready. It exits after ``--idle-exit``
 seconds without a session (default 600), when its socket file is removed or replaced,
-and on SIGTERM/SIGINT. A relay of other code (``fingerprint``: the version and the
-modification times of the package's files) makes it retire: it gives up the socket and
-its lock to a fresh gateway and exits once its own sessions have ended. Its log is
-``<run dir>/claude-peers-mcp.log``.
+and on SIGTERM/SIGINT. Code is told apart by ``relay.fingerprint`` (the version and the
+modification times of the package's files, read once at start), which names the socket:
+after an upgrade new relays start a new gateway beside the old, which ends with its
+sessions (idle exit). A relay whose fingerprint differs from ours (it started before the
+files on disk changed, then started us) is served all the same: the hello is the
+contract, and turning it away would only start another gateway of the same code. Its log
+is ``<run dir>/claude-peers-mcp.log``.
 """
 
 from __future__ import annotations
@@ -114,7 +120,6 @@ class Gateway:
         self.fingerprint = relay.fingerprint()
         self.sessions = 0
         self.idle_since = time.monotonic()
-        self.retired = False
         self.inode: int | None = None
         self.lock_fd: int | None = None
 
@@ -150,11 +155,7 @@ class Gateway:
                 await writer.write(relay.dumps({"error": f"bad hello: {e}"}) + "\n")
             return
         if hello.get("fingerprint") != self.fingerprint:
-            # Other code than ours started this relay: a fresh gateway serves it.
-            self.retire()
-            await writer.write(relay.dumps({"error": "gateway runs other code", "stale": True}))
-            await writer.write("\n")
-            return
+            log.info("a relay of other code (%s); serving it", hello.get("fingerprint"))
         env = {str(k): str(v) for k, v in (hello.get("env") or {}).items()}
         pid = creds[0] if creds is not None else int(hello.get("pid") or 0)
         server_name = str(hello.get("server_name") or "claude-peers")
@@ -195,36 +196,20 @@ class Gateway:
 
     # ------------------------------------------------------------ lifetime
 
-    def retire(self) -> None:
-        """Give the socket path and the lock to a fresh gateway; end with our sessions."""
-        if self.retired:
-            return
-        self.retired = True
-        log.info("a relay of other code connected: retiring once %d session(s) end", self.sessions)
-        with contextlib.suppress(OSError):
-            if os.stat(self.path).st_ino == self.inode:
-                os.unlink(self.path)
-        if self.lock_fd is not None:
-            os.close(self.lock_fd)
-            self.lock_fd = None
-
     async def watch(self, scope: anyio.CancelScope) -> None:
-        """Exit when idle, retired and done, or when our socket file is gone or replaced."""
+        """Exit when idle, or when our socket file is gone or replaced."""
         while True:
             await anyio.sleep(WATCH_INTERVAL)
-            if self.sessions == 0 and (
-                self.retired or time.monotonic() - self.idle_since >= self.idle_exit
-            ):
+            if self.sessions == 0 and time.monotonic() - self.idle_since >= self.idle_exit:
                 log.info("no sessions; exiting")
                 break
-            if not self.retired:
-                try:
-                    ino: int | None = os.stat(self.path).st_ino
-                except OSError:
-                    ino = None
-                if ino != self.inode:
-                    log.info("socket %s is gone or replaced; exiting", self.path)
-                    break
+            try:
+                ino: int | None = os.stat(self.path).st_ino
+            except OSError:
+                ino = None
+            if ino != self.inode:
+                log.info("socket %s is gone or replaced; exiting", self.path)
+                break
         scope.cancel()
 
     async def serve(self, listener: anyio.abc.SocketListener) -> None:
@@ -244,7 +229,8 @@ class Gateway:
 
     def lock(self) -> bool:
         """Take the instance lock; False if another gateway holds it."""
-        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(self.path + ".lock", flags, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -259,7 +245,13 @@ class Gateway:
         listener = await anyio.create_unix_listener(self.path, mode=0o600)
         self.inode = os.stat(self.path).st_ino
         log.info("listening on %s", self.path)
-        await self.serve(listener)
+        try:
+            await self.serve(listener)
+        finally:
+            # Each code's gateway has a socket name of its own: leave none behind.
+            with contextlib.suppress(OSError):
+                if os.stat(self.path).st_ino == self.inode:
+                    os.unlink(self.path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,9 +9,9 @@ terminal; the gateway finds the agent from its pid), and from then on copies the
 session's MCP messages both ways, newline-delimited JSON-RPC as on stdio. The SDK server,
 its tools and the daemon connection of this session live in the gateway.
 
-What the relay keeps, to survive losing the gateway (killed, crashed, retired for newer
-code): the client's ``initialize`` request and ``notifications/initialized``, and the
-ids of the requests still unanswered. When the gateway goes away, each unanswered
+What the relay keeps, to survive losing the gateway (killed, crashed, ended): the
+client's ``initialize`` request and ``notifications/initialized``, and the ids of the
+requests still unanswered. When the gateway goes away, each unanswered
 request gets a JSON-RPC error saying whether it may have been done is not known; the
 relay reconnects (starting a gateway again), replays the handshake to the new session
 (its answer is swallowed unless the client still waits for it) and goes on. Requests
@@ -33,11 +33,17 @@ import sys
 import time
 
 from peersd import __version__
-from peersd.errors import ClaudePeersError
+from peersd.errors import ClaudePeersError, ConfigError
+from peersd.private_files import ensure_private_dir
 
 from .hook import json_loads, json_string
 
-GATEWAY_NAME = "claude-peers-mcp.sock"
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the relay imports no typing
+    from collections.abc import Mapping
+
+GATEWAY_PREFIX = "claude-peers-mcp-"
+"""The gateway's socket is ``<run dir>/claude-peers-mcp-<code tag>.sock`` (``gateway_name``)."""
 LOG_NAME = "claude-peers-mcp.log"
 LOG_LIMIT = 1024 * 1024
 MAX_LINE = 64 * 1024 * 1024
@@ -66,7 +72,8 @@ class Fatal(ClaudePeersError):
 
 
 class GatewayFailed(ClaudePeersError, OSError):
-    """The gateway started for this relay exited at once (no MCP SDK, a broken install)."""
+    """The gateway started for this relay exited at once (no MCP SDK, a broken install),
+    or what is there is not ours: waiting will not help."""
 
 
 # --------------------------------------------------------------------------- JSON
@@ -103,9 +110,46 @@ def loads(raw: bytes) -> object:
         raise ValueError(f"not JSON: {type(e).__name__}") from None
 
 
+GATEWAY_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "PYTHONPATH")
+"""The variables the gateway process itself starts with (``spawn``), from the relay that
+starts it: what Python needs to find the same code and write its log. Nothing else of
+that session reaches the gateway or what it starts for other sessions."""
+SESSION_ENV = (
+    "HOME",
+    "PATH",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "TMPDIR",
+    "TZ",
+    "PYTHONPATH",
+    "CLAUDE_PROJECT_DIR",
+    "CLAUDE_CODE_SESSION_ID",
+    "CODEX_HOME",
+)
+SESSION_ENV_PREFIXES = ("CLAUDE_PEERS_", "GIT_", "XDG_", "LC_")
+"""The hello's ``env``: the session's variables its tools use (settings, agent discovery,
+the project directory and session id), and what an autostarted daemon and ``git status``
+for the send snapshot run with (docs/clients.md). No other variable leaves the relay."""
+
+
+def session_env(env: "Mapping[str, str]") -> dict[str, str]:
+    """The part of ``env`` the gateway is told (``SESSION_ENV``, ``SESSION_ENV_PREFIXES``)."""
+    return {k: v for k, v in env.items() if k in SESSION_ENV or k.startswith(SESSION_ENV_PREFIXES)}
+
+
+def gateway_env(env: "Mapping[str, str]") -> dict[str, str]:
+    """The gateway process's whole environment (``GATEWAY_ENV``)."""
+    found = {k: env[k] for k in GATEWAY_ENV if k in env}
+    found.setdefault("PATH", os.defpath)
+    return found
+
+
 def fingerprint() -> str:
-    """This code's identity: the version and the newest modification of its modules (a
-    gateway of other code retires rather than serve this relay)."""
+    """This code's identity: the version and the newest modification of its modules, read
+    once when a relay or gateway starts (``Relay.__init__``, ``Gateway.__init__``). It
+    names the gateway's socket (``gateway_name``): relays of other code meet other
+    gateways, so neither ever makes the other go away."""
     newest, count = 0, 0
     here = os.path.dirname(os.path.abspath(__file__))
     for folder in (here, os.path.join(os.path.dirname(here), "peersd")):
@@ -150,17 +194,26 @@ def parse_args(argv: list[str]) -> Options:
     return opts
 
 
-def gateway_path(opts: Options) -> str:
+def gateway_name(code: str) -> str:
+    """The socket's file name for the code ``fingerprint`` gives (FNV-1a, 48 bits)."""
+    h = 0xCBF29CE484222325
+    for b in code.encode():
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{GATEWAY_PREFIX}{h >> 16:012x}.sock"
+
+
+def gateway_path(opts: Options, code: str) -> str:
     """The gateway's socket: in the run directory of ``--socket``, else of
-    ``CLAUDE_PEERS_SOCKET``, else ``~/.claude/run``. A config file is not read here (it
-    would cost the relay ``tomllib`` and ``msgspec``): the gateway serves any daemon, as
-    each session's hello says, so its place only has to be private and the same for all."""
+    ``CLAUDE_PEERS_SOCKET``, else ``~/.claude/run``, named for the code (``gateway_name``).
+    A config file is not read here (it would cost the relay ``tomllib`` and ``msgspec``):
+    the gateway serves any daemon, as each session's hello says, so its place only has to
+    be private and the same for all."""
     home = os.environ.get("HOME") or os.path.expanduser("~")
     sock = opts.socket or os.environ.get("CLAUDE_PEERS_SOCKET") or ""
     if sock == "~" or sock.startswith("~/"):
         sock = home + sock[1:]
     run_dir = os.path.dirname(os.path.abspath(sock)) if sock else ""
-    return os.path.join(run_dir or os.path.join(home, ".claude", "run"), GATEWAY_NAME)
+    return os.path.join(run_dir or os.path.join(home, ".claude", "run"), gateway_name(code))
 
 
 def tty_name() -> str | None:
@@ -176,9 +229,20 @@ def tty_name() -> str | None:
 
 
 def _connect(path: str) -> "_socket.socket":
+    """Connected to what listens on ``path``, once it is known to run as us (by
+    ``SO_PEERCRED``, where there is one; elsewhere the private directory vouches)."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(path)
+        opt = getattr(_socket, "SO_PEERCRED", None)
+        if opt is not None:
+            creds = sock.getsockopt(_socket.SOL_SOCKET, opt, 12)  # pid, uid, gid
+            uid = int.from_bytes(creds[4:8], sys.byteorder)
+            if uid != os.getuid():
+                raise GatewayFailed(
+                    f"the process listening on {path} runs as uid {uid}, not as you "
+                    f"(uid {os.getuid()}); refusing to send it this session. Remove {path}."
+                )
     except BaseException:
         sock.close()
         raise
@@ -190,30 +254,42 @@ def spawn(path: str) -> int:
     run_dir = os.path.dirname(path)
     log_path = os.path.join(run_dir, LOG_NAME)
     try:
-        if os.stat(log_path).st_size > LOG_LIMIT:
+        if os.lstat(log_path).st_size > LOG_LIMIT:
             os.replace(log_path, log_path + ".1")
     except OSError:
         pass
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        out = os.open(log_path, flags, 0o600)
+    except OSError as e:
+        raise GatewayFailed(
+            f"cannot open the gateway's log {log_path}: {e.strerror}"
+            + (" (a symbolic link: remove it)" if os.path.islink(log_path) else "")
+        ) from None
     argv = [sys.executable, "-m", "peers_mcp.gateway", "--listen", path]
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.setsid()  # not in the agent's process group: its Ctrl-C is not ours
-            os.chdir("/")
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            out = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            os.dup2(out, 1)
-            os.dup2(out, 2)
-            os.execv(argv[0], argv)
-        finally:
-            os._exit(127)
+    env = gateway_env(os.environ)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                os.setsid()  # not in the agent's process group: its Ctrl-C is not ours
+                os.chdir("/")
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out, 1)
+                os.dup2(out, 2)
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)
+    finally:
+        os.close(out)
     return pid
 
 
 def _log_tail(path: str) -> str:
     try:
-        with open(os.path.join(os.path.dirname(path), LOG_NAME), "rb") as f:
+        fd = os.open(os.path.join(os.path.dirname(path), LOG_NAME), os.O_RDONLY | os.O_NOFOLLOW)
+        with open(fd, "rb") as f:
             f.seek(0, 2)
             f.seek(max(0, f.tell() - 2000))
             lines = f.read().decode("utf-8", "replace").strip().splitlines()
@@ -223,15 +299,20 @@ def _log_tail(path: str) -> str:
 
 
 def connect_or_start(path: str) -> "_socket.socket":
-    """Connect to the gateway, starting one (only one at a time) if nothing listens."""
+    """Connect to the gateway, starting one (only one at a time) if nothing listens. Its
+    directory must be ours and private, as the daemon's (``ensure_private_dir``)."""
+    try:
+        ensure_private_dir(os.path.dirname(path))
+    except ConfigError as e:
+        raise GatewayFailed(str(e)) from None
     try:
         return _connect(path)
     except (FileNotFoundError, ConnectionRefusedError):
         pass
     import fcntl
 
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path + ".start", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(path + ".start", flags, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -272,7 +353,9 @@ def _key(rid: object) -> object:
 class Relay:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
-        self.path = gateway_path(opts)
+        self.fingerprint = fingerprint()
+        """Read once: a relay started before an upgrade stays of its code (its gateway's)."""
+        self.path = gateway_path(opts, self.fingerprint)
         self.sock: _socket.socket | None = None
         self.gbuf = bytearray()
         self.ibuf = bytearray()
@@ -301,57 +384,51 @@ class Relay:
     def hello(self) -> dict[str, object]:
         return {
             "relay": 1,
-            "fingerprint": fingerprint(),
+            "fingerprint": self.fingerprint,
             "pid": os.getpid(),
             "server_name": self.opts.server_name,
             "socket": self.opts.socket and os.path.abspath(self.opts.socket),
             "config": self.opts.config and os.path.abspath(self.opts.config),
             "cwd": os.getcwd(),
             "tty": tty_name(),
-            "env": dict(os.environ),
+            "env": session_env(os.environ),
         }
 
     def connect(self) -> bool:
         """One attempt at a gateway session: True once connected and the handshake replayed."""
-        for _ in range(3):  # a stale gateway gives its place up: the next try starts ours
-            try:
-                sock = connect_or_start(self.path)
-            except OSError as e:
-                self.why = f"cannot reach the claude-peers MCP gateway: {e}"
-                self.failed = isinstance(e, GatewayFailed)
-                return False
-            self.failed = False
-            try:
-                sock.settimeout(HELLO_TIMEOUT)
-                sock.sendall((dumps(self.hello()) + "\n").encode())
-                buf = bytearray()
-                while b"\n" not in buf:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        raise OSError("the gateway hung up during the hello")
-                    buf += chunk
-                line, _, rest = bytes(buf).partition(b"\n")
-                answer = loads(line)
-                if not isinstance(answer, dict):
-                    raise OSError("the gateway answered the hello with something else")
-            except (OSError, ValueError) as e:
-                sock.close()
-                self.why = f"the claude-peers MCP gateway failed: {e}"
-                return False
-            if answer.get("stale"):
-                sock.close()
-                continue
-            if "error" in answer:
-                sock.close()
-                raise Fatal(str(answer["error"]))
-            sock.settimeout(None)
-            agent = answer.get("agent_pid")
-            self.agent_pid = agent if isinstance(agent, int) else None
-            self.sock, self.gbuf = sock, bytearray(rest)
-            self.delay = 0.1
-            return self.replay()
-        self.why = "the claude-peers MCP gateway kept refusing this relay as of other code"
-        return False
+        try:
+            sock = connect_or_start(self.path)
+        except OSError as e:
+            self.why = f"cannot reach the claude-peers MCP gateway: {e}"
+            self.failed = isinstance(e, GatewayFailed)
+            return False
+        self.failed = False
+        try:
+            sock.settimeout(HELLO_TIMEOUT)
+            sock.sendall((dumps(self.hello()) + "\n").encode())
+            buf = bytearray()
+            while b"\n" not in buf:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise OSError("the gateway hung up during the hello")
+                buf += chunk
+            line, _, rest = bytes(buf).partition(b"\n")
+            answer = loads(line)
+            if not isinstance(answer, dict):
+                raise OSError("the gateway answered the hello with something else")
+        except (OSError, ValueError) as e:
+            sock.close()
+            self.why = f"the claude-peers MCP gateway failed: {e}"
+            return False
+        if "error" in answer:
+            sock.close()
+            raise Fatal(str(answer["error"]))
+        sock.settimeout(None)
+        agent = answer.get("agent_pid")
+        self.agent_pid = agent if isinstance(agent, int) else None
+        self.sock, self.gbuf = sock, bytearray(rest)
+        self.delay = 0.1
+        return self.replay()
 
     def attempt(self) -> None:
         if not self.connect():

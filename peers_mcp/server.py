@@ -277,7 +277,10 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
         while True:
             try:
                 async with AsyncClient(
-                    self.settings, kind=self.client_kind, on_reconnect=self._reconnected
+                    self.settings,
+                    kind=self.client_kind,
+                    on_reconnect=self._reconnected,
+                    env=self.origin.env,  # a daemon it starts runs as this session would
                 ) as client:
                     await client.bind(self._registration())
                     await client.subscribe(["mail"])
@@ -429,7 +432,7 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
 
     async def t_send_message(self, a: tools.SendMessageArgs) -> types.CallToolResult:
         typed = a.typed()
-        context = await gitstate.acontext(self._project_dir())
+        context = await gitstate.acontext(self._project_dir(), self.origin.env)
         sent = await self._call(
             p.Send,
             to=a.to,
@@ -460,7 +463,7 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
         )
 
     async def t_broadcast(self, a: tools.BroadcastArgs) -> types.CallToolResult:
-        context = await gitstate.acontext(self._project_dir())
+        context = await gitstate.acontext(self._project_dir(), self.origin.env)
         reply = await self._call(p.Broadcast, scope=a.scope, text=a.message, context=context)
         if not reply.sent:
             text = f"Nobody else is in scope '{a.scope}'; nothing was sent."

@@ -160,13 +160,17 @@ def _try(settings: Settings) -> socket.socket | None:
         raise DaemonUnreachable(f"cannot connect to {settings.socket}: {e.strerror}") from None
 
 
-def connect(settings: Settings, autostart: bool | None = None) -> socket.socket:
-    """A connected socket to the daemon, starting one first if allowed and needed."""
+def connect(
+    settings: Settings, autostart: bool | None = None, env: Mapping[str, str] | None = None
+) -> socket.socket:
+    """A connected socket to the daemon, starting one first if allowed and needed. ``env``
+    (default ours) is the environment of the session it is for: the daemon started runs
+    with it, and the service manager's files are looked for under its HOME."""
     check_socket_owner(settings.socket_path)
     sock = _try(settings)
     if sock is not None:
         return sock
-    sup = installed_supervisor(settings)
+    sup = installed_supervisor(settings, env)
     if sup is not None and sup.enabled:
         raise _supervised_error(settings, sup)
     if not (settings.autostart if autostart is None else autostart):
@@ -179,7 +183,7 @@ def connect(settings: Settings, autostart: bool | None = None) -> socket.socket:
         sock = _try(settings)
         if sock is not None:
             return sock
-        launch(settings)
+        launch(settings, env)
         deadline = time.monotonic() + settings.connect_timeout
         delay = 0.005
         while True:
@@ -195,8 +199,9 @@ def connect(settings: Settings, autostart: bool | None = None) -> socket.socket:
             delay = min(delay * 2, 0.1)
 
 
-def launch(settings: Settings) -> None:
-    """Run ``peersd --detach`` and wait for it to hand the daemon off."""
+def launch(settings: Settings, env: Mapping[str, str] | None = None) -> None:
+    """Run ``peersd --detach`` with ``env`` (default ours) and wait for it to hand the
+    daemon off."""
     args = [
         sys.executable,
         "-m",
@@ -214,6 +219,7 @@ def launch(settings: Settings) -> None:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env=None if env is None else dict(env),
         timeout=30,
         check=False,
     )

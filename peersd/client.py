@@ -16,7 +16,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import msgspec
@@ -313,10 +313,14 @@ class AsyncClient:
         reconnect: bool = True,
         on_reconnect: Callable[[], Awaitable[None]] | None = None,
         on_lost: Callable[[str], None] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings or load()
         self.kind = kind
         self.autostart = autostart
+        self.env = env
+        """The environment a daemon this client autostarts runs with (None: ours); the
+        MCP gateway passes each session's own."""
         self.timeout = timeout
         self.reconnect = reconnect
         self.on_reconnect = on_reconnect
@@ -415,7 +419,9 @@ class AsyncClient:
                 why = tls_failed(target, e) if context else f"cannot reach the hub at {target}: {e}"
                 raise DaemonUnreachable(why) from None
         else:
-            sock = await asyncio.to_thread(autostart.connect, self.settings, self.autostart)
+            sock = await asyncio.to_thread(
+                autostart.connect, self.settings, self.autostart, self.env
+            )
             sock.setblocking(False)
             reader, writer = await asyncio.open_unix_connection(sock=sock, limit=limit)
         self.remote = target.remote

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,10 @@ import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from peers_mcp import gateway as relay_gateway
 from peers_mcp import relay
 from peersd import protocol as p
+from peersd.config import isolated_env
 
 from .test_mcp import HERE, PEERS_MCP, mcp_session
 
@@ -36,7 +40,7 @@ def anyio_backend() -> str:
 
 
 def gateway_sock(daemon: Any) -> str:
-    return str(daemon.settings.run_dir / relay.GATEWAY_NAME)
+    return str(daemon.settings.run_dir / relay.gateway_name(relay.fingerprint()))
 
 
 def gateways(path: str) -> list[int]:
@@ -209,35 +213,59 @@ def test_fifty_sessions_starting_at_once_get_one_gateway(daemon, agents):
             raw.close()
 
 
-def test_a_gateway_of_other_code_gives_way_and_ends_with_its_sessions(daemon, agents):
-    raw = Raw(daemon, agents.spawn().pid)
+def _starts(daemon: Any) -> int:
+    """Gateways started so far under this daemon's run directory (their shared log)."""
+    log = daemon.settings.run_dir / relay.LOG_NAME
+    return log.read_text().count("listening on") if log.exists() else 0
+
+
+OLD_RELAY = (
+    "import sys; from peers_mcp import relay; relay.__version__ = '0.0.0-old'; "
+    "sys.exit(relay.main())"
+)
+"""A relay started before an upgrade: its version is the old one, the files on disk new."""
+
+
+def test_relays_of_other_code_never_make_gateways_retire(daemon, agents):
+    """An old relay once saw its fingerprint (version fixed at start, file times read at
+    each hello) never match, and every gateway it reached retired: a spawn loop. Now the
+    fingerprint is read once and names the socket: other code gets a gateway of its own,
+    and a hello of other code is served, never a reason to go."""
+    new = Raw(daemon, agents.spawn().pid)
+    old = subprocess.Popen(
+        [sys.executable, "-c", OLD_RELAY],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**daemon.env, "CLAUDE_PEERS_AGENT_PID": str(agents.spawn().pid)},
+        cwd="/tmp",
+    )
+    old_raw = Raw.__new__(Raw)
+    old_raw.proc = old
     try:
-        raw.send(INIT)
-        assert "result" in raw.answer(0)
-        path = gateway_sock(daemon)
-        [old] = gateways(path)
-        # A relay of other code (an upgrade) says hello: the gateway gives its place up.
+        new.send(INIT)
+        assert "result" in new.answer(0)
+        [current] = gateways(gateway_sock(daemon))
+        old_raw.send(INIT)
+        assert "result" in old_raw.answer(0)
+        # A hello of other code on the current gateway's socket: served, not retired.
         other = socket.socket(socket.AF_UNIX)
-        other.connect(path)
-        other.sendall(json.dumps({"relay": 1, "fingerprint": "other code"}).encode() + b"\n")
-        assert json.loads(other.makefile().readline())["stale"] is True
+        other.connect(gateway_sock(daemon))
+        hello = {"relay": 1, "fingerprint": "other code", "env": dict(daemon.env)}
+        other.sendall(json.dumps(hello).encode() + b"\n")
+        assert json.loads(other.makefile().readline())["gateway"] == 1
         other.close()
-        assert not os.path.exists(path)
-        fresh = Raw(daemon, agents.spawn().pid)
-        fresh.send(INIT)
-        assert "result" in fresh.answer(0)
-        assert len(gateways(path)) == 2  # the old one still serves its session
-        raw.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        raw.send({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-        assert raw.answer(1)["result"]["tools"]
-        assert raw.close() == 0
-        deadline = time.monotonic() + 15
-        while old in gateways(path) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert gateways(path) not in ([], [old]) and old not in gateways(path)
-        assert fresh.close() == 0
+        time.sleep(3 * relay_gateway.WATCH_INTERVAL)
+        for raw in (new, old_raw):
+            raw.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            raw.send({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+            assert raw.answer(1)["result"]["tools"]
+        assert _starts(daemon) == 2  # one per code, started once each
+        assert gateways(gateway_sock(daemon)) == [current]
+        assert os.path.exists(gateway_sock(daemon))
     finally:
-        raw.close()
+        assert new.close() == 0
+        assert old_raw.close() == 0
 
 
 def test_a_gateway_that_cannot_start_is_a_clear_error(daemon, agents, tmp_path):
@@ -301,3 +329,239 @@ def test_the_gateway_ends_when_its_socket_is_removed(daemon, agents):
     while pid in gateways(path) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pid not in gateways(path)
+
+
+# --------------------------------------------------------------------------- whose environment
+
+
+def _procs(word: bytes, marker: bytes) -> list[int]:
+    """Live pids whose command line has ``word`` and ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes()
+            if (
+                word in argv
+                and marker in argv
+                and "State:\tZ" not in Path(f"/proc/{entry}/status").read_text()
+            ):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(e.decode().partition("=")[::2] for e in raw if e)
+
+
+def test_one_sessions_env_reaches_neither_the_gateway_nor_a_daemon_started_for_another(
+    make_daemon, agents
+):
+    """Session A starts the gateway with a setting and a secret in its environment; the
+    daemon later autostarted for session B runs with B's environment, not A's."""
+    d = make_daemon(start=False)
+    a = Raw(
+        d,
+        agents.spawn().pid,
+        CLAUDE_PEERS_AUTOSTART="0",  # A starts no daemon: B's session will
+        CLAUDE_PEERS_KILL_ENABLED="1",
+        MARKER_A="session-a-secret",
+    )
+    b: Raw | None = None
+    daemons: list[int] = []
+    try:
+        a.send(INIT)
+        assert "result" in a.answer(0)
+        [gw] = gateways(gateway_sock(d))
+        gw_env = _environ(gw)
+        assert set(gw_env) <= set(relay.GATEWAY_ENV), gw_env
+        assert "MARKER_A" not in gw_env
+        b = Raw(d, agents.spawn().pid, XDG_MARKER_B="session-b")
+        b.send(INIT)
+        assert "result" in b.answer(0)
+        b.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        b.send(call(1, "whoami"))
+        assert "error" not in b.answer(1)
+        daemons = _procs(b"peersd", d.settings.socket.encode())
+        assert len(daemons) == 1, daemons
+        env = _environ(daemons[0])
+        assert env.get("XDG_MARKER_B") == "session-b", env
+        assert "MARKER_A" not in env and "CLAUDE_PEERS_KILL_ENABLED" not in env, env
+        assert gateways(gateway_sock(d)) == [gw]  # one gateway served both
+    finally:
+        assert a.close() == 0
+        if b is not None:
+            assert b.close() == 0
+        for pid in daemons:
+            os.kill(pid, signal.SIGTERM)
+
+
+def call(rid: int, tool: str, **args: Any) -> dict[str, Any]:
+    params = {"name": tool, "arguments": args}
+    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params}
+
+
+async def test_git_for_the_snapshot_runs_with_the_senders_env(daemon, agent_bin, tmp_path):
+    """The session that started the gateway has the real git on its PATH; the sender's
+    PATH finds a git of its own, which is the one its snapshot comes from."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    git = fake / "git"
+    git.write_text("#!/bin/sh\nprintf '## from-session-b\\000 M only-b-sees-this.py\\000'\n")
+    git.chmod(0o755)
+    path = f"{fake}:{daemon.env['PATH']}"
+    async with (
+        mcp_session(daemon, agent_bin, cwd="/tmp") as a,  # starts the gateway
+        mcp_session(daemon, agent_bin, "codex", "codex-mcp-client", env={"PATH": path}) as b,
+    ):
+        me = (await a.whoami())["name"]
+        await b.data("send_message", to=me, message="see my tree")
+        got = await a.text("check_messages")
+        assert "only-b-sees-this.py" in got and "from-session-b" in got, got
+
+
+# --------------------------------------------------------------------------- what is trusted
+
+
+def _fake_gateway(path: str, answer: bytes) -> tuple[socket.socket, list[bytes]]:
+    """A listener at the gateway's place that records what a relay sends it."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
+    got: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            got.append(data)
+            conn.sendall(answer)
+
+    import threading
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, got
+
+
+def test_the_hello_carries_only_the_variables_the_gateway_needs(daemon, agents):
+    listener, got = _fake_gateway(gateway_sock(daemon), b'{"error": "test gateway"}\n')
+    raw = Raw(
+        daemon,
+        agents.spawn().pid,
+        SSH_AUTH_SOCK="/tmp/agent.sock",
+        AWS_SECRET_ACCESS_KEY="very-secret",
+        GIT_DIR="/src/x/.git",
+        CLAUDE_PROJECT_DIR="/src/x",
+    )
+    try:
+        raw.send(INIT)
+        assert raw.proc.wait(15) == 2  # the gateway's error is the relay's
+        env = json.loads(got[0])["env"]
+        assert "SSH_AUTH_SOCK" not in env and "AWS_SECRET_ACCESS_KEY" not in env, env
+        assert env["GIT_DIR"] == "/src/x/.git" and env["CLAUDE_PROJECT_DIR"] == "/src/x"
+        assert env["HOME"] == daemon.env["HOME"] and env["PATH"] == daemon.env["PATH"]
+        assert env["CLAUDE_PEERS_AGENT_PID"]
+        assert env == relay.session_env(env)
+    finally:
+        listener.close()
+        raw.close()
+
+
+LISTEN_AS_NOBODY = """
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+os.setresgid(65534, 65534, 65534)
+os.setresuid(65534, 65534, 65534)
+s.listen(1)  # the credentials a client sees are the ones at listen()
+print("ready", flush=True)
+conn, _ = s.accept()
+conn.settimeout(5)
+try:
+    data = conn.recv(65536)
+except OSError:
+    data = b""
+print(repr(data), flush=True)
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="listening as another uid needs root")
+def test_a_listener_of_another_user_is_not_told_anything(daemon, agents):
+    path = gateway_sock(daemon)
+    spy = subprocess.Popen(
+        [sys.executable, "-c", LISTEN_AS_NOBODY, path], stdout=subprocess.PIPE, text=True
+    )
+    assert spy.stdout and spy.stdout.readline() == "ready\n"
+    raw = Raw(daemon, agents.spawn().pid)
+    try:
+        raw.send(INIT)
+        error = raw.answer(0)["error"]
+        assert "runs as uid 65534, not as you" in error["message"], error
+        assert spy.stdout.readline() == "b''\n"  # it heard nothing: no hello, no env
+    finally:
+        assert raw.close() == 0
+        spy.wait(10)
+
+
+def test_a_run_directory_others_may_write_is_refused(agents, home):
+    shared = Path(tempfile.mkdtemp(prefix="cp-shared-", dir="/tmp"))
+    try:
+        shared.chmod(0o777)
+        env = {
+            **isolated_env(home),
+            "CLAUDE_PEERS_SOCKET": str(shared / "peersd.sock"),
+            "CLAUDE_PEERS_AUTOSTART": "0",
+            "CLAUDE_PEERS_AGENT_PID": str(agents.spawn().pid),
+        }
+        proc = subprocess.Popen(
+            [PEERS_MCP], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd="/tmp"
+        )
+        raw = Raw.__new__(Raw)
+        raw.proc = proc
+        raw.send(INIT)
+        error = raw.answer(0)["error"]
+        assert "can be written by other users" in error["message"], error
+        assert raw.close() == 0
+        assert os.listdir(shared) == []  # no lock, no log, no gateway there
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_the_gateway_log_is_never_written_through_a_link(daemon, agents, tmp_path):
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("")
+    (daemon.settings.run_dir / relay.LOG_NAME).symlink_to(target)
+    raw = Raw(daemon, agents.spawn().pid)
+    try:
+        raw.send(INIT)
+        error = raw.answer(0)["error"]
+        assert "cannot open the gateway's log" in error["message"], error
+        assert "a symbolic link: remove it" in error["message"], error
+        assert target.read_text() == ""
+        assert gateways(gateway_sock(daemon)) == []
+    finally:
+        assert raw.close() == 0
+
+
+def test_a_gateway_that_ends_leaves_no_socket_behind(daemon, agents):
+    """Each code's gateway has a socket name of its own: one that ends removes its own."""
+    raw = Raw(daemon, agents.spawn().pid)
+    raw.send(INIT)
+    assert "result" in raw.answer(0)
+    assert raw.close() == 0
+    path = gateway_sock(daemon)
+    [pid] = gateways(path)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while pid in gateways(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pid not in gateways(path) and not os.path.exists(path)
