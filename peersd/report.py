@@ -70,28 +70,33 @@ def _sees(d: Daemon, viewer: p.Peer | None, peer_id: str) -> bool:
 
 def _pair_rows(x: Period) -> list[tuple[Any, ...]]:
     """(sender, sender_name, recipient, recipient_name, count, delivered) over the latest
-    ``SCAN`` messages of the period (a ``created`` range: messages_created), noting a cut."""
+    ``SCAN`` messages of the period, noting a cut. Both steps are ``created`` ranges
+    (index messages_created): the ``SCAN``-th latest message's time, then the count."""
     conn = x.d.store.conn
-    rows: list[tuple[Any, ...]] = conn.execute(
-        "SELECT sender, sender_name, recipient, recipient_name, count(*), "
-        "sum(state = 'delivered'), min(created) FROM (SELECT sender, sender_name, recipient, "
-        "recipient_name, state, created FROM messages WHERE created >= ? AND created <= ? "
-        "ORDER BY created DESC LIMIT ?) "
-        "GROUP BY sender, recipient ORDER BY count(*) DESC, sender_name, recipient_name",
-        (x.since, x.until, SCAN),
-    ).fetchall()
-    if sum(row[4] for row in rows) >= SCAN:
-        oldest: float = min(row[6] for row in rows)
+    since = x.since
+    bound = conn.execute(
+        "SELECT created FROM messages WHERE created >= ? AND created <= ? "
+        "ORDER BY created DESC LIMIT 1 OFFSET ?",
+        (x.since, x.until, SCAN - 1),
+    ).fetchone()
+    if bound is not None and bound[0] > since:
         more = conn.execute(
             "SELECT 1 FROM messages WHERE created >= ? AND created < ? LIMIT 1",
-            (x.since, oldest),
+            (since, bound[0]),
         ).fetchone()
         if more is not None:
+            since = bound[0]
             x.cut["messages"] = (
                 f"counted only the latest {SCAN} messages of the period, sent since "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(oldest))}"
+                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(since))}"
             )
-    return [row[:6] for row in rows]
+    rows: list[tuple[Any, ...]] = conn.execute(
+        "SELECT sender, sender_name, recipient, recipient_name, count(*), "
+        "sum(state = 'delivered') FROM messages WHERE created >= ? AND created <= ? "
+        "GROUP BY sender, recipient ORDER BY count(*) DESC, sender_name, recipient_name",
+        (since, x.until),
+    ).fetchall()
+    return rows
 
 
 def _visible_pairs(x: Period) -> list[tuple[Any, ...]]:
