@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from peers_cli.app import describe
 from peersd import groups
 from peersd import protocol as p
 from peersd.client import Client, session_registration
@@ -314,6 +315,8 @@ def test_a_group_change_tells_each_watcher_as_it_sees_the_peer(daemon, team: Tea
         changed = watcher.next_event(5)
         assert isinstance(changed, p.PeerChanged), changed
         assert (changed.what, changed.peer_id) == ("group", bob.id)
+        assert describe(changed) == f"changed   group of {bob.id}"  # peers watch
+        assert describe(left) == f"left      bob ({bob.id}): moved to another group"
         assert team.c["dan"].next_event(0.3) is None  # no group: saw bob in neither
         team.c["bob"].request(p.SetGroup, group="blue")  # no change, no event
         assert watcher.next_event(0.3) is None
