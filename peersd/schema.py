@@ -124,6 +124,7 @@ MIGRATIONS.append(
     );
     CREATE INDEX proposals_open ON proposals(deadline) WHERE state = 'open';
     CREATE INDEX proposals_created ON proposals(created);
+    CREATE INDEX proposals_resolved ON proposals(resolved_at) WHERE resolved_at IS NOT NULL;
 
     -- One row per voter, made with the proposal; vote stays NULL until cast.
     CREATE TABLE votes(
