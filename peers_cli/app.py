@@ -548,6 +548,8 @@ def describe(event: p.Frame) -> str:
         return f"left      {event.name} ({event.peer_id}): {event.reason}"
     if isinstance(event, p.PeerRenamed):
         return f"renamed   {event.old} → {event.new} ({event.peer_id})"
+    if isinstance(event, p.PeerChanged):
+        return f"changed   {event.what} of {event.peer_id or '?'}"
     if isinstance(event, p.Escalation):
         return (
             f"waiting   {event.waiting} message(s) for {event.name} ({event.peer_id}) "

@@ -164,6 +164,10 @@ RENDERERS: dict[str, tuple[str, Callable[[p.Report], list[str]]]] = {
 
 def markdown(r: p.Report) -> str:
     lines = [f"# claude-peers report: {clock(r.since)} to {clock(r.until)}", ""]
+    if r.cut:
+        lines += ["Left out to keep the report to one answer:", ""]
+        lines += [f"- {cell(section)}: {cell(what)}" for section, what in r.cut.items()]
+        lines.append("")
     for heading, render in RENDERERS.values():
         lines += [f"## {heading}", "", *render(r), ""]
     return "\n".join(lines)

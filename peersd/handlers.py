@@ -149,10 +149,41 @@ def set_group(d: Daemon, conn: Connection, r: p.SetGroup) -> Op:
     me = _me(conn)
 
     def op() -> Outcome:
+        before = d.store.require_peer(me)
         peer = d.store.set_group(me, r.group)
-        return Outcome(p.PeerResult(id=r.id, peer=peer))
+        effects = [] if before.group == peer.group else [_regrouped(d, before, peer)]
+        return Outcome(p.PeerResult(id=r.id, peer=peer), effects)
 
     return op
+
+
+def _regrouped(d: Daemon, before: p.Peer, after: p.Peer) -> Effect:
+    """The "peers" events of a group change, each watcher as it sees the peer: one that
+    no longer may ``ev_peer_left`` (the new group is not named), one that now may
+    ``ev_peer_joined``, one that sees it in both ``ev_peer_changed`` (what "group")."""
+
+    def run() -> None:
+        for conn in tuple(d.subscribers["peers"]):
+            if "peers" not in conn.kinds:
+                continue
+            viewer = d.store._peers.get(conn.peer_id) if conn.peer_id else None
+            saw, sees = groups.visible(viewer, before), groups.visible(viewer, after)
+            event: p.Frame
+            if saw and sees:
+                event = p.PeerChanged(what="group", peer_id=after.id)
+            elif saw:
+                event = p.PeerLeft(peer_id=after.id, name=after.name, reason=REGROUPED)
+            elif sees:
+                event = p.PeerJoined(peer=visible(conn, after))
+            else:
+                continue
+            conn.write(p.encode(event))
+
+    return run
+
+
+REGROUPED = "moved to another group"
+"""The ``ev_peer_left`` reason a watcher gets when a peer leaves its sight by ``set_group``."""
 
 
 def _machine(conn: Connection) -> str:

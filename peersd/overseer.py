@@ -28,6 +28,7 @@ PEER_CHANGES: dict[type[p.Request[Any]], p.PeerChange] = {
     p.ClaimFiles: "claims",
     p.ReleaseFiles: "claims",
     p.ReleaseClaims: "claims",
+    p.SetGroup: "group",
 }
 """Requests whose success changes a peer as the dashboard shows it: a ``PeerChanged``."""
 

@@ -20,7 +20,10 @@ from __future__ import annotations
 import difflib
 import json
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from . import groups
 from . import protocol as p
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
 
 COLUMNS = (
     "id, title, proposer, proposer_name, options, threshold, required, created, state, "
-    "deadline, outcome, resolved_at, group_name"
+    "deadline, outcome, resolved_at, group_name, operator"
 )
 
 
@@ -99,27 +102,61 @@ def _proposal(d: Daemon, row: tuple[Any, ...]) -> p.Proposal:
         outcome=row[10],
         resolved_at=row[11],
         group=row[12],
+        operator=bool(row[13]),
         ballots=ballots,
         tally=tally,
     )
 
 
-def in_period(d: Daemon, since: float, until: float) -> list[p.Proposal]:
-    """Proposals made, or resolved, between ``since`` and ``until`` (the report)."""
+def in_period(
+    d: Daemon, viewer: p.Peer | None, since: float, until: float, limit: int
+) -> list[p.Proposal]:
+    """Up to ``limit`` proposals ``viewer`` may see made, or resolved, between ``since``
+    and ``until`` (the report), oldest first, ballots masked for ``viewer``."""
+    seen, args = _sql_seen(viewer)
     rows = d.store.conn.execute(
-        f"SELECT {COLUMNS} FROM proposals WHERE (created >= ? AND created <= ?) "
-        "OR (resolved_at >= ? AND resolved_at <= ?) ORDER BY id",
-        (since, until, since, until),
+        f"SELECT {COLUMNS} FROM proposals WHERE ((created >= ? AND created <= ?) "
+        f"OR (resolved_at >= ? AND resolved_at <= ?)) AND {seen} ORDER BY id LIMIT ?",
+        (since, until, since, until, *args, limit),
     ).fetchall()
-    return [_proposal(d, row) for row in rows]
+    return [shown(d, viewer, _proposal(d, row)) for row in rows]
+
+
+def _sql_seen(viewer: p.Peer | None) -> tuple[str, list[Any]]:
+    """``_visible`` as a SQL condition on ``proposals``."""
+    if viewer is None or groups.operator(viewer):
+        return "1", []
+    return (
+        "(proposer = ? OR id IN (SELECT proposal FROM votes WHERE voter = ?) "
+        "OR (operator = 0 AND coalesce(group_name, '') = ?))",
+        [viewer.id, viewer.id, viewer.group or ""],
+    )
+
+
+def shown(d: Daemon, viewer: p.Peer | None, x: p.Proposal) -> p.Proposal:
+    """``x`` as ``viewer`` may see it: a voter in a group it may not see (an operator's
+    proposal spans groups) keeps the ballot, but not its name or id."""
+    if viewer is None or groups.operator(viewer):
+        return x
+    masked = False
+    ballots = []
+    for b in x.ballots:
+        voter = d.store._peers.get(b.voter)
+        if voter is None or not groups.visible(viewer, voter):
+            b = msgspec.structs.replace(b, voter="", voter_name=groups.HIDDEN_NAME)
+            masked = True
+        ballots.append(b)
+    return msgspec.structs.replace(x, ballots=ballots) if masked else x
 
 
 # --------------------------------------------------------------------------- mail
 
 
-def _mail(d: Daemon, x: p.Proposal, to: list[str], text: str, now: float) -> list[Effect]:
-    """Mail ``text`` from the proposer to each of ``to`` (skipping full queues: the
-    proposal stays readable with list_proposals)."""
+def _mail(
+    d: Daemon, x: p.Proposal, to: list[str], text: Callable[[p.Peer], str], now: float
+) -> list[Effect]:
+    """Mail ``text(recipient)`` from the proposer to each of ``to`` (skipping full queues:
+    the proposal stays readable with list_proposals)."""
     sender = d.store.peer(x.proposer)
     if sender is None:  # pragma: no cover - a proposer is purged only long after it went
         return []
@@ -128,7 +165,7 @@ def _mail(d: Daemon, x: p.Proposal, to: list[str], text: str, now: float) -> lis
         recipient = d.store.peer(peer_id)
         if recipient is None or recipient.pending >= d.settings.queue_limit:
             continue
-        msg = d.store.send(sender, recipient, text, None, now, d.settings.message_ttl)
+        msg = d.store.send(sender, recipient, text(recipient), None, now, d.settings.message_ttl)
         effects += d.mail_effects(msg)
     return effects
 
@@ -174,9 +211,8 @@ def _resolve(d: Daemon, x: p.Proposal, state: str, outcome: str | None, now: flo
     )
     done = load(d, x.id)
     assert done is not None
-    return _mail(
-        d, done, [done.proposer, *(b.voter for b in done.ballots)], _result_text(done), now
-    )
+    to = [done.proposer, *(b.voter for b in done.ballots)]
+    return _mail(d, done, to, lambda peer: _result_text(shown(d, peer, done)), now)
 
 
 def settle(d: Daemon, x: p.Proposal, now: float) -> list[Effect]:
@@ -238,12 +274,20 @@ def propose(d: Daemon, conn: Connection, r: p.Propose) -> Op:
                     Code.BAD_REQUEST, "you cannot vote on your own proposal; leave yourself out"
                 )
             voters = list({x.id: x for x in found}.values())
+            gone = [x for x in voters if x.state != "active"]
+            if gone:
+                raise PeersError(
+                    Code.BAD_REQUEST,
+                    f"{gone[0].name} is gone ({gone[0].gone_reason or 'ended'}) and can never "
+                    "vote; propose to active peers only (list_peers shows them)",
+                )
         required = required_votes(r.threshold, len(voters))
         deadline = now + r.deadline_seconds if r.deadline_seconds is not None else None
         d.rate_limits.take(me, len(voters))
         d.store.conn.execute(
             "INSERT INTO proposals(proposer, proposer_name, title, options, threshold, required, "
-            "created, deadline, state, group_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?)",
+            "created, deadline, state, group_name, operator) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
             (
                 me,
                 caller.name,
@@ -254,6 +298,7 @@ def propose(d: Daemon, conn: Connection, r: p.Propose) -> Op:
                 now,
                 deadline,
                 caller.group,
+                groups.operator(caller),
             ),
         )
         proposal_id = d.store.conn.last_insert_rowid()
@@ -263,17 +308,22 @@ def propose(d: Daemon, conn: Connection, r: p.Propose) -> Op:
         )
         x = load(d, proposal_id)
         assert x is not None
-        effects = _mail(d, x, [b.voter for b in x.ballots], _ask_text(x), now)
-        return Outcome(p.ProposalResult(id=r.id, proposal=x), effects)
+        ask = _ask_text(x)
+        effects = _mail(d, x, [b.voter for b in x.ballots], lambda _peer: ask, now)
+        return Outcome(p.ProposalResult(id=r.id, proposal=shown(d, caller, x)), effects)
 
     return op
 
 
 def _visible(caller: p.Peer | None, x: p.Proposal) -> bool:
-    """A proposal is seen by its proposer and voters, and by peers of its group."""
+    """A proposal is seen by its proposer and voters, and by peers of its group; an
+    operator's (``operator``: its voters may span groups) only by them and by whoever
+    sees everyone."""
     if caller is None or groups.operator(caller) or caller.id == x.proposer:
         return True
-    return any(b.voter == caller.id for b in x.ballots) or x.group == caller.group
+    if any(b.voter == caller.id for b in x.ballots):
+        return True
+    return not x.operator and x.group == caller.group
 
 
 def vote(d: Daemon, conn: Connection, r: p.Vote) -> Op:
@@ -290,11 +340,19 @@ def vote(d: Daemon, conn: Connection, r: p.Vote) -> Op:
             )
         ballot = next((b for b in x.ballots if b.voter == me), None)
         if ballot is None:
-            names = ", ".join(b.voter_name for b in x.ballots)
+            names = ", ".join(b.voter_name for b in shown(d, caller, x).ballots)
             raise PeersError(
                 Code.NOT_A_VOTER,
                 f"you are not a voter on proposal #{x.id}; its voters are {names}",
             )
+        if x.state == "open" and x.deadline is not None and x.deadline <= now:
+            # The sweep has not expired it yet: expire it now (saved), and refuse the vote.
+            late = PeersError(
+                Code.PROPOSAL_CLOSED,
+                f"proposal #{x.id} expired at {_stamp(x.deadline)}, before your vote; "
+                "votes are no longer taken",
+            )
+            return Outcome(p.Error.of(late, r.id), _resolve(d, x, "expired", None, now))
         if x.state != "open":
             raise PeersError(
                 Code.PROPOSAL_CLOSED,
@@ -328,7 +386,7 @@ def vote(d: Daemon, conn: Connection, r: p.Vote) -> Op:
         effects = settle(d, x, now)
         if effects or x.state != "open":
             x = load(d, x.id) or x
-        return Outcome(p.ProposalResult(id=r.id, proposal=x), effects)
+        return Outcome(p.ProposalResult(id=r.id, proposal=shown(d, caller, x)), effects)
 
     return op
 
@@ -347,15 +405,17 @@ def list_proposals(d: Daemon, conn: Connection, r: p.ListProposals) -> Op:
                 raise PeersError(Code.NOT_REGISTERED, "mine needs a registered peer")
             where.append(mine)
             args += [caller.id, caller.id]
-        elif caller is not None and not groups.operator(caller):
-            where.append(f"({mine} OR coalesce(group_name, '') = ?)")
-            args += [caller.id, caller.id, caller.group or ""]
+        else:
+            seen, seen_args = _sql_seen(caller)
+            where.append(seen)
+            args += seen_args
         sql = f"SELECT {COLUMNS} FROM proposals"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(r.limit)
-        found = [_proposal(d, row) for row in d.store.conn.execute(sql, args).fetchall()]
+        rows = d.store.conn.execute(sql, args).fetchall()
+        found = [shown(d, caller, _proposal(d, row)) for row in rows]
         return Outcome(p.ProposalList(id=r.id, proposals=found))
 
     return op

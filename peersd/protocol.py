@@ -693,7 +693,7 @@ class MessagePosted(Frame, tag="ev_message"):
     message: Message
 
 
-PeerChange = Literal["summary", "status", "files", "claims"]
+PeerChange = Literal["summary", "status", "files", "claims", "group"]
 
 
 class PeerChanged(Frame, tag="ev_peer_changed"):
@@ -1207,6 +1207,10 @@ class Proposal(msgspec.Struct, omit_defaults=True):
     resolved_at: float | None = None
     group: str | None = None
     """The proposer's group when it was made."""
+    operator: bool = False
+    """Made by the operator (a CLI peer in no group): its voters may be in any groups, so
+    only they, the proposer and whoever sees everyone see it; a voter in a group the
+    viewer may not see is shown as ``groups.HIDDEN_NAME`` with ``voter`` empty."""
     ballots: list[Ballot] = []
     tally: dict[str, int] = {}
     """Votes cast per option (every option present)."""
@@ -1277,6 +1281,9 @@ class Report(Frame, tag="report_data"):
     proposals: list[Proposal] = []
     claims: list[ReportClaim] = []
     kills: list[AuditRecord] = []
+    cut: dict[str, str] = {}
+    """What was left out, by section: rows past a cap, mail past the counted latest, rows
+    dropped so the answer fits in a frame, shortened texts. Empty when nothing was."""
 
 
 Response = (

@@ -117,10 +117,14 @@ MIGRATIONS.append(
         state TEXT NOT NULL CHECK (state IN ('open', 'decided', 'failed', 'expired')),
         outcome TEXT,
         resolved_at REAL,
-        group_name TEXT
+        group_name TEXT,
+        -- Made by the operator (a CLI peer in no group): seen only by its proposer and
+        -- voters, not by everyone of its group (no group), whatever the voters' groups.
+        operator INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX proposals_open ON proposals(deadline) WHERE state = 'open';
     CREATE INDEX proposals_created ON proposals(created);
+    CREATE INDEX proposals_resolved ON proposals(resolved_at) WHERE resolved_at IS NOT NULL;
 
     -- One row per voter, made with the proposal; vote stays NULL until cast.
     CREATE TABLE votes(

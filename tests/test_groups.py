@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from peers_cli.app import describe
 from peersd import groups
 from peersd import protocol as p
 from peersd.client import Client, session_registration
@@ -293,6 +294,32 @@ def test_peer_events_reach_only_the_group(daemon, agents: Agents) -> None:
         assert a.next_event(0.3) is None  # nothing about cid
         seen = [watcher.next_event(5), watcher.next_event(5)]
         assert [e.peer.name for e in seen if isinstance(e, p.PeerJoined)] == ["cid", "bob"]
+
+
+def test_a_group_change_tells_each_watcher_as_it_sees_the_peer(daemon, team: Team) -> None:
+    """set_group publishes on "peers" (review 10, finding 14): the old group sees the peer
+    leave (without learning where to), the new one sees it join, a watcher that sees both
+    learns the group changed, and a group that sees it in neither hears nothing."""
+    for name in ("ann", "cid", "dan"):
+        team.c[name].request(p.Subscribe, kinds=["peers"])
+    with daemon.client() as watcher:
+        watcher.request(p.Subscribe, kinds=["peers"])
+        bob = team.peer["bob"]
+        team.c["bob"].request(p.SetGroup, group="blue")
+        left = team.c["ann"].next_event(5)
+        assert isinstance(left, p.PeerLeft), left
+        assert (left.peer_id, left.name, left.reason) == (bob.id, "bob", "moved to another group")
+        joined = team.c["cid"].next_event(5)
+        assert isinstance(joined, p.PeerJoined), joined
+        assert (joined.peer.name, joined.peer.group) == ("bob", "blue")
+        changed = watcher.next_event(5)
+        assert isinstance(changed, p.PeerChanged), changed
+        assert (changed.what, changed.peer_id) == ("group", bob.id)
+        assert describe(changed) == f"changed   group of {bob.id}"  # peers watch
+        assert describe(left) == f"left      bob ({bob.id}): moved to another group"
+        assert team.c["dan"].next_event(0.3) is None  # no group: saw bob in neither
+        team.c["bob"].request(p.SetGroup, group="blue")  # no change, no event
+        assert watcher.next_event(0.3) is None
 
 
 def test_tasks_stay_inside_their_group(team: Team) -> None:

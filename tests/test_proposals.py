@@ -12,8 +12,8 @@ from pathlib import Path
 import apsw
 import pytest
 
+from peersd import groups, identity, schema
 from peersd import handlers as _handlers  # noqa: F401 - loads peersd.proposals as peersd does
-from peersd import identity, schema
 from peersd import protocol as p
 from peersd.client import Client
 from peersd.errors import Code, PeersError
@@ -269,12 +269,84 @@ def test_upgrade_from_a_v4_database_keeps_everything(make_daemon, agents: Agents
         peer = old.call(p.Attach(id=0, pid=agent.pid)).peer
         assert peer.name == "old"
         assert [m.text for m in old.request(p.Claim).messages] == ["kept"]
+        with d.client("cli") as desk:  # the upgraded proposals table takes the operator's
+            join(desk, agents, "desk", None, kind="cli")
+            x = desk.request(p.Propose, title="after the upgrade", voters=["old"]).proposal
+        assert x.operator
+        done = old.request(p.Vote, proposal_id=x.id, vote="approve").proposal
+        assert (done.state, done.operator) == ("decided", True)
         assert old.request(p.SetGroup, group="red").peer.group == "red"
     d.stop()
     conn = apsw.Connection(str(db))
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"proposals", "votes"} <= tables
     conn.close()
+
+
+def test_a_voter_whose_session_ended_is_refused(crew: Crew) -> None:
+    """A gone peer can never vote: with ``threshold="all"`` the proposal could never be
+    decided, so naming one is refused and nothing is stored (review 10, finding 6)."""
+    crew.c["vera"].request(p.Unregister)
+    err = refusal(crew.c["pia"], p.Propose, title="q", voters=["vic", "vera"], threshold="all")
+    assert err.code == Code.BAD_REQUEST, err
+    assert "vera is gone" in err.message and "active peers only" in err.message, err
+    assert crew.c["pia"].request(p.ListProposals).proposals == []
+    assert crew.inbox("vic") == []
+    x = crew.c["pia"].request(p.Propose, title="q", voters=["vic"], threshold="all").proposal
+    assert [b.voter_name for b in x.ballots] == ["vic"]
+
+
+def test_a_vote_after_the_deadline_expires_it_instead_of_counting(crew: Crew) -> None:
+    """Between the deadline and the next sweep a vote is not counted: it expires the
+    proposal (saved, result mailed) and is refused (review 10, finding 7)."""
+    ask = {"voters": ["vic", "val"], "threshold": "1", "deadline_seconds": 0.3}
+    x = crew.c["pia"].request(p.Propose, title="Late?", **ask).proposal
+    time.sleep(0.4)
+    err = refusal(crew.c["vic"], p.Vote, proposal_id=x.id, vote="approve")
+    assert err.code == Code.PROPOSAL_CLOSED and "expired" in err.message, err
+    (y,) = crew.c["pia"].request(p.ListProposals).proposals
+    assert (y.state, y.outcome, y.tally["approve"]) == ("expired", None, 0)
+    assert [b.vote for b in y.ballots] == [None, None]
+    assert any("expired: the deadline passed" in t for t in crew.inbox("pia"))
+    err = refusal(crew.c["val"], p.Vote, proposal_id=x.id, vote="approve")
+    assert err.code == Code.PROPOSAL_CLOSED and "already expired" in err.message
+
+
+def test_an_operators_proposal_is_seen_by_its_voters_with_names_masked(
+    crew: Crew, agents: Agents
+) -> None:
+    """The terminal's peer may ask voters of several groups: a session in no group that is
+    not a voter does not see it (no group is not the operator's "group"), and each voter
+    sees the others' ballots, and the result mail, only by names it may see (finding 9)."""
+    crew.add("ria", agents, group="red")
+    crew.add("bea", agents, group="blue")
+    with crew.daemon.client("cli") as desk:
+        join(desk, agents, "desk", None, kind="cli")
+        x = desk.request(p.Propose, title="cross", voters=["ria", "bea"], threshold="all")
+        x = x.proposal
+        assert [b.voter_name for b in x.ballots] == ["bea", "ria"]
+        assert [y.id for y in desk.request(p.ListProposals).proposals] == [x.id]
+    assert crew.c["pia"].request(p.ListProposals).proposals == []
+    assert x.operator
+    err = refusal(crew.c["pia"], p.Vote, proposal_id=x.id, vote="approve")
+    assert err.code == Code.UNKNOWN_PROPOSAL
+    with crew.daemon.client() as cli:
+        r = cli.request(p.MakeReport, since=time.time() - 60)
+        assert [y.id for y in r.proposals] == [x.id]
+    assert crew.c["pia"].request(p.MakeReport, since=time.time() - 60).proposals == []
+    (seen,) = crew.c["ria"].request(p.ListProposals).proposals
+    assert {(b.voter, b.voter_name) for b in seen.ballots} == {
+        ("", groups.HIDDEN_NAME),
+        (crew.peer["ria"].id, "ria"),
+    }
+    crew.c["ria"].request(p.Vote, proposal_id=x.id, vote="approve", reason="fine")
+    done = crew.c["bea"].request(p.Vote, proposal_id=x.id, vote="approve").proposal
+    assert done.state == "decided"
+    assert sorted(b.voter_name for b in done.ballots) == [groups.HIDDEN_NAME, "bea"]
+    (result,) = [t for t in crew.inbox("bea") if "is decided" in t]
+    assert "ria" not in result and groups.HIDDEN_NAME in result, result
+    (result,) = [t for t in crew.inbox("ria") if "is decided" in t]
+    assert "bea" not in result and "ria: approve (fine)" in result, result
 
 
 # --------------------------------------------------------------------------- CLI

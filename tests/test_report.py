@@ -9,11 +9,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import apsw
 import pytest
 
 from peers_cli.proposals import since_time
 from peers_cli.report import cell
+from peersd import handlers as _handlers  # noqa: F401 - loads peersd.report as peersd does
 from peersd import protocol as p
+from peersd import report
 
 from .conftest import Agents, DaemonProc, run_peers
 from .test_groups import join
@@ -181,3 +184,89 @@ def test_tasks_and_decisions_of_the_period(daemon: DaemonProc, agents: Agents) -
     assert "## Decisions" in md.out and "`db.engine` revoked (v2)" in md.out
     for client in c.values():
         client.close()
+
+
+def test_tasks_are_the_ones_changed_last(make_daemon, agents: Agents) -> None:
+    """More tasks than a section holds: the report keeps the ones changed last, so an old
+    task touched in the period is in it and the cut is said (review 10, finding 12)."""
+    daemon = make_daemon(rate_per_second="0")
+    with daemon.client("claude-code") as c:
+        join(c, agents, "ann", None)
+        start = time.time()
+        first = c.request(p.CreateTask, title="the first", scope="machine").task
+        for i in range(report.CAP + 1):
+            c.request(p.CreateTask, title=f"t{i}", scope="machine")
+        c.request(p.UpdateTask, task=first.id, note="touched last")
+        with daemon.client() as cli:
+            r = cli.request(p.MakeReport, since=start)
+    assert len(r.tasks) == report.CAP
+    assert r.tasks[0].id == first.id
+    assert [t.updated for t in r.tasks] == sorted((t.updated for t in r.tasks), reverse=True)
+    assert r.cut == {"tasks": f"only the first {report.CAP} rows (more happened in the period)"}
+
+
+def test_the_message_count_reads_only_the_latest_mail(make_daemon) -> None:
+    """The count runs inside a commit batch: it reads at most ``SCAN`` messages of the
+    period (the latest), and says so (finding 12)."""
+    daemon = make_daemon()
+    daemon.stop()
+    conn = apsw.Connection(str(daemon.settings.db_path))
+    now = time.time()
+    with conn:
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO messages(sender, sender_name, recipient, recipient_name, text, created, "
+            "state, expires_at) SELECT 'p-0000000a', 'ann', 'p-0000000b', 'bob', 'hi', "
+            "? - 100 + i * 0.001, 'delivered', ? + 3600 FROM n",
+            (report.SCAN + 10, now, now),
+        )
+    conn.close()
+    daemon.start()
+    with daemon.client() as cli:
+        r = cli.request(p.MakeReport, since=now - 200)
+        assert r.messages == report.SCAN
+        assert r.cut["messages"].startswith(f"counted only the latest {report.SCAN} messages")
+        assert [(x.sender_name, x.recipient_name, x.count) for x in r.pairs] == [
+            ("ann", "bob", report.SCAN)
+        ]
+        # a period holding fewer is counted whole and cuts nothing
+        r = cli.request(p.MakeReport, since=now - 100 + 20 * 0.001)
+        assert (r.messages, r.cut) == (report.SCAN - 9, {})
+
+
+def test_a_report_too_big_for_a_frame_is_cut_to_fit(make_daemon, agents: Agents) -> None:
+    """Long task texts are shortened, and a report still larger than a frame loses the
+    later half of its largest list until it fits, saying so (finding 5): before, the
+    answer was refused as too large."""
+    daemon = make_daemon(rate_per_second="0")
+    with daemon.client("claude-code") as c:
+        join(c, agents, "ann", None)
+        start = time.time()
+        for i in range(140):
+            c.request(p.CreateTask, title=f"t{i}", description="x" * 8000, scope="machine")
+        with daemon.client() as cli:
+            r = cli.request(p.MakeReport, since=start)
+    assert len(r.tasks) == 140 and {len(t.description) for t in r.tasks} == {report.TEXT}
+    assert r.tasks[0].description.endswith("…")
+    assert r.cut == {
+        "tasks": f"descriptions and results shortened to {report.TEXT} characters "
+        "(task_info has them)"
+    }
+    daemon.stop()
+    small = make_daemon(max_text="1000", max_frame="70000")  # a budget of 4464 bytes
+    with small.client("claude-code") as c:
+        join(c, agents, "amy", None)
+        start = time.time()
+        for i in range(40):
+            c.request(p.CreateTask, title=f"{i:02} " + "y" * 190, scope="machine")
+        with small.client() as cli:
+            r = cli.request(p.MakeReport, since=start)
+    assert 0 < len(r.tasks) < 40
+    assert [t.title[:2] for t in r.tasks] == [f"{i:02}" for i in range(39, 39 - len(r.tasks), -1)]
+    assert r.cut["tasks"] == f"{len(r.tasks)} rows kept to fit the answer in a frame"
+    assert len(p.encode(r)) <= 70000 - 65536
+    md = run_peers(small.env, "report", "--since", "1h")
+    assert md.code == 0, md
+    assert "Left out to keep the report to one answer:" in md.out
+    (line,) = [x for x in md.out.splitlines() if x.startswith("- tasks: ")]
+    assert line.endswith(" rows kept to fit the answer in a frame"), md.out
