@@ -27,6 +27,8 @@ async def test_an_approval_request_is_rendered_answered_and_shown_in_status(
             daemon, agent_bin, "codex", "codex-mcp-client", cwd=str(tmp_path / "web")
         ) as web,
     ):
+        # each session registers after the handshake: both are peers before the send
+        assert (await api.whoami())["name"] == "api" and (await web.whoami())["name"] == "web"
         sent = await api.data(
             "send_message",
             to="web",
