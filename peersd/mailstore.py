@@ -5,21 +5,23 @@ subject) are written by ``Store.send`` in the same INSERT; this module holds the
 queries around them. Search is SQLite FTS5 over ``text`` and ``subject`` as an
 external-content table. A send does not index its message: FTS5 writes a new segment per
 transaction, which made a one-message commit three times slower (docs/benchmarks.md).
-Instead ``catch_up`` indexes every message after the ``fts_seq`` watermark in one
+Instead ``catch_up`` indexes the messages after the ``fts_seq`` watermark in one
 statement, kept in ``meta`` in the same transaction: the daemon runs it in the background
-in chunks (``mailops.index_loop``) and every search runs it first, so a search always sees
-every committed message. The migration indexes what was there before.
+in chunks (``mailops.index_loop``) and every search runs one chunk first, so a search sees
+every committed message unless a backlog is larger than a chunk (search just turned back
+on), and then says how many it did not see. The migration indexes what was there before.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import apsw
 
+from . import groups
 from .errors import Code, PeersError
 from .kinds import ANSWERED_BY, decode
-from .protocol import Answer, Message, Reaction
+from .protocol import Answer, Message, Peer, Reaction
 
 if TYPE_CHECKING:
     from .store import Store
@@ -109,6 +111,23 @@ SEARCH_TEXT = 2000
 match; ``message_history`` or ``check_messages`` the rest)."""
 
 
+class Parent(NamedTuple):
+    """The message a reply names."""
+
+    seq: int
+    thread: int | None
+    kind: str | None
+    sender: str
+    recipient: str
+    subject: str
+
+
+class Head(NamedTuple):
+    kind: str | None
+    sender: str
+    recipient: str
+
+
 class MailStore:
     """Threads, answers, reactions and search over ``Store``'s connection."""
 
@@ -118,31 +137,44 @@ class MailStore:
 
     # ------------------------------------------------------------ threads and answers
 
-    def parent(self, reply_to: str | None) -> tuple[int, int | None, str | None, str, str] | None:
-        """(seq, thread, kind, sender, subject) of the message ``reply_to`` names, if any."""
+    def parent(self, reply_to: str | None) -> Parent | None:
+        """The message ``reply_to`` names, if it is in this database."""
         seq = self.store.parse_id(reply_to) if reply_to else None
         if seq is None:
             return None
         row = self.conn.execute(
-            "SELECT seq, thread, kind, sender, coalesce(subject, '') FROM messages WHERE seq = ?",
+            "SELECT seq, thread, kind, sender, recipient, coalesce(subject, '') FROM messages "
+            "WHERE seq = ?",
             (seq,),
         ).fetchone()
-        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+        return None if row is None else Parent(*row)
 
-    def answers(self, seqs: dict[int, str | None]) -> dict[int, Answer]:
-        """The latest reply to each message (seq -> its kind): for a request kind with an
-        answer kind, the latest reply of that kind."""
+    def heads(self, seqs: list[int]) -> dict[int, Head]:
+        """seq -> (kind, sender, recipient) of the messages that exist."""
+        if not seqs:
+            return {}
+        marks = ",".join("?" * len(seqs))
+        return {
+            seq: Head(kind, sender, recipient)
+            for seq, kind, sender, recipient in self.conn.execute(
+                f"SELECT seq, kind, sender, recipient FROM messages WHERE seq IN ({marks})", seqs
+            )
+        }
+
+    def answers(self, heads: dict[int, Head]) -> dict[int, Answer]:
+        """The answer to each message: the latest reply its recipient sent back to its
+        sender (a reply from anyone else is no answer); for a request kind with an answer
+        kind, the latest reply of that kind."""
         found: dict[int, Answer] = {}
-        for seq, kind in seqs.items():
-            msg_id = self.store.message_id(seq)
+        for seq, head in heads.items():
             sql = (
                 "SELECT seq, sender_name, created, kind, fields, substr(text, 1, ?) "
-                "FROM messages WHERE reply_to = ?"
+                "FROM messages WHERE reply_to = ? AND sender = ? AND recipient = ?"
             )
-            args: list[object] = [PREVIEW, msg_id]
-            if kind in ANSWERED_BY:
+            args: list[object] = [PREVIEW, self.store.message_id(seq), head.recipient, head.sender]
+            if head.kind in ANSWERED_BY:
                 sql += " AND kind = ?"
-                args.append(ANSWERED_BY[kind])
+                args.append(ANSWERED_BY[head.kind])
             row = self.conn.execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
             if row is None:
                 continue
@@ -160,15 +192,6 @@ class MailStore:
         return found
 
     # ------------------------------------------------------------ reactions
-
-    def kinds(self, seqs: list[int]) -> dict[int, str | None]:
-        """seq -> kind (None: plain mail) of the messages that exist."""
-        if not seqs:
-            return {}
-        marks = ",".join("?" * len(seqs))
-        return dict(
-            self.conn.execute(f"SELECT seq, kind FROM messages WHERE seq IN ({marks})", seqs)
-        )
 
     def react(
         self, peer_id: str, peer_name: str, msg_id: str, emoji: str, now: float, most: int
@@ -260,11 +283,18 @@ class MailStore:
         peer: str | None,
         since: float | None,
         limit: int,
+        viewer: Peer | None = None,
     ) -> list[tuple[int, str, float]]:
         """(seq, snippet, rank) of the best matches, best first; ``me`` limits the search
-        to mail it sent or received."""
+        to mail it sent or received, ``viewer`` to mail between peers it may both see
+        (``groups.sql_visible``, as ``Store.history``)."""
         where = ["messages_fts MATCH ?"]
         args: list[object] = [query]
+        if viewer is not None and not groups.operator(viewer):
+            for column in ("m.sender", "m.recipient"):
+                cond, extra = groups.sql_visible(viewer, column)
+                where.append(cond)
+                args += extra
         if me is not None:
             where.append("(m.sender = ? OR m.recipient = ?)")
             args += [me, me]
