@@ -19,7 +19,7 @@ from peersd import kinds
 from peersd import protocol as p
 from peersd.errors import PeersError
 
-from .common import JsonOpt, clock, emit_json, out, safe
+from .common import JsonOpt, clock, emit_json, err, out, safe
 
 LIST_FIELDS = {"files"}
 
@@ -140,9 +140,12 @@ def register(cli: ModuleType) -> None:
         with errors(), connect() as client:
             if mine:
                 cli.become_peer(client)
-            hits = client.request(
+            found = client.request(
                 p.Search, query=query, peer=peer, since=after, limit=limit, mine=mine
-            ).hits
+            )
+        hits = found.hits
+        if found.unindexed:
+            err.print(f"[dim]{render.unindexed(found.unindexed)}[/]")
         if as_json:
             emit_json(hits)
             return

@@ -425,3 +425,11 @@ def health(
     """Delivery health in one line: how mail reaches the peer now, its unread mail, and
     when it last read mail."""
     return f"{reach(value, expires_at)}; {pending} unread; last read mail {since(last_read)}"
+
+
+def unindexed(count: int) -> str:
+    """What a search did not see: mail newer than the search index."""
+    return (
+        f"(Up to {count} of the newest messages are not indexed yet and were not searched; "
+        "the daemon is indexing them: search again in a few seconds.)"
+    )

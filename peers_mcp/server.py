@@ -658,9 +658,13 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
         since = tools.since(a.since, time.time()) if a.since else None
         reply = await self._call(p.Search, query=a.query, peer=a.peer, since=since, limit=a.limit)
         hits: list[p.SearchHit] = reply.hits
+        behind = f" {render.unindexed(reply.unindexed)}" if reply.unindexed else ""
         if not hits:
-            return mail_result(f"No messages match {render.field(a.query)}.", {"hits": []})
-        lines = [f"{len(hits)} message(s) match {render.field(a.query)}, best first:"]
+            return mail_result(
+                f"No messages match {render.field(a.query)}.{behind}",
+                {"hits": [], "unindexed": reply.unindexed},
+            )
+        lines = [f"{len(hits)} message(s) match {render.field(a.query)}, best first:{behind}"]
         for h in hits:
             m = h.message
             kind = f" [{render.inline(render.kind_of(m.typed) or '')}]" if m.typed else ""
@@ -670,7 +674,10 @@ class PeersMCP(FileTools, WorkTools, GroupTools):
                 f"{render.field(h.snippet, 400)}"
             )
         lines.append("message_history with thread=<id> shows a message's whole conversation.")
-        return mail_result("\n".join(lines), {"hits": [msgspec.to_builtins(h) for h in hits]})
+        return mail_result(
+            "\n".join(lines),
+            {"hits": [msgspec.to_builtins(h) for h in hits], "unindexed": reply.unindexed},
+        )
 
     async def t_set_summary(self, a: tools.SetSummaryArgs) -> types.CallToolResult:
         peer = (await self._call(p.SetSummary, summary=a.summary)).peer

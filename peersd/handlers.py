@@ -503,8 +503,8 @@ def history(d: Daemon, conn: Connection, r: p.History) -> Op:
             raise PeersError(Code.UNKNOWN_MESSAGE, f"no message {r.thread} in this daemon's mail")
         if thread is not None:
             root = d.store.mail.parent(r.thread)
-            if root is not None and root[1] is not None:
-                thread = root[1]  # any message of a thread names it
+            if root is not None and root.thread is not None:
+                thread = root.thread  # any message of a thread names it
         msgs, next_before = d.store.history(
             me,
             peer,

@@ -1,10 +1,11 @@
 """Requests about messages beyond sending them: typed answers, threads, reactions, search.
 
 ``send`` (in ``handlers``) asks ``extra`` for what a message carries beside its text:
-its thread and subject (from the message it replies to), its kind's fields (an answer
-kind must reply to a request of the matching kind, sent to the one answering), and the
-sender's snapshot. ``react`` and ``search`` are requests of their own, and
-``statuses`` adds each request's answer and reactions to ``message_status``.
+its thread and subject (from the message it replies to, if the sender sent or received
+that one), its kind's fields (an answer kind must reply to a request of the matching kind
+that its asker sent to the one answering), and the sender's snapshot. ``react`` and
+``search`` are requests of their own, and ``statuses`` adds each request's answer and
+reactions to ``message_status``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ INDEX_INTERVAL = 1.0
 """Seconds between background indexing rounds (``index_loop``)."""
 INDEX_CHUNK = 2000
 """Messages indexed per batch: a few milliseconds of the loop (docs/benchmarks.md)."""
+SEARCH_CHUNK = INDEX_CHUNK
+"""Messages a search indexes first at most; the newer ones it does not see (it says how
+many) until the background has indexed them."""
 
 
 def check_typed(d: Daemon, typed: kinds.Kind | None) -> None:
@@ -61,6 +65,10 @@ def extra(
 ) -> Extra:
     """What a message from ``sender`` to ``recipient`` carries beside its text."""
     parent = d.store.mail.parent(reply_to)
+    # A reply belongs to its parent's conversation only if its sender was in it: one that
+    # names a message it neither sent nor received starts its own thread, inheriting
+    # neither thread nor subject (which another group's subject would leak).
+    party = parent is not None and sender.id in (parent.sender, parent.recipient)
     kind = kinds.kind_of(typed)
     if kind in kinds.ANSWERS:
         wanted = kinds.ANSWERS[kind]
@@ -70,14 +78,19 @@ def extra(
                 f"an {kind} answers an {wanted}: pass reply_to with the id of the "
                 f"{wanted} you answer" + (f" ({reply_to} names no message)" if reply_to else ""),
             )
-        _, _, parent_kind, parent_sender, _ = parent
-        if parent_kind != wanted:
+        if parent.recipient != sender.id:
+            raise PeersError(
+                Code.BAD_REQUEST,
+                f"{reply_to} was not sent to you: only the peer an {wanted} was sent to "
+                f"answers it with an {kind}",
+            )
+        if parent.kind != wanted:
             raise PeersError(
                 Code.BAD_REQUEST,
                 f"an {kind} answers an {wanted}, but {reply_to} is "
-                + (f"a {parent_kind}" if parent_kind else "a plain message"),
+                + (f"a {parent.kind}" if parent.kind else "a plain message"),
             )
-        if parent_sender != recipient.id:
+        if parent.sender != recipient.id:
             raise PeersError(
                 Code.BAD_REQUEST,
                 f"{reply_to} was sent by another peer than {recipient.name}: send the {kind} "
@@ -85,10 +98,9 @@ def extra(
             )
     thread = None
     inherited = None
-    if parent is not None:
-        seq, root, _, _, parent_subject = parent
-        thread = root if root is not None else seq
-        inherited = parent_subject or None
+    if parent is not None and party:
+        thread = parent.thread if parent.thread is not None else parent.seq
+        inherited = parent.subject or None
     snap = kinds.snapshot(context, sender.branch, sender.summary)
     return Extra(typed=typed, snapshot=snap, thread=thread, subject=subject or inherited)
 
@@ -101,11 +113,12 @@ def statuses(d: Daemon, items: list[p.MessageStatusItem]) -> list[p.MessageStatu
     if not found:
         return items
     seqs = list(dict.fromkeys(seq for seq, _ in found))
-    found_kinds = d.store.mail.kinds(seqs)
-    answers = d.store.mail.answers(found_kinds)
+    heads = d.store.mail.heads(seqs)
+    answers = d.store.mail.answers(heads)
     reactions = d.store.mail.reactions(seqs)
     for seq, item in found:
-        item.kind = found_kinds.get(seq)  # type: ignore[assignment]
+        head = heads.get(seq)
+        item.kind = head.kind if head is not None else None  # type: ignore[assignment]
         item.answer = answers.get(seq)
         item.reactions = reactions.get(seq, [])
     return items
@@ -135,8 +148,14 @@ def search(d: Daemon, conn: Connection, r: p.Search) -> Op:
     def op() -> Outcome:
         viewer = _caller(d, conn)
         peer = groups.resolve(d.store, viewer, r.peer, d.machine_id).id if r.peer else None
-        d.store.mail.catch_up()  # whatever the background has not indexed yet
-        found = d.store.mail.search(r.query, me, peer, r.since, r.limit)
+        # What the background has not indexed yet, a bounded chunk of it: a backlog (search
+        # turned back on) is the background's, a chunk at a time, not one long batch here.
+        unindexed = 0
+        if d.store.mail.catch_up(SEARCH_CHUNK) == SEARCH_CHUNK:
+            unindexed = d.store.mail.backlog()
+        found = d.store.mail.search(
+            r.query, me, peer, r.since, r.limit, viewer=None if r.mine else viewer
+        )
         msgs = {
             d.store.parse_id(m.id): m
             for m in d.store.mail.with_reactions(d.store.messages_by_seqs([s for s, _, _ in found]))
@@ -154,7 +173,7 @@ def search(d: Daemon, conn: Connection, r: p.Search) -> Op:
             if hits and spent > d.frame_budget:
                 break
             hits.append(hit)
-        return Outcome(p.SearchResults(id=r.id, hits=hits))
+        return Outcome(p.SearchResults(id=r.id, hits=hits, unindexed=unindexed))
 
     return op
 

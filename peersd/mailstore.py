@@ -5,21 +5,23 @@ subject) are written by ``Store.send`` in the same INSERT; this module holds the
 queries around them. Search is SQLite FTS5 over ``text`` and ``subject`` as an
 external-content table. A send does not index its message: FTS5 writes a new segment per
 transaction, which made a one-message commit three times slower (docs/benchmarks.md).
-Instead ``catch_up`` indexes every message after the ``fts_seq`` watermark in one
+Instead ``catch_up`` indexes the messages after the ``fts_seq`` watermark in one
 statement, kept in ``meta`` in the same transaction: the daemon runs it in the background
-in chunks (``mailops.index_loop``) and every search runs it first, so a search always sees
-every committed message. The migration indexes what was there before.
+in chunks (``mailops.index_loop``) and every search runs one chunk first, so a search sees
+every committed message unless a backlog is larger than a chunk (search just turned back
+on), and then says how many it did not see. The migration indexes what was there before.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import apsw
 
+from . import groups
 from .errors import Code, PeersError
 from .kinds import ANSWERED_BY, decode
-from .protocol import Answer, Message, Reaction
+from .protocol import Answer, Message, Peer, Reaction
 
 if TYPE_CHECKING:
     from .store import Store
@@ -33,30 +35,44 @@ ALTER TABLE messages ADD COLUMN subject TEXT;
 CREATE INDEX messages_thread ON messages(thread) WHERE thread IS NOT NULL;
 CREATE INDEX messages_reply ON messages(reply_to) WHERE reply_to IS NOT NULL;
 
--- A reply's thread is the root of its reply_to chain (NULL: the message is a root).
--- Existing replies get theirs: parents always come before their replies.
+-- Stored reply_to ids of this database are written as the daemon writes them (no leading
+-- zeros in the number: m-<tag>-07 is m-<tag>-7), so a reply is found by its parent's id.
+-- An id is m-, the tag (6 hex digits), - (9 characters) and the number.
+UPDATE messages SET reply_to = 'm-' || (SELECT value FROM meta WHERE key = 'tag') || '-'
+    || CAST(CAST(substr(reply_to, 10) AS INTEGER) AS TEXT)
+WHERE reply_to IS NOT NULL
+    AND substr(reply_to, 1, 9) = 'm-' || (SELECT value FROM meta WHERE key = 'tag') || '-'
+    AND substr(reply_to, 10) != CAST(CAST(substr(reply_to, 10) AS INTEGER) AS TEXT);
+
+-- A reply's thread is the root of its reply_to chain (NULL: the message is a root), as
+-- ``mailops.extra`` stores it: a reply whose sender neither sent nor received its parent
+-- is a root. Existing replies get theirs. Parents always come before their replies, so
+-- the links form trees: walk them down from the roots, each step an indexed lookup
+-- (linear in the mail; a correlated scan per message took minutes for 16k messages).
+CREATE TEMP TABLE reply_parent(seq INTEGER PRIMARY KEY, up INTEGER NOT NULL);
+INSERT INTO reply_parent(seq, up)
+SELECT r.seq, r.up FROM (
+    SELECT seq, sender, CAST(substr(reply_to, 10) AS INTEGER) AS up FROM messages
+    WHERE reply_to IS NOT NULL
+        AND substr(reply_to, 1, 9) = 'm-' || (SELECT value FROM meta WHERE key = 'tag') || '-'
+) r
+WHERE r.up < r.seq AND EXISTS (
+    SELECT 1 FROM messages q WHERE q.seq = r.up AND r.sender IN (q.sender, q.recipient)
+);
+CREATE INDEX temp.reply_parent_up ON reply_parent(up);
 CREATE TEMP TABLE thread_roots(seq INTEGER PRIMARY KEY, root INTEGER NOT NULL);
-WITH RECURSIVE
-    tag(prefix) AS (SELECT 'm-' || value || '-' FROM meta WHERE key = 'tag'),
-    parent(seq, up) AS (
-        SELECT m.seq, CAST(substr(m.reply_to, length(tag.prefix) + 1) AS INTEGER)
-        FROM messages m, tag
-        WHERE m.reply_to IS NOT NULL AND substr(m.reply_to, 1, length(tag.prefix)) = tag.prefix
-    ),
-    chain(seq, root) AS (
-        SELECT m.seq, m.seq FROM messages m
-        WHERE NOT EXISTS (
-            SELECT 1 FROM parent JOIN messages q ON q.seq = parent.up
-            WHERE parent.seq = m.seq AND parent.up < m.seq
-        )
-        UNION ALL
-        SELECT parent.seq, chain.root FROM parent JOIN chain ON parent.up = chain.seq
-        WHERE parent.seq > parent.up
-    )
-INSERT INTO thread_roots(seq, root) SELECT seq, root FROM chain WHERE seq != root;
+WITH RECURSIVE chain(seq, root) AS (
+    SELECT seq, up FROM reply_parent WHERE up NOT IN (SELECT seq FROM reply_parent)
+    UNION ALL
+    SELECT r.seq, chain.root FROM reply_parent r JOIN chain ON r.up = chain.seq
+)
+INSERT INTO thread_roots(seq, root) SELECT seq, root FROM chain;
 UPDATE messages SET thread = (SELECT root FROM thread_roots t WHERE t.seq = messages.seq)
 WHERE seq IN (SELECT seq FROM thread_roots);
 DROP TABLE thread_roots;
+DROP TABLE reply_parent;
+-- The daily report counts the mail of a period.
+CREATE INDEX messages_created ON messages(created);
 
 CREATE TABLE reactions(
     message INTEGER NOT NULL REFERENCES messages(seq) ON DELETE CASCADE,
@@ -95,6 +111,23 @@ SEARCH_TEXT = 2000
 match; ``message_history`` or ``check_messages`` the rest)."""
 
 
+class Parent(NamedTuple):
+    """The message a reply names."""
+
+    seq: int
+    thread: int | None
+    kind: str | None
+    sender: str
+    recipient: str
+    subject: str
+
+
+class Head(NamedTuple):
+    kind: str | None
+    sender: str
+    recipient: str
+
+
 class MailStore:
     """Threads, answers, reactions and search over ``Store``'s connection."""
 
@@ -104,31 +137,44 @@ class MailStore:
 
     # ------------------------------------------------------------ threads and answers
 
-    def parent(self, reply_to: str | None) -> tuple[int, int | None, str | None, str, str] | None:
-        """(seq, thread, kind, sender, subject) of the message ``reply_to`` names, if any."""
+    def parent(self, reply_to: str | None) -> Parent | None:
+        """The message ``reply_to`` names, if it is in this database."""
         seq = self.store.parse_id(reply_to) if reply_to else None
         if seq is None:
             return None
         row = self.conn.execute(
-            "SELECT seq, thread, kind, sender, coalesce(subject, '') FROM messages WHERE seq = ?",
+            "SELECT seq, thread, kind, sender, recipient, coalesce(subject, '') FROM messages "
+            "WHERE seq = ?",
             (seq,),
         ).fetchone()
-        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+        return None if row is None else Parent(*row)
 
-    def answers(self, seqs: dict[int, str | None]) -> dict[int, Answer]:
-        """The latest reply to each message (seq -> its kind): for a request kind with an
-        answer kind, the latest reply of that kind."""
+    def heads(self, seqs: list[int]) -> dict[int, Head]:
+        """seq -> (kind, sender, recipient) of the messages that exist."""
+        if not seqs:
+            return {}
+        marks = ",".join("?" * len(seqs))
+        return {
+            seq: Head(kind, sender, recipient)
+            for seq, kind, sender, recipient in self.conn.execute(
+                f"SELECT seq, kind, sender, recipient FROM messages WHERE seq IN ({marks})", seqs
+            )
+        }
+
+    def answers(self, heads: dict[int, Head]) -> dict[int, Answer]:
+        """The answer to each message: the latest reply its recipient sent back to its
+        sender (a reply from anyone else is no answer); for a request kind with an answer
+        kind, the latest reply of that kind."""
         found: dict[int, Answer] = {}
-        for seq, kind in seqs.items():
-            msg_id = self.store.message_id(seq)
+        for seq, head in heads.items():
             sql = (
                 "SELECT seq, sender_name, created, kind, fields, substr(text, 1, ?) "
-                "FROM messages WHERE reply_to = ?"
+                "FROM messages WHERE reply_to = ? AND sender = ? AND recipient = ?"
             )
-            args: list[object] = [PREVIEW, msg_id]
-            if kind in ANSWERED_BY:
+            args: list[object] = [PREVIEW, self.store.message_id(seq), head.recipient, head.sender]
+            if head.kind in ANSWERED_BY:
                 sql += " AND kind = ?"
-                args.append(ANSWERED_BY[kind])
+                args.append(ANSWERED_BY[head.kind])
             row = self.conn.execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
             if row is None:
                 continue
@@ -146,15 +192,6 @@ class MailStore:
         return found
 
     # ------------------------------------------------------------ reactions
-
-    def kinds(self, seqs: list[int]) -> dict[int, str | None]:
-        """seq -> kind (None: plain mail) of the messages that exist."""
-        if not seqs:
-            return {}
-        marks = ",".join("?" * len(seqs))
-        return dict(
-            self.conn.execute(f"SELECT seq, kind FROM messages WHERE seq IN ({marks})", seqs)
-        )
 
     def react(
         self, peer_id: str, peer_name: str, msg_id: str, emoji: str, now: float, most: int
@@ -246,11 +283,18 @@ class MailStore:
         peer: str | None,
         since: float | None,
         limit: int,
+        viewer: Peer | None = None,
     ) -> list[tuple[int, str, float]]:
         """(seq, snippet, rank) of the best matches, best first; ``me`` limits the search
-        to mail it sent or received."""
+        to mail it sent or received, ``viewer`` to mail between peers it may both see
+        (``groups.sql_visible``, as ``Store.history``)."""
         where = ["messages_fts MATCH ?"]
         args: list[object] = [query]
+        if viewer is not None and not groups.operator(viewer):
+            for column in ("m.sender", "m.recipient"):
+                cond, extra = groups.sql_visible(viewer, column)
+                where.append(cond)
+                args += extra
         if me is not None:
             where.append("(m.sender = ? OR m.recipient = ?)")
             args += [me, me]

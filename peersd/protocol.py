@@ -661,6 +661,9 @@ class SearchHit(msgspec.Struct, omit_defaults=True):
 class SearchResults(Frame, tag="search_results"):
     id: int
     hits: list[SearchHit]
+    unindexed: int = 0
+    """The newest messages (at most this many) not indexed yet, so not searched: the
+    background indexes them in a moment. 0: the search saw every committed message."""
 
 
 # --------------------------------------------------------------------------- overseer's dashboard

@@ -574,6 +574,12 @@ class Store:
             return None
         return int(m.group(2))
 
+    def canonical_id(self, msg_id: str) -> str:
+        """``msg_id`` as this database writes it (``m-<tag>-07`` is ``m-<tag>-7``), so a
+        reply is found by its parent's id; an id of another database as given."""
+        seq = self.parse_id(msg_id)
+        return msg_id if seq is None else self.message_id(seq)
+
     def _message(self, row: tuple[Any, ...]) -> Message:
         msg = Message(f"m-{self.tag}-{row[0]}", *row[1:17])
         if row[17] is not None:
@@ -596,6 +602,8 @@ class Store:
     ) -> Message:
         """Queue one message; the caller has checked the recipient's queue has room."""
         x = extra or Extra()
+        if reply_to is not None:
+            reply_to = self.canonical_id(reply_to)
         fields = kinds.encode(x.typed) if x.typed is not None else None
         snap = kinds.encode_snapshot(x.snapshot) if x.snapshot is not None else None
         self.conn.execute(
@@ -695,7 +703,7 @@ class Store:
             args.append(from_peer)
         if reply_to:
             sql += " AND reply_to = ?"
-            args.append(reply_to)
+            args.append(self.canonical_id(reply_to))
         sql += " ORDER BY seq LIMIT ?"
         args.append(limit)
         seqs: list[int] = []

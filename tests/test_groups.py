@@ -354,3 +354,26 @@ def test_search_cannot_name_a_peer_of_another_group(team: Team) -> None:
     hidden = refusal(team.c["ann"], p.Search, query="migration", peer="cid")
     missing = refusal(team.c["ann"], p.Search, query="migration", peer="nobody")
     assert hidden.code == missing.code == Code.UNKNOWN_PEER
+
+
+def test_searching_all_mail_leaves_out_other_groups_mail(
+    daemon, team: Team, agents: Agents
+) -> None:
+    """``search(mine=false)`` shows what ``history(mine=false)`` shows: mail between peers
+    the caller may both see; the human CLI (unbound) still searches everything."""
+    team.c["bob"].request(p.Send, to="ann", text="the red launch code is swordfish")
+    with daemon.client("claude-code") as c2:
+        join(c2, agents, "eve", "blue")
+        c2.request(p.Send, to="cid", text="blue swordfish sighting")
+
+    def found(c: Client, **fields: object) -> list[str]:
+        hits = c.request(p.Search, query="swordfish", **fields).hits
+        return sorted(h.message.text for h in hits)
+
+    red, blue = ["the red launch code is swordfish"], ["blue swordfish sighting"]
+    assert found(team.c["ann"], mine=False) == red
+    assert found(team.c["cid"], mine=False) == blue
+    assert found(team.c["dan"], mine=False) == []  # no group is a group of its own
+    assert found(team.c["cid"]) == blue  # its own mail, as before
+    with daemon.client() as cli:
+        assert found(cli, mine=False) == sorted(red + blue)

@@ -273,6 +273,26 @@ def test_sends_leave_indexing_to_batches_and_a_search_sees_every_message(ring):
     integrity_ok(ring)
 
 
+def test_a_search_indexes_one_bounded_chunk_and_says_what_it_did_not_see(ring, monkeypatch):
+    """A backlog (search just turned back on) is not indexed in one batch on the loop: a
+    search indexes at most ``SEARCH_CHUNK`` messages first and counts the newer ones."""
+    from peersd import mailops
+
+    alice, _ = ring.agent(name="alice"), ring.agent(name="bob")
+    ids = [
+        alice.call(p.Send, to="bob", text=f"note {i} about caching").message_id for i in range(5)
+    ]
+    monkeypatch.setattr(mailops, "SEARCH_CHUNK", 2)
+    first = alice.call(p.Search, query="caching", limit=50)
+    assert sorted(h.message.id for h in first.hits) == sorted(ids[:2])  # the oldest chunk
+    assert first.unindexed == 3 and ring.store.mail.backlog() == 3
+    second = alice.call(p.Search, query="caching", limit=50)
+    assert (len(second.hits), second.unindexed) == (4, 1)
+    third = alice.call(p.Search, query="caching", limit=50)
+    assert (len(third.hits), third.unindexed) == (5, 0)  # caught up: it saw every message
+    integrity_ok(ring)
+
+
 def test_search_can_be_turned_off(ring):
     alice, _ = ring.agent(name="alice"), ring.agent(name="bob")
     alice.call(p.Send, to="bob", text="hello")
