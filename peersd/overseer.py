@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol as p
 from .errors import Code, PeersError
-from .kill import _refuse_agents
+from .kill import _refuse_agents, owned_target
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -42,8 +42,9 @@ WORK_CHANGES: dict[type[p.Request[Any]], p.WorkChange] = {
 """Requests whose success changes the shared work state: a ``WorkChanged``."""
 
 
-async def _owner(d: Daemon, conn: Connection, what: str) -> None:
-    """Refuse unless the caller is the machine's owner: local, a person's CLI."""
+async def _owner(d: Daemon, conn: Connection, what: str, ref: str, verb: str) -> p.Peer:
+    """The session ``ref`` names, when the caller is the machine's owner (local, a person's
+    CLI) and may act on it as on one to kill (``kill.owned_target``)."""
     if conn.remote:
         raise PeersError(
             Code.FORBIDDEN, f"only the machine's owner may {what}, over the local socket"
@@ -55,15 +56,17 @@ async def _owner(d: Daemon, conn: Connection, what: str) -> None:
             f"an agent session renames itself with set_name and releases its own claims",
         )
     await _refuse_agents(d, conn)
+    target, _alive = await owned_target(d, conn, ref, verb)
+    return target
 
 
 def rename_peer(d: Daemon, conn: Connection, r: p.RenamePeer) -> Any:
     async def run() -> None:
         try:
-            await _owner(d, conn, "rename another session")
+            found = await _owner(d, conn, "rename another session", r.target, "rename")
 
             def op() -> tuple[p.Peer, str, list[int]]:
-                target = d.store.resolve(r.target, d.machine_id)
+                target = d.store.require_peer(found.id)
                 if target.state == "gone":
                     raise PeersError(
                         Code.UNKNOWN_PEER, f"{target.name} has gone; only live sessions are renamed"
@@ -90,16 +93,15 @@ def release_claims(d: Daemon, conn: Connection, r: p.ReleaseClaims) -> Any:
 
     async def run() -> None:
         try:
-            await _owner(d, conn, "release another session's claims")
+            target = await _owner(
+                d, conn, "release another session's claims", r.target, "release the claims of"
+            )
 
-            def op() -> tuple[str, list[str]]:
-                target = d.store.resolve(r.target, d.machine_id)
-                released = d.store.files.release(
-                    target.id, None if r.all else r.patterns, time.time()
-                )
-                return target.id, released
+            def op() -> list[str]:
+                return d.store.files.release(target.id, None if r.all else r.patterns, time.time())
 
-            peer_id, released = await d.commit.run(op)
+            released = await d.commit.run(op)
+            peer_id = target.id
             not_held = [x for x in dict.fromkeys(r.patterns) if x not in released]
             d.publish("overseer", p.PeerChanged(what="claims", peer_id=peer_id))
             conn.send(p.FilesReleased(id=r.id, released=released, not_held=not_held))

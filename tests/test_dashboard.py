@@ -484,3 +484,58 @@ def test_urgent_mail_raises_a_desktop_notification(daemon, pair, tmp_path):
         assert lines[2] == "URGENT: stop the deploy"
     finally:
         d.stop()
+
+
+def test_owner_actions_stop_at_this_machine_like_kill(make_daemon, agents, tmp_path):
+    """On a hub, the local owner may not rename a session of another machine, drop its
+    claims or kill it: the one check of ``kill.owned_target``."""
+    from .test_hub import hub, register_remote, remote_client
+
+    d, port = hub(make_daemon)
+    with remote_client(tmp_path / "m1", f"tcp://127.0.0.1:{port}") as far:
+        peer = register_remote(far, agents, "farbuilder", "alpha-box")
+        claim = p.FileRef(path="/work/src/**", repo="/work")
+        far.request(p.ClaimFiles, patterns=[claim], exclusive=True, reason="mine")
+        with d.client("cli") as local:
+            for req in (
+                p.RenamePeer(id=0, target=peer.id, name="renamed-by-the-hub"),
+                p.ReleaseClaims(id=0, target=peer.id, all=True),
+                p.Kill(id=0, target=peer.id),
+            ):
+                with pytest.raises(PeersError) as info:
+                    local.call(req)
+                assert info.value.code == Code.BAD_REQUEST, req
+                assert "runs on another machine (alpha-box)" in info.value.message
+            assert far.request(p.Whoami).peer.name == "farbuilder"
+            held = [(h.peer_id, h.path) for h in far.request(p.ListFiles).holders]
+            assert held == [(peer.id, "/work/src/**")]
+
+
+def test_owner_actions_leave_another_users_process_alone(daemon, tmp_path):
+    """A session whose agent process is another user's (pid 1, or when the tests run as
+    root a process of ``nobody``): neither renamed nor stripped of its claims, as ``kill``
+    leaves it alone."""
+    foreign = None
+    pid = 1
+    if os.getuid() == 0:
+        foreign = subprocess.Popen(["sleep", "60"], user=65534, group=65534, cwd="/")
+        pid = foreign.pid
+    try:
+        with daemon.client("claude-code") as c, daemon.client("cli") as owner:
+            register(c, pid, name="rootly")
+            c.request(p.ClaimFiles, patterns=[p.FileRef(path="/r/x/**", repo="/r")])
+            for req in (
+                p.RenamePeer(id=0, target="rootly", name="mine-now"),
+                p.ReleaseClaims(id=0, target="rootly", all=True),
+                p.Kill(id=0, target="rootly"),
+            ):
+                with pytest.raises(PeersError) as info:
+                    owner.call(req)
+                assert info.value.code == Code.FORBIDDEN, req
+                assert "belongs to another user" in info.value.message
+            assert c.request(p.Whoami).peer.name == "rootly"
+            assert owner.request(p.ListFiles).holders
+    finally:
+        if foreign is not None:
+            foreign.kill()
+            foreign.wait()
