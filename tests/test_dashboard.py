@@ -77,6 +77,20 @@ def test_loopback_names_are_accepted(dashboard):
         assert dashboard.request("GET", "/", headers=headers)[0] == 200
 
 
+def test_the_printed_url_works_for_another_loopback_host(daemon, tmp_path):
+    """``--host 127.0.0.2`` (loopback, so no TLS needed): the URL it prints is answered."""
+    d = Dashboard(daemon, tmp_path, "--host", "127.0.0.2")
+    try:
+        d.wait_ready()
+        assert d.url.startswith("http://127.0.0.2:")
+        status, headers, _ = d.request("GET", "/?token=" + d.token, cookie=False)
+        assert status == 303, headers
+        assert d.request("GET", "/")[0] == 200
+        assert refused(d) is None  # and the page's WebSocket, from that origin
+    finally:
+        d.stop()
+
+
 def test_state_changes_need_the_csrf_header(dashboard, pair):
     _ca, _a, _cb, b = pair
     body = {"to": b.id, "text": "forged"}

@@ -111,6 +111,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _bracketed(host: str) -> str:
+    """A host as it appears in a URL or Host header: an IPv6 address in brackets."""
+    host = host.strip("[]")
+    return f"[{host}]" if ":" in host else host
+
+
 class Guard:
     """Token, Host, Origin and CSRF checks in front of everything; security headers on
     every answer. Plain ASGI, so the WebSocket is refused before it is accepted."""
@@ -131,9 +137,8 @@ class Guard:
         return f"peers_dash_{self.port}"
 
     def allowed_hosts(self) -> set[str]:
-        names = {"127.0.0.1", "localhost", "[::1]"}
-        if not is_loopback(self.host):
-            names.add(f"[{self.host}]" if ":" in self.host else self.host)
+        # The configured host always: it is the one the printed URL names (127.0.0.2 too).
+        names = {"127.0.0.1", "localhost", "[::1]", _bracketed(self.host)}
         hosts = {f"{name}:{self.port}" for name in names}
         if self.port in (80, 443):
             hosts |= names
