@@ -15,6 +15,8 @@ import socket
 import stat
 import subprocess
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -41,8 +43,10 @@ def test_every_request_needs_the_token_which_the_url_swaps_for_a_cookie(dashboar
     assert d.request("GET", "/static/app.js", cookie=False)[0] == 401
     assert d.request("GET", "/?token=" + "0" * 64, cookie=False)[0] == 401  # a wrong one
 
-    status, headers, _ = d.request("GET", "/?token=" + d.token, cookie=False)
-    assert status == 303 and headers["location"] == "/"  # the token leaves the URL
+    status, headers, body = d.request("GET", "/?token=" + d.token, cookie=False)
+    assert status == 200 and b'content="0;url=/"' in body  # the token leaves the URL
+    elsewhere = d.request("GET", "//evil.example/?token=" + d.token, cookie=False)[2]
+    assert b'content="0;url=/evil.example/"' in elsewhere  # this origin's path, not a host
     cookie = headers["set-cookie"]
     assert cookie.startswith(d.cookie + ";")
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
@@ -84,7 +88,7 @@ def test_the_printed_url_works_for_another_loopback_host(daemon, tmp_path):
         d.wait_ready()
         assert d.url.startswith("http://127.0.0.2:")
         status, headers, _ = d.request("GET", "/?token=" + d.token, cookie=False)
-        assert status == 303, headers
+        assert status == 200 and "set-cookie" in headers
         assert d.request("GET", "/")[0] == 200
         assert refused(d) is None  # and the page's WebSocket, from that origin
     finally:
@@ -171,6 +175,34 @@ def test_exits_cleanly_on_ctrl_c_and_sigterm(daemon, tmp_path, sig):
     with socket.socket() as s:  # the port is free again
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", d.port))
+
+
+def test_the_browser_is_opened_on_a_private_file_never_the_token(daemon, tmp_path):
+    """A browser's command line is readable by every user (/proc/PID/cmdline): it gets the
+    path of a 0600 page that redirects to the URL; the token stays off it."""
+    record = tmp_path / "browser-args"
+    browser = tmp_path / "browser"
+    browser.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}.tmp && mv {record}.tmp {record}\n'
+    )
+    browser.chmod(0o755)
+    d = Dashboard(daemon, tmp_path, env={"BROWSER": str(browser)}, no_open=False)
+    try:
+        d.wait_ready()
+        deadline = time.monotonic() + 10
+        while not record.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [arg] = record.read_text().splitlines()
+        assert d.token not in arg
+        assert arg.startswith("file://")
+        page = Path(urlsplit(arg).path)
+        assert page.parent == daemon.settings.run_dir
+        st = os.stat(page)
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.getuid()
+        assert f'content="0;url={d.url}"' in page.read_text()
+    finally:
+        assert d.stop() == 0
+    assert not page.exists()  # gone with the dashboard
 
 
 def test_no_open_prints_exactly_one_line(daemon, tmp_path):
@@ -423,7 +455,7 @@ def test_tls_when_asked_and_the_cookie_is_secure(daemon, tmp_path):
         conn.request("GET", f"/?token={d.token}")
         res = conn.getresponse()
         res.read()
-        assert res.status == 303
+        assert res.status == 200
         assert "Secure" in res.getheader("set-cookie", "")
         conn.request("GET", "/", headers={"Cookie": d.cookie})
         res = conn.getresponse()

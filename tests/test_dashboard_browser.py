@@ -378,3 +378,23 @@ def test_tasks_decisions_and_proposals_panels_show_live(visit, dash):
     done = run_peers(env, "propose", "Ship it?", "--voter", "beta")
     assert done.code == 0, done
     page.wait_for_selector("#proposals-panel >> text=beta: —", timeout=3000)
+
+
+def test_the_opened_file_lands_on_the_page_logged_in(browser, daemon, pair, tmp_path):
+    """What `peers dashboard` hands the browser (a private file, not the token URL) takes
+    it to the live page with its cookie."""
+    from peers_cli.dashboard.web import open_page
+
+    d = Dashboard(daemon, tmp_path)
+    context = browser.new_context()
+    try:
+        d.wait_ready()
+        page_file = open_page(daemon.settings, d.port, d.url)
+        page = context.new_page()
+        page.goto(page_file.as_uri())
+        page.wait_for_selector("#conn.ok", timeout=10000)
+        assert page.url == f"{d.origin}/"  # the token left the address bar
+        page.wait_for_selector("#peers li.peer >> text=alpha", timeout=5000)
+    finally:
+        context.close()
+        d.stop()

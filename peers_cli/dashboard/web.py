@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import html
 import logging
 import secrets
 import shutil
@@ -30,7 +31,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -94,6 +95,36 @@ def load_token(settings: Settings, renew: bool = False) -> str:
     token = secrets.token_hex(TOKEN_HEX // 2)
     write_private_file(path, token.encode() + b"\n", replace=True)
     return token
+
+
+def open_page(settings: Settings, port: int, url: str) -> Path:
+    """A 0600 HTML file beside the token that sends the browser on to ``url`` (as Jupyter
+    does): the browser is started with this file's path, so the token never shows in a
+    command line other users can read (``/proc/PID/cmdline``). Removed when the dashboard
+    stops."""
+    path = settings.run_dir / f"claude-peers-dashboard-{port}.html"
+    ensure_private_dir(path.parent)
+    shown = html.escape(url, quote=True)
+    page = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={shown}">'
+        "<title>peers dashboard</title></head>\n"
+        f'<body><p>Opening <a href="{shown}">the dashboard</a>…</p></body></html>\n'
+    )
+    write_private_file(path, page.encode(), replace=True)
+    return path
+
+
+def _landing(path: str) -> Response:
+    """A page that sets nothing itself but sends the browser on to ``path`` (same origin)."""
+    shown = html.escape(path, quote=True)
+    body = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={shown}">'
+        "<title>peers dashboard</title></head>\n"
+        f'<body><p><a href="{shown}">the dashboard</a></p></body></html>\n'
+    )
+    return Response(body, media_type="text/html; charset=utf-8")
 
 
 def derive(token: str, purpose: str) -> str:
@@ -165,7 +196,10 @@ class Guard:
             return
         if scope["type"] == "http" and self._query_token(scope):
             # The URL carried the token: swap it for the cookie and drop it from the URL.
-            response = RedirectResponse(scope.get("path") or "/", status_code=303)
+            # A page that moves on by itself, not a 303: a navigation that began elsewhere
+            # (the file ``open_page`` writes) would carry the SameSite=Strict cookie through
+            # neither a redirect nor a refresh of a foreign page; this one is the origin's own.
+            response = _landing("/" + (scope.get("path") or "").lstrip("/"))  # never //host
             response.set_cookie(
                 self.cookie,
                 self.cookie_value,
