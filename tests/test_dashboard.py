@@ -585,3 +585,46 @@ def test_owner_actions_leave_another_users_process_alone(daemon, tmp_path):
         if foreign is not None:
             foreign.kill()
             foreign.wait()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_failed_catch_up_after_a_reconnect_is_retried(daemon, anyio_backend):
+    """The client reconnects by itself, then the dashboard catches up; when that fails
+    (here the first two tries, as a request timing out would) it tries again instead of
+    staying "down" for good with the connection up."""
+    from peers_cli.dashboard import link
+
+    overseer = link.Overseer(daemon.settings, os.getpid())
+    task = asyncio.get_running_loop().create_task(overseer.run())
+    fetch = overseer._fetch
+    failures = {"left": 0}
+
+    async def flaky(what: set[str]) -> None:
+        if "audit" in what and failures["left"]:  # a catch-up's fetch, not a doorbell's
+            failures["left"] -= 1
+            raise PeersError(Code.TIMEOUT, "injected: no answer in time")
+        await fetch(what)
+
+    overseer._fetch = flaky  # type: ignore[method-assign]
+    try:
+        await asyncio.wait_for(overseer.ready.wait(), 15)
+        failures["left"] = 2
+        await asyncio.to_thread(daemon.stop)
+        deadline = time.monotonic() + 10
+        while overseer.up:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(daemon.start)
+        deadline = time.monotonic() + 15
+        while not (overseer.up and overseer.client and overseer.client.connected):
+            assert time.monotonic() < deadline, (overseer.down_reason, failures)
+            await asyncio.sleep(0.05)
+        assert failures["left"] == 0  # it did fail twice, and came up after
+        assert json.loads(overseer.snapshot())["up"] is True
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if overseer.client is not None:
+            await overseer.client.aclose()

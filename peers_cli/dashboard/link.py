@@ -35,6 +35,8 @@ COALESCE = 0.03
 """Seconds a doorbell waits for others before refetching (well inside the 100 ms budget)."""
 PAGE_QUEUE = 2000
 """Updates a slow page may have waiting; past that it is hung up and catches up anew."""
+RESYNC_FIRST, RESYNC_MAX = 0.2, 5.0
+"""Seconds before retrying a failed resync after a reconnect, doubling up to the max."""
 EVENT_KINDS: list[p.EventKind] = ["peers", "traffic", "mail", "receipts", "overseer"]
 
 
@@ -146,7 +148,7 @@ class Overseer:
                     self.settings,
                     kind="cli",
                     autostart=autostart,
-                    on_reconnect=self._resync,
+                    on_reconnect=self._resync_until_done,
                     on_lost=self._lost,
                 )
                 try:
@@ -175,6 +177,22 @@ class Overseer:
         if was_up:
             log.info("peersd went away: %s", why)
         self.send({"t": "daemon", "up": False, "reason": why})
+
+    async def _resync_until_done(self) -> None:
+        """After the client reconnected by itself: resync, and on failure (a request that
+        timed out, a daemon still starting or stopping) try again with backoff rather than
+        stay "down" with the connection up. A newer reconnect cancels this and starts anew."""
+        delay = RESYNC_FIRST
+        while True:
+            try:
+                await self._resync()
+                return
+            except (PeersError, OSError) as e:
+                log.info("resync after a reconnect failed, again in %.1fs: %s", delay, e)
+                self.down_reason = f"catching up with peersd failed ({e}); retrying"
+                self.send({"t": "daemon", "up": False, "reason": self.down_reason})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESYNC_MAX)
 
     async def _resync(self) -> None:
         """Become the human's peer again, subscribe, and send every page a snapshot."""
