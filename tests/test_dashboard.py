@@ -628,3 +628,67 @@ async def test_a_failed_catch_up_after_a_reconnect_is_retried(daemon, anyio_back
             await task
         if overseer.client is not None:
             await overseer.client.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_page_that_stops_reading_is_hung_up_on(daemon, pair, monkeypatch, anyio_backend):
+    """A page that never reads (a frozen tab) is hung up on once an update has waited
+    ``SEND_TIMEOUT`` for it, well before its queue of 2000 updates fills: its queue is let
+    go and its connection ends. In-process, with a 1 s timeout."""
+    import base64
+
+    from peers_cli.dashboard import link, web
+
+    ca, _a, _cb, _b = pair
+    monkeypatch.setattr(web, "SEND_TIMEOUT", 1.0)
+    overseer = link.Overseer(daemon.settings, os.getpid())
+    token = "ab" * 32
+    _app, guard = web.build(overseer, token, "127.0.0.1", False)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    guard.port = port = listener.getsockname()[1]
+    server = web.Server(web.server_config(guard, None, None))
+    serving = asyncio.get_running_loop().create_task(server.serve(sockets=[listener]))
+    page = socket.socket()
+    try:
+        await asyncio.wait_for(overseer.ready.wait(), 15)
+        page.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        page.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        page.sendall(
+            (
+                f"GET /live HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:{port}\r\n"
+                f"Cookie: {guard.cookie}={guard.cookie_value}\r\n\r\n"
+            ).encode()
+        )
+        page.settimeout(10)
+        assert await asyncio.to_thread(page.recv, 12) == b"HTTP/1.1 101"
+        deadline = time.monotonic() + 10
+        while not overseer.pages:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+
+        def flood() -> None:  # about 9 MB: more than the socket buffers hold
+            for n in range(300):
+                ca.request(p.Send, to="beta", text=f"{n} " + "y" * 30000)
+
+        await asyncio.to_thread(flood)
+        deadline = time.monotonic() + 15
+        while overseer.pages:  # detached: its queue and updates are freed
+            assert time.monotonic() < deadline, "a page that reads nothing is never let go"
+            await asyncio.sleep(0.05)
+
+        def drain() -> None:
+            with contextlib.suppress(ConnectionResetError):
+                while page.recv(1 << 20):
+                    pass
+
+        await asyncio.to_thread(drain)  # and the connection ends (no 10 s timeout)
+    finally:
+        page.close()
+        server.should_exit = True
+        await asyncio.wait_for(serving, 15)

@@ -53,11 +53,9 @@ def dashboard(
     ] = False,
 ) -> None:
     """Open the live web view of every session: peers, all mail, files, audit; write as you."""
-    import uvicorn
-
     from ..app import _session_pid
     from .link import Overseer
-    from .web import Server, build, is_loopback, load_token, open_page
+    from .web import Server, build, is_loopback, load_token, open_page, server_config
 
     # Until the server's own handlers are in place, SIGTERM is a Ctrl-C: a clean exit.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -110,18 +108,7 @@ def dashboard(
             webbrowser.open(page.as_uri())
         except Exception as e:  # no browser here: the URL above is enough
             err.print(f"[yellow]could not open a browser ({e}); open the URL above[/]")
-    config = uvicorn.Config(
-        guard,
-        log_level="warning",
-        lifespan="on",
-        ws="websockets-sansio",
-        server_header=False,
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
-        timeout_graceful_shutdown=3,
-        ws_ping_interval=None,
-    )
-    server = Server(config)
+    server = Server(server_config(guard, tls_cert, tls_key))
     try:
         asyncio.run(server.serve_until_signal(sock))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the server's handlers were in place

@@ -109,11 +109,12 @@ class Overseer:
             try:
                 queue.put_nowait(data)
             except asyncio.QueueFull:
-                # Too far behind: hang up; the page reconnects and takes a snapshot.
+                # Too far behind: hang up; the page reconnects and takes a snapshot. What
+                # it has not taken is dropped at once, so the hang-up is next in line.
                 self.pages.discard(queue)
-                with contextlib.suppress(asyncio.QueueFull):
+                while not queue.empty():
                     queue.get_nowait()
-                    queue.put_nowait(None)
+                queue.put_nowait(None)
 
     def snapshot(self) -> bytes:
         messages = sorted(self.messages.values(), key=lambda m: m.created)[-HISTORY:]

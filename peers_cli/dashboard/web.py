@@ -52,6 +52,9 @@ CSRF_HEADER = "x-peers-csrf"
 PING = 20.0
 """Seconds of quiet after which a page gets a ping (it reconnects after 45 s of silence:
 a laptop that slept, a proxy that dropped the socket)."""
+SEND_TIMEOUT = 30.0
+"""Seconds one update may wait for a page to read what it was sent before: a page that
+stopped reading is hung up on (its connection aborted), not held in memory for good."""
 MAX_BODY = 256 * 1024
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -127,6 +130,16 @@ def _landing(path: str) -> Response:
     return Response(body, media_type="text/html; charset=utf-8")
 
 
+def _aborter(send: Send) -> Callable[[], None]:
+    """How to drop a WebSocket's connection at once, its unsent data with it: a close
+    frame (even the transport's close) waits behind what a page that stopped reading
+    never takes. uvicorn's ``send`` is its protocol's method, which holds the transport;
+    another server: only the app's side ends."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    abort = getattr(transport, "abort", None)
+    return abort if callable(abort) else (lambda: None)
+
+
 def derive(token: str, purpose: str) -> str:
     return hmac.new(token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
 
@@ -194,6 +207,8 @@ class Guard:
                 return
             await self._secured(PlainTextResponse(text + "\n", status), scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            scope["peers.abort"] = _aborter(send)
         if scope["type"] == "http" and self._query_token(scope):
             # The URL carried the token: swap it for the cookie and drop it from the URL.
             # A page that moves on by itself, not a 303: a navigation that began elsewhere
@@ -267,8 +282,17 @@ def build(overseer: Overseer, token: str, host: str, tls: bool) -> tuple[Starlet
         await ws.accept()
         queue = overseer.attach()
         closed = asyncio.get_running_loop().create_task(_until_closed(ws))
+
+        async def send(data: str) -> None:
+            try:
+                await asyncio.wait_for(ws.send_text(data), SEND_TIMEOUT)
+            except TimeoutError:
+                log.warning("a page read nothing for %gs: hanging up on it", SEND_TIMEOUT)
+                ws.scope.get("peers.abort", lambda: None)()
+                raise _Slow from None
+
         try:
-            await ws.send_text(overseer.snapshot().decode())
+            await send(overseer.snapshot().decode())
             while True:
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait(
@@ -279,14 +303,17 @@ def build(overseer: Overseer, token: str, host: str, tls: bool) -> tuple[Starlet
                     break
                 if getter not in done:
                     getter.cancel()
-                    await ws.send_text('{"t":"ping"}')
+                    await send('{"t":"ping"}')
                     continue
                 data = getter.result()
                 if data is None:  # too far behind: the page reconnects and catches up
-                    await ws.close(1013, "too far behind; reconnect")
+                    try:
+                        await asyncio.wait_for(ws.close(1013, "too far behind; reconnect"), 1)
+                    except TimeoutError:
+                        ws.scope.get("peers.abort", lambda: None)()
                     break
-                await ws.send_text(data.decode())
-        except (WebSocketDisconnect, RuntimeError, OSError):
+                await send(data.decode())
+        except (WebSocketDisconnect, RuntimeError, OSError, _Slow, TimeoutError):
             pass
         finally:
             overseer.detach(queue)
@@ -356,6 +383,10 @@ async def _until_closed(ws: WebSocket) -> None:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             return
+
+
+class _Slow(Exception):
+    """A page did not read an update within ``SEND_TIMEOUT``: it was hung up on."""
 
 
 class _BadInput(ClaudePeersError, ValueError):
@@ -460,6 +491,21 @@ async def _notify(title: str, body: str) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
+
+
+def server_config(guard: Guard, tls_cert: str | None, tls_key: str | None) -> uvicorn.Config:
+    """How uvicorn serves the dashboard (``peers dashboard``, and the tests in-process)."""
+    return uvicorn.Config(
+        guard,
+        log_level="warning",
+        lifespan="on",
+        ws="websockets-sansio",
+        server_header=False,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        timeout_graceful_shutdown=3,
+        ws_ping_interval=None,
+    )
 
 
 class Server(uvicorn.Server):
