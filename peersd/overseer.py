@@ -111,6 +111,17 @@ def release_claims(d: Daemon, conn: Connection, r: p.ReleaseClaims) -> Any:
     return run()
 
 
+def message_changed(req: p.Request[Any], response: p.Frame) -> p.MessageChanged | None:
+    """The ``MessageChanged`` doorbell of a request that changes messages without an event
+    of its own (``Daemon.dispatch``, after commit): a reaction, a claim leasing mail. A
+    release, a lapsed lease, a delivery and an expiry ring from ``Daemon``'s effects."""
+    if isinstance(req, p.React) and isinstance(response, p.Ok):
+        return p.MessageChanged(what="reactions", message_ids=[req.message_id])
+    if isinstance(response, p.Claimed) and response.messages:
+        return p.MessageChanged(what="leased", message_ids=[m.id for m in response.messages])
+    return None
+
+
 def audit_added(d: Daemon, seq: int) -> None:
     """Ring the ``overseer`` doorbell for audit record ``seq`` (call after its commit)."""
     d.publish("overseer", p.AuditAdded(seq=seq))

@@ -711,6 +711,18 @@ class WorkChanged(Frame, tag="ev_work"):
     what: WorkChange
 
 
+MessageChange = Literal["leased", "queued", "delivered", "expired", "reactions"]
+
+
+class MessageChanged(Frame, tag="ev_message_changed"):
+    """A doorbell: stored messages changed as ``message_status`` shows them: leased by a
+    claim, queued again (released, a lapsed lease, inherited by a new holder of the name),
+    delivered, expired, or reacted to."""
+
+    what: MessageChange
+    message_ids: list[str]
+
+
 class AuditAdded(Frame, tag="ev_audit"):
     """A doorbell: the audit record ``seq`` was written or its outcome filled in."""
 
@@ -1359,6 +1371,7 @@ Event = (
     | MessagePosted
     | WorkChanged
     | PeerChanged
+    | MessageChanged
     | AuditAdded
 )
 ServerFrame = Response | Event
@@ -1373,6 +1386,7 @@ EVENT_TYPES = (
     MessagePosted,
     WorkChanged,
     PeerChanged,
+    MessageChanged,
     AuditAdded,
 )
 

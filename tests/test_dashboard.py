@@ -16,6 +16,7 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -268,14 +269,21 @@ def test_compose_reaches_the_inbox_and_delivery_shows(dashboard, pair):
 
     async def deliver() -> list[dict]:
         task = asyncio.create_task(
-            updates_until(dashboard, lambda u: u["t"] == "state" and u["id"] == mid)
+            updates_until(
+                dashboard,
+                lambda u: (
+                    u["t"] == "changed"
+                    and u["message"]["id"] == mid
+                    and u["message"]["state"] == "delivered"
+                ),
+            )
         )
         await asyncio.sleep(0.3)
         await asyncio.to_thread(cb.request, p.Ack, message_ids=[mid], via="check")
         return await task
 
     seen = asyncio.run(deliver())
-    assert seen[-1]["state"] == "delivered" and seen[-1]["via"] == "check"
+    assert seen[-1]["message"]["delivered_via"] == "check"
 
 
 def test_compose_errors_are_specific(dashboard, pair):
@@ -292,6 +300,49 @@ def test_compose_errors_are_specific(dashboard, pair):
 def test_broadcast_to_a_scope(dashboard, pair):
     status, body = dashboard.post("send", {"scope": "machine", "text": "hello all"})
     assert status == 200 and len(body["sent"]) == 2, body
+
+
+def test_every_change_to_a_message_reaches_the_page(daemon, pair, tmp_path):
+    """Leased by a claim, queued again by a release, reacted to, delivered: each reaches the
+    page (``ev_message_changed``), also when the dashboard runs in a group (it never joins
+    one: the overseer sees everything, and ``ev_traffic`` is screened for grouped peers)."""
+    ca, _a, cb, _b = pair
+    d = Dashboard(daemon, tmp_path, env={"CLAUDE_PEERS_GROUP": "team-x"})
+    try:
+        snap = d.wait_ready()
+        assert snap["me"].get("group") is None
+        mid = ca.request(p.Send, to="beta", text="watch me change").message_id
+
+        def change(step: Any, want: Any) -> dict:
+            async def run() -> list[dict]:
+                task = asyncio.create_task(
+                    updates_until(
+                        d, lambda u: u["t"] == "changed" and u["message"]["id"] == mid and want(u)
+                    )
+                )
+                await asyncio.sleep(0.3)
+                await asyncio.to_thread(step)
+                return await task
+
+            return asyncio.run(run())[-1]["message"]
+
+        assert change(lambda: cb.request(p.Claim), lambda u: True)["state"] == "leased"
+        queued = change(lambda: cb.request(p.Release, message_ids=[mid]), lambda u: True)
+        assert queued["state"] == "queued"
+        reacted = change(
+            lambda: cb.request(p.React, message_id=mid, emoji="👍"),
+            lambda u: u["message"].get("reactions"),
+        )
+        assert [r["emoji"] for r in reacted["reactions"]] == ["👍"]
+
+        def deliver() -> None:
+            cb.request(p.Claim)
+            cb.request(p.Ack, message_ids=[mid], via="check")
+
+        done = change(deliver, lambda u: u["message"]["state"] == "delivered")
+        assert done["delivered_via"] == "check" and done["reactions"]
+    finally:
+        d.stop()
 
 
 def test_mail_to_the_human_is_delivered_once_the_page_showed_it(dashboard, pair):
@@ -429,6 +480,22 @@ def test_overseer_events_carry_whole_messages_and_doorbells(daemon, pair):
     assert posted.message.id == sent.message_id and posted.message.text == text
     assert isinstance(changed, p.PeerChanged)
     assert (changed.what, changed.peer_id) == ("summary", a.id)
+
+
+def test_a_lapsed_lease_rings_the_message_doorbell(daemon, pair):
+    ca, _a, cb, _b = pair
+    with daemon.client() as watcher:
+        watcher.request(p.Subscribe, kinds=["overseer"])
+        mid = ca.request(p.Send, to="beta", text="lease me").message_id
+        assert isinstance(watcher.next_event(5), p.MessagePosted)
+        cb.request(p.Claim, lease_seconds=0.1)
+        leased = watcher.next_event(5)
+        time.sleep(0.3)
+        assert watcher.request(p.Sweep).requeued == 1
+        again = watcher.next_event(5)
+    assert (leased.what, leased.message_ids) == ("leased", [mid])
+    assert isinstance(again, p.MessageChanged)
+    assert (again.what, again.message_ids) == ("queued", [mid])
 
 
 def test_dashboard_command_in_help():

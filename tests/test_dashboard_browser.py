@@ -398,3 +398,19 @@ def test_the_opened_file_lands_on_the_page_logged_in(browser, daemon, pair, tmp_
     finally:
         context.close()
         d.stop()
+
+
+def test_a_message_badge_follows_its_state_and_reactions(visit, pair):
+    ca, _a, cb, _b = pair
+    page = visit.page
+    mid = ca.request(p.Send, to="beta", text="follow my badge").message_id
+    item = page.locator(f'#feed li.message[data-id="{mid}"]')
+    item.locator(".badge.queued").wait_for(timeout=3000)
+    cb.request(p.Claim)
+    item.locator(".badge.leased").wait_for(timeout=3000)
+    cb.request(p.React, message_id=mid, emoji="👀")
+    item.locator(".reaction", has_text="👀").wait_for(timeout=3000)
+    cb.request(p.Ack, message_ids=[mid], via="check")
+    item.locator(".badge.delivered").wait_for(timeout=3000)
+    assert item.locator(".badge.delivered").get_attribute("title") == "via check"
+    assert page.locator(f'#feed li.message[data-id="{mid}"]').count() == 1  # replaced, not added

@@ -37,7 +37,8 @@ PAGE_QUEUE = 2000
 """Updates a slow page may have waiting; past that it is hung up and catches up anew."""
 RESYNC_FIRST, RESYNC_MAX = 0.2, 5.0
 """Seconds before retrying a failed resync after a reconnect, doubling up to the max."""
-EVENT_KINDS: list[p.EventKind] = ["peers", "traffic", "mail", "receipts", "overseer"]
+EVENT_KINDS: list[p.EventKind] = ["peers", "mail", "overseer"]
+"""Not ``traffic``: what it says of a message comes whole from ``overseer`` events."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ class Overseer:
         self.features: dict[str, bool] = {"search": False, "report": False}
         self.pages: set[asyncio.Queue[bytes | None]] = set()
         self._dirty: set[str] = set()
+        self._changed: set[str] = set()
+        """Messages an ``ev_message_changed`` named, refetched with the next doorbell."""
         self._wake = asyncio.Event()
         self.ready = asyncio.Event()
         """Set once the first snapshot is taken (tests and the first page wait for it)."""
@@ -204,6 +207,7 @@ class Overseer:
             req = await asyncio.to_thread(
                 session_registration, self.settings, self.human_pid, "cli", name=self.name
             )
+            req.group = None  # the overseer sees every session, whatever group it is in
             self.me = await client.bind(req)
             await client.subscribe(EVENT_KINDS)
         else:
@@ -270,12 +274,9 @@ class Overseer:
                     del self.messages[old]
             self.send({"t": "message", "message": msg})
             self.ring("peers")  # pending counts
-        elif isinstance(event, p.TrafficEvent):
-            if event.what != "sent":
-                self._state(event.message_id, event.what, event.at, event.via)
-                self.ring("peers")
-        elif isinstance(event, p.ReceiptEvent):
-            self._state(event.message_id, event.state, event.at, event.via)
+        elif isinstance(event, p.MessageChanged):
+            self._changed.update(event.message_ids)
+            self.ring("messages", "" if event.what == "reactions" else "peers")
         elif isinstance(event, p.PeerChanged):
             self.ring("peers", "files" if event.what in ("files", "claims") else "")
         elif isinstance(event, (p.PeerJoined, p.PeerLeft, p.PeerRenamed)):
@@ -289,15 +290,6 @@ class Overseer:
         name = type(event).__name__
         if any(name in panel.events for panel in PANELS):
             self.ring("panels")
-
-    def _state(self, message_id: str, state: str, at: float, via: str | None) -> None:
-        msg = self.messages.get(message_id)
-        if msg is not None:
-            changes: dict[str, Any] = {"state": state}
-            if state == "delivered":
-                changes |= {"delivered_at": at, "delivered_via": via}
-            self.messages[message_id] = msgspec.structs.replace(msg, **changes)
-        self.send({"t": "state", "id": message_id, "state": state, "at": at, "via": via})
 
     def ring(self, *what: str) -> None:
         self._dirty.update(w for w in what if w)
@@ -327,6 +319,8 @@ class Overseer:
         if "files" in what:
             self.files = (await client.request(p.ListFiles)).holders
             self.send({"t": "files", "files": self.files})
+        if "messages" in what:
+            await self._refetch_messages(client)
         if "audit" in what:
             self.audit = (await client.request(p.Audit, limit=50)).records
             self.send({"t": "audit", "audit": self.audit})
@@ -338,6 +332,30 @@ class Overseer:
                 else:
                     self.panels[panel.name] = getattr(answer, panel.items, [])
             self.send({"t": "panels", "panels": self.panels})
+
+    async def _refetch_messages(self, client: AsyncClient) -> None:
+        """The messages ``ev_message_changed`` named (those the pages have) as they are now:
+        state, delivery, recipient (mail inherited by a new holder of a name), reactions."""
+        ids, self._changed = [i for i in self._changed if i in self.messages], set()
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            items = (await client.request(p.MessageStatus, message_ids=chunk)).items
+            for item in items:
+                msg = self.messages.get(item.message_id)
+                if msg is None or not item.found or item.state is None:
+                    continue
+                msg = msgspec.structs.replace(
+                    msg,
+                    state=item.state,
+                    recipient=item.to or msg.recipient,
+                    recipient_name=item.to_name or msg.recipient_name,
+                    delivered_at=item.delivered_at,
+                    expires_at=item.expires_at or msg.expires_at,
+                    delivered_via=item.delivered_via,
+                    reactions=item.reactions,
+                )
+                self.messages[msg.id] = msg
+                self.send({"t": "changed", "message": msg})
 
     # ------------------------------------------------------------------ actions
 

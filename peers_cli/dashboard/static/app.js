@@ -372,15 +372,11 @@ function stopReply() {
   $("replying").hidden = true;
 }
 
-function updateState(id, st, at, via) {
-  const msg = state.messages.get(id);
-  if (!msg) return;
-  msg.state = st;
-  if (st === "delivered") {
-    msg.delivered_at = at;
-    msg.delivered_via = via;
-  }
-  for (const li of document.querySelectorAll(`li.message[data-id="${CSS.escape(id)}"]`)) {
+function changeMessage(msg) {
+  // A message as it is now (state, delivery, recipient, reactions): every copy shown.
+  if (!state.messages.has(msg.id)) return;
+  state.messages.set(msg.id, msg);
+  for (const li of document.querySelectorAll(`li.message[data-id="${CSS.escape(msg.id)}"]`)) {
     li.replaceWith(renderMessage(msg));
   }
 }
@@ -612,8 +608,8 @@ function apply(update) {
       noteMailForMe(update.message, true);
       break;
     }
-    case "state":
-      updateState(update.id, update.state, update.at, update.via);
+    case "changed":
+      changeMessage(update.message);
       break;
     case "peers":
       state.peers = update.peers;
