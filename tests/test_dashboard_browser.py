@@ -414,3 +414,31 @@ def test_a_message_badge_follows_its_state_and_reactions(visit, pair):
     item.locator(".badge.delivered").wait_for(timeout=3000)
     assert item.locator(".badge.delivered").get_attribute("title") == "via check"
     assert page.locator(f'#feed li.message[data-id="{mid}"]').count() == 1  # replaced, not added
+
+
+def test_a_page_left_open_keeps_at_most_2000_messages(browser, make_daemon, agents, tmp_path):
+    """The oldest leave the feed (and the page's memory) past 2000, as in the dashboard."""
+    daemon = make_daemon(rate_per_second="0", queue_limit="5000")
+    ca = demo_peer(daemon, agents, "claude-code", "alpha", "main")
+    cb = demo_peer(daemon, agents, "codex", "beta", "main")
+    d = Dashboard(daemon, tmp_path)
+    v = None
+    try:
+        d.wait_ready()
+        v = Visit(browser, d)
+        page = v.page
+        first = ca.request(p.Send, to="beta", text="the very first").message_id
+        page.wait_for_selector("#feed li.message >> text=the very first", timeout=3000)
+        for n in range(2000):
+            ca.request(p.Send, to="beta", text=f"filler {n}")
+        page.wait_for_selector("#feed li.message >> text=filler 1999", timeout=30000)
+        expect(page.locator("#feed li.message")).to_have_count(2000)
+        assert page.locator(f'#feed li.message[data-id="{first}"]').count() == 0
+        assert page.locator("#feed li.message >> text=filler 0").count() == 1
+        assert not v.errors, v.errors
+    finally:
+        if v is not None:
+            v.close()
+        ca.close()
+        cb.close()
+        d.stop()
