@@ -2,9 +2,10 @@
 
 Two actions the machine's owner takes on *another* session — rename it, drop its claims —
 allowed to whoever may ``kill`` with ``kill_enabled`` off: a person's CLI on the local
-socket, not an agent session (``kill._refuse_agents``). And the ``overseer`` events: which
-requests change what ``list_peers``/``list_files`` show (``PEER_CHANGES``, published by
-``Daemon.dispatch`` after commit), so a live view never has to poll.
+socket, not an agent session (``kill._refuse_agents``), on a target ``kill`` could take
+(``kill.owned_target``). And the ``overseer`` events: which requests change what
+``list_peers``/``list_files``/``message_status`` show (``PEER_CHANGES``, ``message_changed``,
+published by ``Daemon.dispatch`` after commit), so a live view never has to poll.
 """
 
 from __future__ import annotations

@@ -663,8 +663,8 @@ class SearchResults(Frame, tag="search_results"):
 # What `peers dashboard` (peers_cli/dashboard) needs beyond the rest (docs/protocol.md §13):
 # two actions the machine's owner takes on another session, and the events of kind
 # "overseer" (local socket only): every message whole as it is stored, and doorbells for a
-# change to a peer (status, summary, files, claims) or to the audit log. Like every event,
-# sent only after the change is committed.
+# change to a peer (status, summary, files, claims), to messages (state, reactions) or to
+# the audit log. Like every event, sent only after the change is committed.
 
 
 class RenamePeer(Request["PeerResult"], tag="rename_peer"):
