@@ -124,6 +124,8 @@ def _landing(path: str) -> Response:
     body = (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f'<meta http-equiv="refresh" content="0;url={shown}">'
+        # Its own icon, or the browser asks for /favicon.ico (a 404 in its console).
+        '<link rel="icon" href="/static/icon.svg" type="image/svg+xml">'
         "<title>peers dashboard</title></head>\n"
         f'<body><p><a href="{shown}">the dashboard</a></p></body></html>\n'
     )
@@ -385,7 +387,7 @@ async def _until_closed(ws: WebSocket) -> None:
             return
 
 
-class _Slow(Exception):
+class _Slow(ClaudePeersError):
     """A page did not read an update within ``SEND_TIMEOUT``: it was hung up on."""
 
 
