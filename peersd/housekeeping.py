@@ -89,6 +89,8 @@ class Housekeeper:
             requeued = self.d.store.upkeep.expire_leases(now)
             for msg in requeued:
                 effects += self.d.mail_effects(msg, fresh=False)
+            if requeued:
+                effects.append(self.d.queued_effect(requeued))
             # Tasks of sessions gone for task_grace with no successor: open to anyone again.
             reopened = tasks.reopen_orphans(self.d, now)
             if reopened:

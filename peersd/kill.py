@@ -60,19 +60,11 @@ async def _kill(d: Daemon, conn: Connection, r: p.Kill) -> None:
     try:
         if not d.settings.kill_enabled:
             await _refuse_agents(d, conn)
-        viewer = d.store.peer(conn.peer_id) if conn.peer_id else None
-        target = await d.commit.run(lambda: groups.resolve(d.store, viewer, r.target, d.machine_id))
+        target, alive = await owned_target(d, conn, r.target, "kill")
         actor = _actor(d, conn)
         if target.id == conn.peer_id:
             raise PeersError(Code.BAD_REQUEST, "a session cannot kill itself")
-        if target.machine_id != d.machine_id:
-            raise PeersError(Code.BAD_REQUEST, f"{target.name} runs on another machine")
         pid, start = target.agent_pid, target.agent_start
-        alive, uid = await asyncio.to_thread(_inspect, pid, start)
-        if alive and uid != os.getuid():
-            raise PeersError(
-                Code.FORBIDDEN, f"process {pid} belongs to another user; not touching it"
-            )
         seq: int | None = None
         if alive:
             # Recorded before the first signal: a stop during the grace period (or a
@@ -125,6 +117,30 @@ async def _kill(d: Daemon, conn: Connection, r: p.Kill) -> None:
         )
     except PeersError as e:
         conn.send(p.Error.of(e, r.id))
+
+
+async def owned_target(d: Daemon, conn: Connection, ref: str, what: str) -> tuple[p.Peer, bool]:
+    """The session ``ref`` names, as the machine's owner may act on it (kill it, rename it,
+    drop its claims): resolved as the caller may see it (peersd.groups), on this machine
+    (a hub's other machines have their own owners), its agent process, while it runs, this
+    user's. Returns it and whether that process still runs. The one check of every owner
+    action (``kill`` and peersd.overseer), so none is looser than another."""
+    viewer = d.store.peer(conn.peer_id) if conn.peer_id else None
+    target = await d.commit.run(lambda: groups.resolve(d.store, viewer, ref, d.machine_id))
+    if target.machine_id != d.machine_id:
+        raise PeersError(
+            Code.BAD_REQUEST,
+            f"{target.name} runs on another machine ({target.host}); only that machine's "
+            f"owner may {what} it",
+        )
+    pid = target.agent_pid
+    alive, uid = await asyncio.to_thread(_inspect, pid, target.agent_start)
+    if alive and uid != os.getuid():
+        raise PeersError(
+            Code.FORBIDDEN,
+            f"{target.name}'s process {pid} belongs to another user; not touching it",
+        )
+    return target, alive
 
 
 async def _interrupted(d: Daemon, seq: int, pid: int) -> None:

@@ -2,9 +2,10 @@
 
 Two actions the machine's owner takes on *another* session — rename it, drop its claims —
 allowed to whoever may ``kill`` with ``kill_enabled`` off: a person's CLI on the local
-socket, not an agent session (``kill._refuse_agents``). And the ``overseer`` events: which
-requests change what ``list_peers``/``list_files`` show (``PEER_CHANGES``, published by
-``Daemon.dispatch`` after commit), so a live view never has to poll.
+socket, not an agent session (``kill._refuse_agents``), on a target ``kill`` could take
+(``kill.owned_target``). And the ``overseer`` events: which requests change what
+``list_peers``/``list_files``/``message_status`` show (``PEER_CHANGES``, ``message_changed``,
+published by ``Daemon.dispatch`` after commit), so a live view never has to poll.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol as p
 from .errors import Code, PeersError
-from .kill import _refuse_agents
+from .kill import _refuse_agents, owned_target
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -43,8 +44,9 @@ WORK_CHANGES: dict[type[p.Request[Any]], p.WorkChange] = {
 """Requests whose success changes the shared work state: a ``WorkChanged``."""
 
 
-async def _owner(d: Daemon, conn: Connection, what: str) -> None:
-    """Refuse unless the caller is the machine's owner: local, a person's CLI."""
+async def _owner(d: Daemon, conn: Connection, what: str, ref: str, verb: str) -> p.Peer:
+    """The session ``ref`` names, when the caller is the machine's owner (local, a person's
+    CLI) and may act on it as on one to kill (``kill.owned_target``)."""
     if conn.remote:
         raise PeersError(
             Code.FORBIDDEN, f"only the machine's owner may {what}, over the local socket"
@@ -56,15 +58,17 @@ async def _owner(d: Daemon, conn: Connection, what: str) -> None:
             f"an agent session renames itself with set_name and releases its own claims",
         )
     await _refuse_agents(d, conn)
+    target, _alive = await owned_target(d, conn, ref, verb)
+    return target
 
 
 def rename_peer(d: Daemon, conn: Connection, r: p.RenamePeer) -> Any:
     async def run() -> None:
         try:
-            await _owner(d, conn, "rename another session")
+            found = await _owner(d, conn, "rename another session", r.target, "rename")
 
             def op() -> tuple[p.Peer, str, list[int]]:
-                target = d.store.resolve(r.target, d.machine_id)
+                target = d.store.require_peer(found.id)
                 if target.state == "gone":
                     raise PeersError(
                         Code.UNKNOWN_PEER, f"{target.name} has gone; only live sessions are renamed"
@@ -91,16 +95,15 @@ def release_claims(d: Daemon, conn: Connection, r: p.ReleaseClaims) -> Any:
 
     async def run() -> None:
         try:
-            await _owner(d, conn, "release another session's claims")
+            target = await _owner(
+                d, conn, "release another session's claims", r.target, "release the claims of"
+            )
 
-            def op() -> tuple[str, list[str]]:
-                target = d.store.resolve(r.target, d.machine_id)
-                released = d.store.files.release(
-                    target.id, None if r.all else r.patterns, time.time()
-                )
-                return target.id, released
+            def op() -> list[str]:
+                return d.store.files.release(target.id, None if r.all else r.patterns, time.time())
 
-            peer_id, released = await d.commit.run(op)
+            released = await d.commit.run(op)
+            peer_id = target.id
             not_held = [x for x in dict.fromkeys(r.patterns) if x not in released]
             d.publish("overseer", p.PeerChanged(what="claims", peer_id=peer_id))
             conn.send(p.FilesReleased(id=r.id, released=released, not_held=not_held))
@@ -108,6 +111,17 @@ def release_claims(d: Daemon, conn: Connection, r: p.ReleaseClaims) -> Any:
             conn.send(p.Error.of(e, r.id))
 
     return run()
+
+
+def message_changed(req: p.Request[Any], response: p.Frame) -> p.MessageChanged | None:
+    """The ``MessageChanged`` doorbell of a request that changes messages without an event
+    of its own (``Daemon.dispatch``, after commit): a reaction, a claim leasing mail. A
+    release, a lapsed lease, a delivery and an expiry ring from ``Daemon``'s effects."""
+    if isinstance(req, p.React) and isinstance(response, p.Ok):
+        return p.MessageChanged(what="reactions", message_ids=[req.message_id])
+    if isinstance(response, p.Claimed) and response.messages:
+        return p.MessageChanged(what="leased", message_ids=[m.id for m in response.messages])
+    return None
 
 
 def audit_added(d: Daemon, seq: int) -> None:

@@ -670,8 +670,8 @@ class SearchResults(Frame, tag="search_results"):
 # What `peers dashboard` (peers_cli/dashboard) needs beyond the rest (docs/protocol.md §13):
 # two actions the machine's owner takes on another session, and the events of kind
 # "overseer" (local socket only): every message whole as it is stored, and doorbells for a
-# change to a peer (status, summary, files, claims) or to the audit log. Like every event,
-# sent only after the change is committed.
+# change to a peer (status, summary, files, claims), to messages (state, reactions) or to
+# the audit log. Like every event, sent only after the change is committed.
 
 
 class RenamePeer(Request["PeerResult"], tag="rename_peer"):
@@ -716,6 +716,18 @@ class WorkChanged(Frame, tag="ev_work"):
     ``query_decisions`` or ``list_proposals`` shows something new)."""
 
     what: WorkChange
+
+
+MessageChange = Literal["leased", "queued", "delivered", "expired", "reactions"]
+
+
+class MessageChanged(Frame, tag="ev_message_changed"):
+    """A doorbell: stored messages changed as ``message_status`` shows them: leased by a
+    claim, queued again (released, a lapsed lease, inherited by a new holder of the name),
+    delivered, expired, or reacted to."""
+
+    what: MessageChange
+    message_ids: list[str]
 
 
 class AuditAdded(Frame, tag="ev_audit"):
@@ -1406,6 +1418,7 @@ Event = (
     | MessagePosted
     | WorkChanged
     | PeerChanged
+    | MessageChanged
     | AuditAdded
 )
 ServerFrame = Response | Event
@@ -1420,6 +1433,7 @@ EVENT_TYPES = (
     MessagePosted,
     WorkChanged,
     PeerChanged,
+    MessageChanged,
     AuditAdded,
 )
 

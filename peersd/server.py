@@ -23,7 +23,7 @@ from .errors import Code, PeersError
 from .federation import Federation
 from .handlers import Effect, visible
 from .housekeeping import Housekeeper
-from .overseer import PEER_CHANGES, WORK_CHANGES
+from .overseer import PEER_CHANGES, WORK_CHANGES, message_changed
 from .ratelimit import SenderLimits
 from .routes import HANDLERS, SINGLE_STATEMENT
 from .store import Store
@@ -257,6 +257,10 @@ class Daemon:
         self, msgs: list[p.Message], state: str, at: float, via: str | None
     ) -> list[Effect]:
         def run() -> None:
+            if msgs:
+                what: p.MessageChange = "delivered" if state == "delivered" else "expired"
+                ids = [m.id for m in msgs]
+                self.publish("overseer", p.MessageChanged(what=what, message_ids=ids))
             for m in msgs:
                 self.publish(
                     "receipts",
@@ -297,9 +301,17 @@ class Daemon:
     def requeued_effects(self, seqs: list[int]) -> list[Effect]:
         """Mail events for messages that are (again) waiting to be picked up."""
         effects: list[Effect] = []
-        for msg in self.store.messages_by_seqs(seqs):
+        msgs = self.store.messages_by_seqs(seqs)
+        for msg in msgs:
             effects += self.mail_effects(msg, fresh=False)
+        if msgs:
+            effects.append(self.queued_effect(msgs))
         return effects
+
+    def queued_effect(self, msgs: list[p.Message]) -> Effect:
+        """The overseer's doorbell for mail waiting again (released, lease lapsed, inherited)."""
+        again = p.MessageChanged(what="queued", message_ids=[m.id for m in msgs])
+        return lambda: self.publish("overseer", again)
 
     # ------------------------------------------------------------ dispatch
 
@@ -334,6 +346,11 @@ class Daemon:
             work = WORK_CHANGES.get(type(req))
             if work is not None and self.subscribers["overseer"]:
                 self.publish("overseer", p.WorkChanged(what=work))
+            changed = (
+                message_changed(req, result.response) if self.subscribers["overseer"] else None
+            )
+            if changed is not None:
+                self.publish("overseer", changed)
 
         self.commit.submit(op, done, type(req) not in SINGLE_STATEMENT)
 

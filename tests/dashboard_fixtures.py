@@ -25,13 +25,18 @@ class Dashboard:
     """``peers dashboard --no-open --port 0`` as a subprocess: its URL, token, cookie."""
 
     def __init__(
-        self, daemon: DaemonProc, cwd: Path, *args: str, env: dict[str, str] | None = None
+        self,
+        daemon: DaemonProc,
+        cwd: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        no_open: bool = True,
     ) -> None:
         self.daemon = daemon
         self.err_path = cwd / f"dashboard-{time.monotonic_ns()}.err"
         with open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [*PEERS, "dashboard", "--no-open", "--port", "0", *args],
+                [*PEERS, "dashboard", *(["--no-open"] if no_open else []), "--port", "0", *args],
                 env=plain_terminal_env({**daemon.env, **(env or {})}),
                 cwd=cwd,
                 stdout=subprocess.PIPE,

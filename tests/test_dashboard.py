@@ -15,6 +15,9 @@ import socket
 import stat
 import subprocess
 import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -41,8 +44,10 @@ def test_every_request_needs_the_token_which_the_url_swaps_for_a_cookie(dashboar
     assert d.request("GET", "/static/app.js", cookie=False)[0] == 401
     assert d.request("GET", "/?token=" + "0" * 64, cookie=False)[0] == 401  # a wrong one
 
-    status, headers, _ = d.request("GET", "/?token=" + d.token, cookie=False)
-    assert status == 303 and headers["location"] == "/"  # the token leaves the URL
+    status, headers, body = d.request("GET", "/?token=" + d.token, cookie=False)
+    assert status == 200 and b'content="0;url=/"' in body  # the token leaves the URL
+    elsewhere = d.request("GET", "//evil.example/?token=" + d.token, cookie=False)[2]
+    assert b'content="0;url=/evil.example/"' in elsewhere  # this origin's path, not a host
     cookie = headers["set-cookie"]
     assert cookie.startswith(d.cookie + ";")
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
@@ -75,6 +80,20 @@ def test_loopback_names_are_accepted(dashboard):
     for host in ("localhost", "127.0.0.1", "[::1]"):
         headers = {"Host": f"{host}:{dashboard.port}"}
         assert dashboard.request("GET", "/", headers=headers)[0] == 200
+
+
+def test_the_printed_url_works_for_another_loopback_host(daemon, tmp_path):
+    """``--host 127.0.0.2`` (loopback, so no TLS needed): the URL it prints is answered."""
+    d = Dashboard(daemon, tmp_path, "--host", "127.0.0.2")
+    try:
+        d.wait_ready()
+        assert d.url.startswith("http://127.0.0.2:")
+        status, headers, _ = d.request("GET", "/?token=" + d.token, cookie=False)
+        assert status == 200 and "set-cookie" in headers
+        assert d.request("GET", "/")[0] == 200
+        assert refused(d) is None  # and the page's WebSocket, from that origin
+    finally:
+        d.stop()
 
 
 def test_state_changes_need_the_csrf_header(dashboard, pair):
@@ -159,6 +178,34 @@ def test_exits_cleanly_on_ctrl_c_and_sigterm(daemon, tmp_path, sig):
         s.bind(("127.0.0.1", d.port))
 
 
+def test_the_browser_is_opened_on_a_private_file_never_the_token(daemon, tmp_path):
+    """A browser's command line is readable by every user (/proc/PID/cmdline): it gets the
+    path of a 0600 page that redirects to the URL; the token stays off it."""
+    record = tmp_path / "browser-args"
+    browser = tmp_path / "browser"
+    browser.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}.tmp && mv {record}.tmp {record}\n'
+    )
+    browser.chmod(0o755)
+    d = Dashboard(daemon, tmp_path, env={"BROWSER": str(browser)}, no_open=False)
+    try:
+        d.wait_ready()
+        deadline = time.monotonic() + 10
+        while not record.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [arg] = record.read_text().splitlines()
+        assert d.token not in arg
+        assert arg.startswith("file://")
+        page = Path(urlsplit(arg).path)
+        assert page.parent == daemon.settings.run_dir
+        st = os.stat(page)
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.getuid()
+        assert f'content="0;url={d.url}"' in page.read_text()
+    finally:
+        assert d.stop() == 0
+    assert not page.exists()  # gone with the dashboard
+
+
 def test_no_open_prints_exactly_one_line(daemon, tmp_path):
     d = Dashboard(daemon, tmp_path)
     try:
@@ -222,14 +269,21 @@ def test_compose_reaches_the_inbox_and_delivery_shows(dashboard, pair):
 
     async def deliver() -> list[dict]:
         task = asyncio.create_task(
-            updates_until(dashboard, lambda u: u["t"] == "state" and u["id"] == mid)
+            updates_until(
+                dashboard,
+                lambda u: (
+                    u["t"] == "changed"
+                    and u["message"]["id"] == mid
+                    and u["message"]["state"] == "delivered"
+                ),
+            )
         )
         await asyncio.sleep(0.3)
         await asyncio.to_thread(cb.request, p.Ack, message_ids=[mid], via="check")
         return await task
 
     seen = asyncio.run(deliver())
-    assert seen[-1]["state"] == "delivered" and seen[-1]["via"] == "check"
+    assert seen[-1]["message"]["delivered_via"] == "check"
 
 
 def test_compose_errors_are_specific(dashboard, pair):
@@ -246,6 +300,49 @@ def test_compose_errors_are_specific(dashboard, pair):
 def test_broadcast_to_a_scope(dashboard, pair):
     status, body = dashboard.post("send", {"scope": "machine", "text": "hello all"})
     assert status == 200 and len(body["sent"]) == 2, body
+
+
+def test_every_change_to_a_message_reaches_the_page(daemon, pair, tmp_path):
+    """Leased by a claim, queued again by a release, reacted to, delivered: each reaches the
+    page (``ev_message_changed``), also when the dashboard runs in a group (it never joins
+    one: the overseer sees everything, and ``ev_traffic`` is screened for grouped peers)."""
+    ca, _a, cb, _b = pair
+    d = Dashboard(daemon, tmp_path, env={"CLAUDE_PEERS_GROUP": "team-x"})
+    try:
+        snap = d.wait_ready()
+        assert snap["me"].get("group") is None
+        mid = ca.request(p.Send, to="beta", text="watch me change").message_id
+
+        def change(step: Any, want: Any) -> dict:
+            async def run() -> list[dict]:
+                task = asyncio.create_task(
+                    updates_until(
+                        d, lambda u: u["t"] == "changed" and u["message"]["id"] == mid and want(u)
+                    )
+                )
+                await asyncio.sleep(0.3)
+                await asyncio.to_thread(step)
+                return await task
+
+            return asyncio.run(run())[-1]["message"]
+
+        assert change(lambda: cb.request(p.Claim), lambda u: True)["state"] == "leased"
+        queued = change(lambda: cb.request(p.Release, message_ids=[mid]), lambda u: True)
+        assert queued["state"] == "queued"
+        reacted = change(
+            lambda: cb.request(p.React, message_id=mid, emoji="👍"),
+            lambda u: u["message"].get("reactions"),
+        )
+        assert [r["emoji"] for r in reacted["reactions"]] == ["👍"]
+
+        def deliver() -> None:
+            cb.request(p.Claim)
+            cb.request(p.Ack, message_ids=[mid], via="check")
+
+        done = change(deliver, lambda u: u["message"]["state"] == "delivered")
+        assert done["delivered_via"] == "check" and done["reactions"]
+    finally:
+        d.stop()
 
 
 def test_mail_to_the_human_is_delivered_once_the_page_showed_it(dashboard, pair):
@@ -385,6 +482,22 @@ def test_overseer_events_carry_whole_messages_and_doorbells(daemon, pair):
     assert (changed.what, changed.peer_id) == ("summary", a.id)
 
 
+def test_a_lapsed_lease_rings_the_message_doorbell(daemon, pair):
+    ca, _a, cb, _b = pair
+    with daemon.client() as watcher:
+        watcher.request(p.Subscribe, kinds=["overseer"])
+        mid = ca.request(p.Send, to="beta", text="lease me").message_id
+        assert isinstance(watcher.next_event(5), p.MessagePosted)
+        cb.request(p.Claim, lease_seconds=0.1)
+        leased = watcher.next_event(5)
+        time.sleep(0.3)
+        assert watcher.request(p.Sweep).requeued == 1
+        again = watcher.next_event(5)
+    assert (leased.what, leased.message_ids) == ("leased", [mid])
+    assert isinstance(again, p.MessageChanged)
+    assert (again.what, again.message_ids) == ("queued", [mid])
+
+
 def test_dashboard_command_in_help():
     done = subprocess.run(
         [*PEERS, "dashboard", "--help"], capture_output=True, text=True, check=False
@@ -409,7 +522,7 @@ def test_tls_when_asked_and_the_cookie_is_secure(daemon, tmp_path):
         conn.request("GET", f"/?token={d.token}")
         res = conn.getresponse()
         res.read()
-        assert res.status == 303
+        assert res.status == 200
         assert "Secure" in res.getheader("set-cookie", "")
         conn.request("GET", "/", headers={"Cookie": d.cookie})
         res = conn.getresponse()
@@ -484,3 +597,165 @@ def test_urgent_mail_raises_a_desktop_notification(daemon, pair, tmp_path):
         assert lines[2] == "URGENT: stop the deploy"
     finally:
         d.stop()
+
+
+def test_owner_actions_stop_at_this_machine_like_kill(make_daemon, agents, tmp_path):
+    """On a hub, the local owner may not rename a session of another machine, drop its
+    claims or kill it: the one check of ``kill.owned_target``."""
+    from .test_hub import hub, register_remote, remote_client
+
+    d, port = hub(make_daemon)
+    with remote_client(tmp_path / "m1", f"tcp://127.0.0.1:{port}") as far:
+        peer = register_remote(far, agents, "farbuilder", "alpha-box")
+        claim = p.FileRef(path="/work/src/**", repo="/work")
+        far.request(p.ClaimFiles, patterns=[claim], exclusive=True, reason="mine")
+        with d.client("cli") as local:
+            for req in (
+                p.RenamePeer(id=0, target=peer.id, name="renamed-by-the-hub"),
+                p.ReleaseClaims(id=0, target=peer.id, all=True),
+                p.Kill(id=0, target=peer.id),
+            ):
+                with pytest.raises(PeersError) as info:
+                    local.call(req)
+                assert info.value.code == Code.BAD_REQUEST, req
+                assert "runs on another machine (alpha-box)" in info.value.message
+            assert far.request(p.Whoami).peer.name == "farbuilder"
+            held = [(h.peer_id, h.path) for h in far.request(p.ListFiles).holders]
+            assert held == [(peer.id, "/work/src/**")]
+
+
+def test_owner_actions_leave_another_users_process_alone(daemon, tmp_path):
+    """A session whose agent process is another user's (pid 1, or when the tests run as
+    root a process of ``nobody``): neither renamed nor stripped of its claims, as ``kill``
+    leaves it alone."""
+    foreign = None
+    pid = 1
+    if os.getuid() == 0:
+        foreign = subprocess.Popen(["sleep", "60"], user=65534, group=65534, cwd="/")
+        pid = foreign.pid
+    try:
+        with daemon.client("claude-code") as c, daemon.client("cli") as owner:
+            register(c, pid, name="rootly")
+            c.request(p.ClaimFiles, patterns=[p.FileRef(path="/r/x/**", repo="/r")])
+            for req in (
+                p.RenamePeer(id=0, target="rootly", name="mine-now"),
+                p.ReleaseClaims(id=0, target="rootly", all=True),
+                p.Kill(id=0, target="rootly"),
+            ):
+                with pytest.raises(PeersError) as info:
+                    owner.call(req)
+                assert info.value.code == Code.FORBIDDEN, req
+                assert "belongs to another user" in info.value.message
+            assert c.request(p.Whoami).peer.name == "rootly"
+            assert owner.request(p.ListFiles).holders
+    finally:
+        if foreign is not None:
+            foreign.kill()
+            foreign.wait()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_failed_catch_up_after_a_reconnect_is_retried(daemon, anyio_backend):
+    """The client reconnects by itself, then the dashboard catches up; when that fails
+    (here the first two tries, as a request timing out would) it tries again instead of
+    staying "down" for good with the connection up."""
+    from peers_cli.dashboard import link
+
+    overseer = link.Overseer(daemon.settings, os.getpid())
+    task = asyncio.get_running_loop().create_task(overseer.run())
+    fetch = overseer._fetch
+    failures = {"left": 0}
+
+    async def flaky(what: set[str]) -> None:
+        if "audit" in what and failures["left"]:  # a catch-up's fetch, not a doorbell's
+            failures["left"] -= 1
+            raise PeersError(Code.TIMEOUT, "injected: no answer in time")
+        await fetch(what)
+
+    overseer._fetch = flaky  # type: ignore[method-assign]
+    try:
+        await asyncio.wait_for(overseer.ready.wait(), 15)
+        failures["left"] = 2
+        await asyncio.to_thread(daemon.stop)
+        deadline = time.monotonic() + 10
+        while overseer.up:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(daemon.start)
+        deadline = time.monotonic() + 15
+        while not (overseer.up and overseer.client and overseer.client.connected):
+            assert time.monotonic() < deadline, (overseer.down_reason, failures)
+            await asyncio.sleep(0.05)
+        assert failures["left"] == 0  # it did fail twice, and came up after
+        assert json.loads(overseer.snapshot())["up"] is True
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if overseer.client is not None:
+            await overseer.client.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_page_that_stops_reading_is_hung_up_on(daemon, pair, monkeypatch, anyio_backend):
+    """A page that never reads (a frozen tab) is hung up on once an update has waited
+    ``SEND_TIMEOUT`` for it, well before its queue of 2000 updates fills: its queue is let
+    go and its connection ends. In-process, with a 1 s timeout."""
+    import base64
+
+    from peers_cli.dashboard import link, web
+
+    ca, _a, _cb, _b = pair
+    monkeypatch.setattr(web, "SEND_TIMEOUT", 1.0)
+    overseer = link.Overseer(daemon.settings, os.getpid())
+    token = "ab" * 32
+    _app, guard = web.build(overseer, token, "127.0.0.1", False)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    guard.port = port = listener.getsockname()[1]
+    server = web.Server(web.server_config(guard, None, None))
+    serving = asyncio.get_running_loop().create_task(server.serve(sockets=[listener]))
+    page = socket.socket()
+    try:
+        await asyncio.wait_for(overseer.ready.wait(), 15)
+        page.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        page.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        page.sendall(
+            (
+                f"GET /live HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:{port}\r\n"
+                f"Cookie: {guard.cookie}={guard.cookie_value}\r\n\r\n"
+            ).encode()
+        )
+        page.settimeout(10)
+        assert await asyncio.to_thread(page.recv, 12) == b"HTTP/1.1 101"
+        deadline = time.monotonic() + 10
+        while not overseer.pages:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+
+        def flood() -> None:  # about 9 MB: more than the socket buffers hold
+            for n in range(300):
+                ca.request(p.Send, to="beta", text=f"{n} " + "y" * 30000)
+
+        await asyncio.to_thread(flood)
+        deadline = time.monotonic() + 15
+        while overseer.pages:  # detached: its queue and updates are freed
+            assert time.monotonic() < deadline, "a page that reads nothing is never let go"
+            await asyncio.sleep(0.05)
+
+        def drain() -> None:
+            with contextlib.suppress(ConnectionResetError):
+                while page.recv(1 << 20):
+                    pass
+
+        await asyncio.to_thread(drain)  # and the connection ends (no 10 s timeout)
+    finally:
+        page.close()
+        server.should_exit = True
+        await asyncio.wait_for(serving, 15)

@@ -378,3 +378,67 @@ def test_tasks_decisions_and_proposals_panels_show_live(visit, dash):
     done = run_peers(env, "propose", "Ship it?", "--voter", "beta")
     assert done.code == 0, done
     page.wait_for_selector("#proposals-panel >> text=beta: —", timeout=3000)
+
+
+def test_the_opened_file_lands_on_the_page_logged_in(browser, daemon, pair, tmp_path):
+    """What `peers dashboard` hands the browser (a private file, not the token URL) takes
+    it to the live page with its cookie."""
+    from peers_cli.dashboard.web import open_page
+
+    d = Dashboard(daemon, tmp_path)
+    context = browser.new_context()
+    try:
+        d.wait_ready()
+        page_file = open_page(daemon.settings, d.port, d.url)
+        page = context.new_page()
+        page.goto(page_file.as_uri())
+        page.wait_for_selector("#conn.ok", timeout=10000)
+        assert page.url == f"{d.origin}/"  # the token left the address bar
+        page.wait_for_selector("#peers li.peer >> text=alpha", timeout=5000)
+    finally:
+        context.close()
+        d.stop()
+
+
+def test_a_message_badge_follows_its_state_and_reactions(visit, pair):
+    ca, _a, cb, _b = pair
+    page = visit.page
+    mid = ca.request(p.Send, to="beta", text="follow my badge").message_id
+    item = page.locator(f'#feed li.message[data-id="{mid}"]')
+    item.locator(".badge.queued").wait_for(timeout=3000)
+    cb.request(p.Claim)
+    item.locator(".badge.leased").wait_for(timeout=3000)
+    cb.request(p.React, message_id=mid, emoji="👀")
+    item.locator(".reaction", has_text="👀").wait_for(timeout=3000)
+    cb.request(p.Ack, message_ids=[mid], via="check")
+    item.locator(".badge.delivered").wait_for(timeout=3000)
+    assert item.locator(".badge.delivered").get_attribute("title") == "via check"
+    assert page.locator(f'#feed li.message[data-id="{mid}"]').count() == 1  # replaced, not added
+
+
+def test_a_page_left_open_keeps_at_most_2000_messages(browser, make_daemon, agents, tmp_path):
+    """The oldest leave the feed (and the page's memory) past 2000, as in the dashboard."""
+    daemon = make_daemon(rate_per_second="0", queue_limit="5000")
+    ca = demo_peer(daemon, agents, "claude-code", "alpha", "main")
+    cb = demo_peer(daemon, agents, "codex", "beta", "main")
+    d = Dashboard(daemon, tmp_path)
+    v = None
+    try:
+        d.wait_ready()
+        v = Visit(browser, d)
+        page = v.page
+        first = ca.request(p.Send, to="beta", text="the very first").message_id
+        page.wait_for_selector("#feed li.message >> text=the very first", timeout=3000)
+        for n in range(2000):
+            ca.request(p.Send, to="beta", text=f"filler {n}")
+        page.wait_for_selector("#feed li.message >> text=filler 1999", timeout=30000)
+        expect(page.locator("#feed li.message")).to_have_count(2000)
+        assert page.locator(f'#feed li.message[data-id="{first}"]').count() == 0
+        assert page.locator("#feed li.message >> text=filler 0").count() == 1
+        assert not v.errors, v.errors
+    finally:
+        if v is not None:
+            v.close()
+        ca.close()
+        cb.close()
+        d.stop()

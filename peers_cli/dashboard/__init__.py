@@ -53,11 +53,9 @@ def dashboard(
     ] = False,
 ) -> None:
     """Open the live web view of every session: peers, all mail, files, audit; write as you."""
-    import uvicorn
-
     from ..app import _session_pid
     from .link import Overseer
-    from .web import Server, build, is_loopback, load_token
+    from .web import Server, build, is_loopback, load_token, open_page, server_config
 
     # Until the server's own handlers are in place, SIGTERM is a Ctrl-C: a clean exit.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -101,28 +99,22 @@ def dashboard(
     shown = f"[{host}]" if ":" in host else host
     url = f"{'https' if tls else 'http'}://{shown}:{bound}/?token={token}"
     print(url, flush=True)
+    page = None
     if not no_open:
         err.print("[dim]opening it in your browser; Ctrl-C stops the dashboard[/]")
         try:
-            webbrowser.open(url)
+            # Never the URL itself: a browser's command line is readable by every user.
+            page = open_page(conf, bound, url)
+            webbrowser.open(page.as_uri())
         except Exception as e:  # no browser here: the URL above is enough
             err.print(f"[yellow]could not open a browser ({e}); open the URL above[/]")
-    config = uvicorn.Config(
-        guard,
-        log_level="warning",
-        lifespan="on",
-        ws="websockets-sansio",
-        server_header=False,
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
-        timeout_graceful_shutdown=3,
-        ws_ping_interval=None,
-    )
-    server = Server(config)
+    server = Server(server_config(guard, tls_cert, tls_key))
     try:
         asyncio.run(server.serve_until_signal(sock))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the server's handlers were in place
         pass
     finally:
         sock.close()
+        if page is not None:
+            page.unlink(missing_ok=True)
     sys.exit(0)

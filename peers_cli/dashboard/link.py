@@ -35,7 +35,10 @@ COALESCE = 0.03
 """Seconds a doorbell waits for others before refetching (well inside the 100 ms budget)."""
 PAGE_QUEUE = 2000
 """Updates a slow page may have waiting; past that it is hung up and catches up anew."""
-EVENT_KINDS: list[p.EventKind] = ["peers", "traffic", "mail", "receipts", "overseer"]
+RESYNC_FIRST, RESYNC_MAX = 0.2, 5.0
+"""Seconds before retrying a failed resync after a reconnect, doubling up to the max."""
+EVENT_KINDS: list[p.EventKind] = ["peers", "mail", "overseer"]
+"""Not ``traffic``: what it says of a message comes whole from ``overseer`` events."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class Overseer:
         self.features: dict[str, bool] = {"search": False, "report": False}
         self.pages: set[asyncio.Queue[bytes | None]] = set()
         self._dirty: set[str] = set()
+        self._changed: set[str] = set()
+        """Messages an ``ev_message_changed`` named, refetched with the next doorbell."""
         self._wake = asyncio.Event()
         self.ready = asyncio.Event()
         """Set once the first snapshot is taken (tests and the first page wait for it)."""
@@ -107,11 +112,12 @@ class Overseer:
             try:
                 queue.put_nowait(data)
             except asyncio.QueueFull:
-                # Too far behind: hang up; the page reconnects and takes a snapshot.
+                # Too far behind: hang up; the page reconnects and takes a snapshot. What
+                # it has not taken is dropped at once, so the hang-up is next in line.
                 self.pages.discard(queue)
-                with contextlib.suppress(asyncio.QueueFull):
+                while not queue.empty():
                     queue.get_nowait()
-                    queue.put_nowait(None)
+                queue.put_nowait(None)
 
     def snapshot(self) -> bytes:
         messages = sorted(self.messages.values(), key=lambda m: m.created)[-HISTORY:]
@@ -146,7 +152,7 @@ class Overseer:
                     self.settings,
                     kind="cli",
                     autostart=autostart,
-                    on_reconnect=self._resync,
+                    on_reconnect=self._resync_until_done,
                     on_lost=self._lost,
                 )
                 try:
@@ -176,6 +182,22 @@ class Overseer:
             log.info("peersd went away: %s", why)
         self.send({"t": "daemon", "up": False, "reason": why})
 
+    async def _resync_until_done(self) -> None:
+        """After the client reconnected by itself: resync, and on failure (a request that
+        timed out, a daemon still starting or stopping) try again with backoff rather than
+        stay "down" with the connection up. A newer reconnect cancels this and starts anew."""
+        delay = RESYNC_FIRST
+        while True:
+            try:
+                await self._resync()
+                return
+            except (PeersError, OSError) as e:
+                log.info("resync after a reconnect failed, again in %.1fs: %s", delay, e)
+                self.down_reason = f"catching up with peersd failed ({e}); retrying"
+                self.send({"t": "daemon", "up": False, "reason": self.down_reason})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESYNC_MAX)
+
     async def _resync(self) -> None:
         """Become the human's peer again, subscribe, and send every page a snapshot."""
         client = self.client
@@ -185,6 +207,7 @@ class Overseer:
             req = await asyncio.to_thread(
                 session_registration, self.settings, self.human_pid, "cli", name=self.name
             )
+            req.group = None  # the overseer sees every session, whatever group it is in
             self.me = await client.bind(req)
             await client.subscribe(EVENT_KINDS)
         else:
@@ -251,12 +274,9 @@ class Overseer:
                     del self.messages[old]
             self.send({"t": "message", "message": msg})
             self.ring("peers")  # pending counts
-        elif isinstance(event, p.TrafficEvent):
-            if event.what != "sent":
-                self._state(event.message_id, event.what, event.at, event.via)
-                self.ring("peers")
-        elif isinstance(event, p.ReceiptEvent):
-            self._state(event.message_id, event.state, event.at, event.via)
+        elif isinstance(event, p.MessageChanged):
+            self._changed.update(event.message_ids)
+            self.ring("messages", "" if event.what == "reactions" else "peers")
         elif isinstance(event, p.PeerChanged):
             self.ring("peers", "files" if event.what in ("files", "claims") else "")
         elif isinstance(event, (p.PeerJoined, p.PeerLeft, p.PeerRenamed)):
@@ -270,15 +290,6 @@ class Overseer:
         name = type(event).__name__
         if any(name in panel.events for panel in PANELS):
             self.ring("panels")
-
-    def _state(self, message_id: str, state: str, at: float, via: str | None) -> None:
-        msg = self.messages.get(message_id)
-        if msg is not None:
-            changes: dict[str, Any] = {"state": state}
-            if state == "delivered":
-                changes |= {"delivered_at": at, "delivered_via": via}
-            self.messages[message_id] = msgspec.structs.replace(msg, **changes)
-        self.send({"t": "state", "id": message_id, "state": state, "at": at, "via": via})
 
     def ring(self, *what: str) -> None:
         self._dirty.update(w for w in what if w)
@@ -308,6 +319,8 @@ class Overseer:
         if "files" in what:
             self.files = (await client.request(p.ListFiles)).holders
             self.send({"t": "files", "files": self.files})
+        if "messages" in what:
+            await self._refetch_messages(client)
         if "audit" in what:
             self.audit = (await client.request(p.Audit, limit=50)).records
             self.send({"t": "audit", "audit": self.audit})
@@ -319,6 +332,30 @@ class Overseer:
                 else:
                     self.panels[panel.name] = getattr(answer, panel.items, [])
             self.send({"t": "panels", "panels": self.panels})
+
+    async def _refetch_messages(self, client: AsyncClient) -> None:
+        """The messages ``ev_message_changed`` named (those the pages have) as they are now:
+        state, delivery, recipient (mail inherited by a new holder of a name), reactions."""
+        ids, self._changed = [i for i in self._changed if i in self.messages], set()
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            items = (await client.request(p.MessageStatus, message_ids=chunk)).items
+            for item in items:
+                msg = self.messages.get(item.message_id)
+                if msg is None or not item.found or item.state is None:
+                    continue
+                msg = msgspec.structs.replace(
+                    msg,
+                    state=item.state,
+                    recipient=item.to or msg.recipient,
+                    recipient_name=item.to_name or msg.recipient_name,
+                    delivered_at=item.delivered_at,
+                    expires_at=item.expires_at or msg.expires_at,
+                    delivered_via=item.delivered_via,
+                    reactions=item.reactions,
+                )
+                self.messages[msg.id] = msg
+                self.send({"t": "changed", "message": msg})
 
     # ------------------------------------------------------------------ actions
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import html
 import logging
 import secrets
 import shutil
@@ -30,7 +31,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -51,6 +52,9 @@ CSRF_HEADER = "x-peers-csrf"
 PING = 20.0
 """Seconds of quiet after which a page gets a ping (it reconnects after 45 s of silence:
 a laptop that slept, a proxy that dropped the socket)."""
+SEND_TIMEOUT = 30.0
+"""Seconds one update may wait for a page to read what it was sent before: a page that
+stopped reading is hung up on (its connection aborted), not held in memory for good."""
 MAX_BODY = 256 * 1024
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -96,6 +100,48 @@ def load_token(settings: Settings, renew: bool = False) -> str:
     return token
 
 
+def open_page(settings: Settings, port: int, url: str) -> Path:
+    """A 0600 HTML file beside the token that sends the browser on to ``url`` (as Jupyter
+    does): the browser is started with this file's path, so the token never shows in a
+    command line other users can read (``/proc/PID/cmdline``). Removed when the dashboard
+    stops."""
+    path = settings.run_dir / f"claude-peers-dashboard-{port}.html"
+    ensure_private_dir(path.parent)
+    shown = html.escape(url, quote=True)
+    page = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={shown}">'
+        "<title>peers dashboard</title></head>\n"
+        f'<body><p>Opening <a href="{shown}">the dashboard</a>…</p></body></html>\n'
+    )
+    write_private_file(path, page.encode(), replace=True)
+    return path
+
+
+def _landing(path: str) -> Response:
+    """A page that sets nothing itself but sends the browser on to ``path`` (same origin)."""
+    shown = html.escape(path, quote=True)
+    body = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={shown}">'
+        # Its own icon, or the browser asks for /favicon.ico (a 404 in its console).
+        '<link rel="icon" href="/static/icon.svg" type="image/svg+xml">'
+        "<title>peers dashboard</title></head>\n"
+        f'<body><p><a href="{shown}">the dashboard</a></p></body></html>\n'
+    )
+    return Response(body, media_type="text/html; charset=utf-8")
+
+
+def _aborter(send: Send) -> Callable[[], None]:
+    """How to drop a WebSocket's connection at once, its unsent data with it: a close
+    frame (even the transport's close) waits behind what a page that stopped reading
+    never takes. uvicorn's ``send`` is its protocol's method, which holds the transport;
+    another server: only the app's side ends."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    abort = getattr(transport, "abort", None)
+    return abort if callable(abort) else (lambda: None)
+
+
 def derive(token: str, purpose: str) -> str:
     return hmac.new(token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
 
@@ -109,6 +155,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _bracketed(host: str) -> str:
+    """A host as it appears in a URL or Host header: an IPv6 address in brackets."""
+    host = host.strip("[]")
+    return f"[{host}]" if ":" in host else host
 
 
 class Guard:
@@ -131,9 +183,8 @@ class Guard:
         return f"peers_dash_{self.port}"
 
     def allowed_hosts(self) -> set[str]:
-        names = {"127.0.0.1", "localhost", "[::1]"}
-        if not is_loopback(self.host):
-            names.add(f"[{self.host}]" if ":" in self.host else self.host)
+        # The configured host always: it is the one the printed URL names (127.0.0.2 too).
+        names = {"127.0.0.1", "localhost", "[::1]", _bracketed(self.host)}
         hosts = {f"{name}:{self.port}" for name in names}
         if self.port in (80, 443):
             hosts |= names
@@ -158,9 +209,14 @@ class Guard:
                 return
             await self._secured(PlainTextResponse(text + "\n", status), scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            scope["peers.abort"] = _aborter(send)
         if scope["type"] == "http" and self._query_token(scope):
             # The URL carried the token: swap it for the cookie and drop it from the URL.
-            response = RedirectResponse(scope.get("path") or "/", status_code=303)
+            # A page that moves on by itself, not a 303: a navigation that began elsewhere
+            # (the file ``open_page`` writes) would carry the SameSite=Strict cookie through
+            # neither a redirect nor a refresh of a foreign page; this one is the origin's own.
+            response = _landing("/" + (scope.get("path") or "").lstrip("/"))  # never //host
             response.set_cookie(
                 self.cookie,
                 self.cookie_value,
@@ -228,8 +284,17 @@ def build(overseer: Overseer, token: str, host: str, tls: bool) -> tuple[Starlet
         await ws.accept()
         queue = overseer.attach()
         closed = asyncio.get_running_loop().create_task(_until_closed(ws))
+
+        async def send(data: str) -> None:
+            try:
+                await asyncio.wait_for(ws.send_text(data), SEND_TIMEOUT)
+            except TimeoutError:
+                log.warning("a page read nothing for %gs: hanging up on it", SEND_TIMEOUT)
+                ws.scope.get("peers.abort", lambda: None)()
+                raise _Slow from None
+
         try:
-            await ws.send_text(overseer.snapshot().decode())
+            await send(overseer.snapshot().decode())
             while True:
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait(
@@ -240,14 +305,17 @@ def build(overseer: Overseer, token: str, host: str, tls: bool) -> tuple[Starlet
                     break
                 if getter not in done:
                     getter.cancel()
-                    await ws.send_text('{"t":"ping"}')
+                    await send('{"t":"ping"}')
                     continue
                 data = getter.result()
                 if data is None:  # too far behind: the page reconnects and catches up
-                    await ws.close(1013, "too far behind; reconnect")
+                    try:
+                        await asyncio.wait_for(ws.close(1013, "too far behind; reconnect"), 1)
+                    except TimeoutError:
+                        ws.scope.get("peers.abort", lambda: None)()
                     break
-                await ws.send_text(data.decode())
-        except (WebSocketDisconnect, RuntimeError, OSError):
+                await send(data.decode())
+        except (WebSocketDisconnect, RuntimeError, OSError, _Slow, TimeoutError):
             pass
         finally:
             overseer.detach(queue)
@@ -317,6 +385,10 @@ async def _until_closed(ws: WebSocket) -> None:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             return
+
+
+class _Slow(ClaudePeersError):
+    """A page did not read an update within ``SEND_TIMEOUT``: it was hung up on."""
 
 
 class _BadInput(ClaudePeersError, ValueError):
@@ -421,6 +493,21 @@ async def _notify(title: str, body: str) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
+
+
+def server_config(guard: Guard, tls_cert: str | None, tls_key: str | None) -> uvicorn.Config:
+    """How uvicorn serves the dashboard (``peers dashboard``, and the tests in-process)."""
+    return uvicorn.Config(
+        guard,
+        log_level="warning",
+        lifespan="on",
+        ws="websockets-sansio",
+        server_header=False,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        timeout_graceful_shutdown=3,
+        ws_ping_interval=None,
+    )
 
 
 class Server(uvicorn.Server):

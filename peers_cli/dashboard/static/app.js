@@ -8,6 +8,7 @@ const $ = (id) => document.getElementById(id);
 const CSRF = document.querySelector('meta[name="peers-csrf"]').content;
 const SILENCE = 45000; // ms without a frame (the server pings every 20 s): reconnect
 const PINS_KEY = "peers-dashboard-pins";
+const KEEP = 2000; // messages kept on the page, as the dashboard keeps (link.KEEP): oldest go
 
 const state = {
   up: false,
@@ -338,6 +339,23 @@ function appendMessage(msg) {
   if (stick) feed.scrollTop = feed.scrollHeight;
 }
 
+function trimMessages() {
+  // A page left open for days must not grow without end: forget the oldest (never a
+  // pinned one), from the map and from the feed. Search still finds them in the daemon.
+  if (state.messages.size <= KEEP) return;
+  const excess = [...state.messages.values()]
+    .filter((m) => !state.pins.has(m.id))
+    .sort((a, b) => a.created - b.created)
+    .slice(0, state.messages.size - KEEP);
+  for (const m of excess) {
+    state.messages.delete(m.id);
+    state.toAck.delete(m.id);
+    for (const li of $("feed").querySelectorAll(`li.message[data-id="${CSS.escape(m.id)}"]`)) {
+      li.remove();
+    }
+  }
+}
+
 function renderPins() {
   const pinned = [...state.pins].map((id) => state.messages.get(id)).filter(Boolean);
   $("pinned").replaceChildren(...pinned.map(renderMessage));
@@ -372,15 +390,11 @@ function stopReply() {
   $("replying").hidden = true;
 }
 
-function updateState(id, st, at, via) {
-  const msg = state.messages.get(id);
-  if (!msg) return;
-  msg.state = st;
-  if (st === "delivered") {
-    msg.delivered_at = at;
-    msg.delivered_via = via;
-  }
-  for (const li of document.querySelectorAll(`li.message[data-id="${CSS.escape(id)}"]`)) {
+function changeMessage(msg) {
+  // A message as it is now (state, delivery, recipient, reactions): every copy shown.
+  if (!state.messages.has(msg.id)) return;
+  state.messages.set(msg.id, msg);
+  for (const li of document.querySelectorAll(`li.message[data-id="${CSS.escape(msg.id)}"]`)) {
     li.replaceWith(renderMessage(msg));
   }
 }
@@ -609,11 +623,12 @@ function apply(update) {
     case "message": {
       state.messages.set(update.message.id, update.message);
       appendMessage(update.message);
+      trimMessages();
       noteMailForMe(update.message, true);
       break;
     }
-    case "state":
-      updateState(update.id, update.state, update.at, update.via);
+    case "changed":
+      changeMessage(update.message);
       break;
     case "peers":
       state.peers = update.peers;
