@@ -314,7 +314,8 @@ def list_peers(d: Daemon, conn: Connection, r: p.ListPeers) -> Op:
         peers = coordination.decorate(d, peers)  # status, note, active files
         if conn.remote:
             peers = [visible(conn, x) for x in peers]
-        if network and d.federation is not None:
+        if network and d.federation is not None and r.group is None:
+            # other machines' peers carry no group (groups are per machine)
             peers = peers + d.federation.network_peers()
         kept = _within(peers, d.frame_budget)
         return Outcome(p.PeerList(id=r.id, peers=peers[:kept], omitted=len(peers) - kept))
@@ -360,6 +361,13 @@ def send(d: Daemon, conn: Connection, r: p.Send) -> Op:
         except PeersError as e:
             if e.code != Code.UNKNOWN_PEER or d.federation is None:
                 raise
+            if r.typed is not None or r.subject is not None:
+                # Federation carries plain text and reply_to (docs/federation.md, limits).
+                raise PeersError(
+                    Code.BAD_REQUEST,
+                    f"{r.to} is on another machine: typed requests (kind) and subjects do not "
+                    "cross machines yet; send it as plain text",
+                ) from None
             return d.federation.send(sender, r, now)  # a peer on another machine
         if recipient.id == sender.id:
             raise PeersError(Code.BAD_REQUEST, "you cannot send a message to yourself")

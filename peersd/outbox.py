@@ -107,8 +107,28 @@ class Outbox:
         now: float,
         ttl: float,
     ) -> Message:
-        """Store mail for peer ``to`` on machine ``node`` and queue it for publishing."""
+        """Store mail for peer ``to`` on machine ``node`` and queue it for publishing.
+
+        Three rows in one savepoint (``send`` runs without one of its own: a local send is
+        one statement), so a failure leaves none of them."""
+        with self.store.conn:
+            msg = self._send(sender, to, to_name, node, text, reply_to, now, ttl)
+        return msg
+
+    def _send(
+        self,
+        sender: Peer,
+        to: str,
+        to_name: str,
+        node: str,
+        text: str,
+        reply_to: str | None,
+        now: float,
+        ttl: float,
+    ) -> Message:
         conn = self.store.conn
+        if reply_to is not None:
+            reply_to = self.store.canonical_id(reply_to)
         conn.execute(
             "INSERT INTO messages(sender, sender_name, recipient, recipient_name, text, "
             "created, state, expires_at, reply_to) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",

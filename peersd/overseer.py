@@ -34,6 +34,8 @@ PEER_CHANGES: dict[type[p.Request[Any]], p.PeerChange] = {
 """Requests whose success changes a peer as the dashboard shows it: a ``PeerChanged``."""
 
 WORK_CHANGES: dict[type[p.Request[Any]], p.WorkChange] = {
+    p.Register: "tasks",  # a gone session's tasks may pass to the new one (store._inherit)
+    p.SetName: "tasks",
     p.CreateTask: "tasks",
     p.UpdateTask: "tasks",
     p.PostDecision: "decisions",

@@ -18,7 +18,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from peersd import natsconf, schema
+from peersd import kinds, natsconf, schema
 from peersd import protocol as p
 from peersd.errors import PeersError
 from peersd.store import Store
@@ -125,6 +125,16 @@ def test_three_machines_list_send_reply_and_receipts(world: World) -> None:
     with pytest.raises(PeersError) as e:
         ca.request(p.Send, to="bobb@beta", text="x")
     assert e.value.code == "unknown_peer" and "bob@beta" in e.value.candidates
+    # Typed requests and subjects do not cross machines yet: a clear refusal, nothing stored.
+    question = kinds.Question(expected_format="yes/no")
+    for extra in ({"typed": question}, {"subject": "s"}):
+        with pytest.raises(PeersError) as e:
+            ca.request(p.Send, to="bob@beta", text="?", **extra)
+        assert e.value.code == "bad_request" and "do not cross machines" in e.value.message
+    # Groups are per machine: a group filter leaves other machines' peers out.
+    ca.request(p.SetGroup, group="red")
+    assert [x.name for x in ca.request(p.ListPeers, scope="network", group="red").peers] == []
+    ca.request(p.SetGroup, group=None)
     st = world["alpha"].status().federation
     assert st is not None and st.connected and st.node == "alpha" and st.machines == 2
 
